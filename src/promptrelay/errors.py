@@ -1,0 +1,104 @@
+"""One error tree for the whole service.
+
+    GatewayError                 every error we raise on purpose; carries HTTP status + type
+    ├── InvalidRequest           400 invalid_request_error (bad JSON, missing/mistyped field)
+    ├── Unauthorized             401 authentication_error
+    ├── Forbidden                403 permission_error
+    ├── NotFound                 404 not_found_error
+    ├── PayloadTooLarge          413 request_too_large
+    ├── UpstreamError            an upstream call failed before an answer arrived
+    │   ├── UpstreamTimeout      504 timeout_error
+    │   ├── UpstreamUnavailable  502 api_error (connection refused/reset)
+    │   └── CircuitOpen          503 overloaded_error, with retry_after
+    └── OfflineUnsupported       501 api_error: the offline provider cannot answer this route
+
+Foreign errors (aiohttp, redis) are translated at the boundary that meets them; the
+HTTP layer maps a GatewayError to Anthropic's error shape exactly once.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+__all__ = [
+    "CircuitOpen",
+    "Forbidden",
+    "GatewayError",
+    "InvalidRequest",
+    "NotFound",
+    "OfflineUnsupported",
+    "PayloadTooLarge",
+    "Unauthorized",
+    "UpstreamError",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+    "error_body",
+]
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "api_error"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+    def body(self) -> bytes:
+        return error_body(self.type, self.message)
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    type = "authentication_error"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    type = "permission_error"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "not_found_error"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "request_too_large"
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    type = "api_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    type = "timeout_error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    status = 502
+    type = "api_error"
+
+
+class CircuitOpen(UpstreamError):
+    status = 503
+    type = "overloaded_error"
+
+
+class OfflineUnsupported(GatewayError):
+    status = 501
+    type = "api_error"
+
+
+def error_body(type_: str, message: str) -> bytes:
+    """Anthropic's error envelope: {"type": "error", "error": {"type", "message"}}."""
+    return orjson.dumps({"type": "error", "error": {"type": type_, "message": message}})

@@ -1,0 +1,191 @@
+"""All configuration, read once from the environment.
+
+This is the only module that reads the environment. `load_settings()` builds one
+validated `Settings`; everything else receives it (or the parts it needs) as an
+argument. A bad value raises `ConfigError` whose message names the variable.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["ConfigError", "Settings", "is_loopback_host", "load_settings"]
+
+DEFAULT_MODEL = "claude-sonnet-4-5"
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+class ConfigError(Exception):
+    """Configuration is invalid; the message names each offending variable."""
+
+
+def is_loopback_host(host: str) -> bool:
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """Every variable of the DESIGN.md table, with the specification's defaults.
+
+    Field names are the environment variable names, lower-cased.
+    """
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+    )
+
+    # Where the service listens.
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    workers: PositiveInt = 1
+    shutdown_grace: Annotated[float, Field(ge=0)] = 30.0
+    log_level: str = "info"
+
+    # Upstream.
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str = "https://api.anthropic.com"
+    anthropic_version: str = "2023-06-01"
+    max_sockets: PositiveInt = 50
+    max_free_sockets: NonNegativeInt = 10
+    upstream_keepalive: PositiveFloat = 15.0
+    upstream_timeout: PositiveFloat = 600.0
+    upstream_connect_timeout: PositiveFloat = 10.0
+    upstream_read_timeout: PositiveFloat = 300.0
+    upstream_retries: NonNegativeInt = 2
+    retry_max_wait: Annotated[float, Field(ge=0)] = 60.0
+
+    # Cache.
+    redis_enabled: bool = False
+    redis_url: SecretStr | None = None
+    redis_host: str = "localhost"
+    redis_port: Annotated[int, Field(gt=0, le=65535)] = 6379
+    redis_password: SecretStr | None = None
+    redis_socket_timeout: PositiveFloat = 0.2
+    redis_connect_timeout: PositiveFloat = 0.2
+    redis_max_connections: PositiveInt = 32
+    cache_ttl: PositiveInt = 3600
+    cache_ttl_claude_response: PositiveInt = 1800
+    cache_ttl_template_content: PositiveInt = 3600
+    cache_ttl_provider_config: PositiveInt = 7200
+    cache_ttl_health_status: PositiveInt = 300
+    cache_ttl_metrics: PositiveInt = 60
+    memory_cache_max_bytes: PositiveInt = 64 * 1024 * 1024
+    cache_max_entry_bytes: PositiveInt = 4 * 1024 * 1024
+
+    # Batching.
+    batch_max_size: PositiveInt = 10
+    batch_window_ms: PositiveInt = 100
+
+    # Circuit breaker.
+    circuit_failure_threshold: PositiveInt = 5
+    circuit_reset_timeout: PositiveFloat = 60.0
+    circuit_window: PositiveFloat = 300.0
+
+    # Memory guard and alerts.
+    gc_threshold: Fraction = 0.7
+    memory_threshold: Fraction = 0.8
+    memory_limit_bytes: PositiveInt | None = None
+    alert_webhook_url: str | None = None
+
+    # Access.
+    admin_api_key: SecretStr | None = None
+    promptrelay_api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    allow_open_access: bool = False
+    max_body_bytes: PositiveInt = 32 * 1024 * 1024
+
+    # Requests.
+    default_model: str = DEFAULT_MODEL
+    default_max_tokens: PositiveInt = 1024
+
+    # Later features.
+    database_url: str = "sqlite:///promptrelay.db"
+    providers_file: str | None = None
+
+    @field_validator("promptrelay_api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("anthropic_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL such as https://api.anthropic.com")
+        return value.rstrip("/")
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _check_webhook(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @field_validator("anthropic_api_key", "admin_api_key", "redis_password", "redis_url")
+    @classmethod
+    def _empty_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _check_open_access(self) -> Settings:
+        if (
+            not self.promptrelay_api_keys
+            and not self.allow_open_access
+            and not is_loopback_host(self.host)
+        ):
+            raise ValueError(
+                f"HOST={self.host} is not a loopback address and PROMPTRELAY_API_KEYS is unset: "
+                "anyone who can reach the gateway would spend its Anthropic key. "
+                "Set PROMPTRELAY_API_KEYS, or ALLOW_OPEN_ACCESS=true to accept that."
+            )
+        if self.max_free_sockets > self.max_sockets:
+            raise ValueError("MAX_FREE_SOCKETS must not exceed MAX_SOCKETS")
+        return self
+
+    @property
+    def offline(self) -> bool:
+        """No gateway key: the offline provider answers unless a client brings its own key."""
+        return self.anthropic_api_key is None
+
+    def redis_location(self) -> str:
+        """The Redis URL, built from REDIS_HOST/PORT/PASSWORD when REDIS_URL is unset."""
+        if self.redis_url is not None:
+            return self.redis_url.get_secret_value()
+        return f"redis://{self.redis_host}:{self.redis_port}/0"
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        name = "_".join(str(part) for part in item["loc"]).upper()
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{name}: {message}" if name else message)
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment (plus explicit overrides, e.g. from CLI flags) once."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None

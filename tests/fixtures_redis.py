@@ -1,0 +1,1 @@
+"""Fixtures: a real redis-server on a free port."""

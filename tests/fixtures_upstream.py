@@ -1,0 +1,1 @@
+"""Fixtures: a real fake-Anthropic server over HTTP."""

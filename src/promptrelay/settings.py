@@ -8,6 +8,7 @@ argument. A bad value raises `ConfigError` whose message names the variable.
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -189,3 +190,9 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as error:
         raise ConfigError(_describe(error)) from None
+
+
+def export_overrides(overrides: dict[str, Any]) -> None:
+    """Put CLI overrides into the environment, for worker processes that re-read it."""
+    for name, value in overrides.items():
+        os.environ[name.upper()] = str(value)

@@ -1,0 +1,3 @@
+from promptrelay.cli import main
+
+main()

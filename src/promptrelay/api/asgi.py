@@ -1,0 +1,99 @@
+"""Plain ASGI plumbing for the hot routes: read a bounded body, send bytes or a stream.
+
+The hot routes bypass FastAPI's router (DESIGN.md, "Measured facts": a FastAPI route costs
+~3x a plain ASGI callable here). These helpers are all they need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+from promptrelay.errors import GatewayError, PayloadTooLarge
+
+__all__ = [
+    "Receive",
+    "Scope",
+    "Send",
+    "read_body",
+    "request_headers",
+    "send_error",
+    "send_response",
+    "stream_response",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON_CONTENT = (b"content-type", b"application/json")
+
+
+class ClientGone(Exception):
+    """The client disconnected before the answer was complete."""
+
+
+def request_headers(scope: Scope) -> dict[bytes, bytes]:
+    # ASGI servers lower-case header names. Repeated headers: the last one wins, which
+    # is fine for the few we read (keys, versions, cache-control, content-length).
+    return dict(scope["headers"])
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refusing more than `limit` bytes before reading them."""
+    declared = request_headers(scope).get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is {int(declared)} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def send_response(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, error: GatewayError, extra: list[tuple[bytes, bytes]]) -> None:
+    headers = [JSON_CONTENT, *extra]
+    if error.retry_after is not None:
+        headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
+    await send_response(send, error.status, headers, error.body())
+
+
+async def stream_response(
+    send: Send,
+    receive: Receive,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    chunks: AsyncIterator[bytes],
+) -> None:
+    """Forward chunks as they arrive. Raises ClientGone when the client leaves midway.
+
+    uvicorn's `send` silently drops data once the client is gone, so a watcher on
+    `receive()` (which yields http.disconnect then) tells us to stop pulling upstream.
+    """
+    gone = asyncio.ensure_future(receive())
+    try:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        async for chunk in chunks:
+            if gone.done():
+                raise ClientGone
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        gone.cancel()

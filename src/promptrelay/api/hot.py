@@ -1,0 +1,190 @@
+"""The hot routes as plain ASGI: POST /v1/messages, POST /api/generate, other /v1/*.
+
+Each handler: read the bounded body, resolve credentials, parse once (orjson), call the
+Gateway, write the answer. GatewayErrors become Anthropic-shaped error responses here,
+once; nothing else leaves as a 500 without a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from promptrelay.api.asgi import (
+    JSON_CONTENT,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    request_headers,
+    send_error,
+    send_response,
+    stream_response,
+)
+from promptrelay.core.auth import Credentials, KeyResolver
+from promptrelay.core.gateway import Gateway, MessagesCall
+from promptrelay.core.request import parse_generate, parse_json_object, validate_messages_body
+from promptrelay.core.sse import encode_event
+from promptrelay.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
+from promptrelay.settings import Settings
+from promptrelay.upstream.client import UpstreamResponse
+
+__all__ = ["HotRoutes"]
+
+log = logging.getLogger("promptrelay.api")
+
+_NO_RETRY = (b"x-should-retry", b"false")
+
+
+class HotRoutes:
+    def __init__(self, settings: Settings, gateway: Gateway, keys: KeyResolver) -> None:
+        self._gateway = gateway
+        self._keys = keys
+        self._limit = settings.max_body_bytes
+        self._version = settings.anthropic_version
+        self._default_model = settings.default_model
+        self._default_max_tokens = settings.default_max_tokens
+
+    async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._messages(scope, receive, send)
+        except ClientGone:
+            return
+        except GatewayError as error:
+            await send_error(send, error, _error_headers(error))
+
+    async def generate(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._generate(scope, receive, send)
+        except ClientGone:
+            return
+        except GatewayError as error:
+            await send_error(send, error, _error_headers(error))
+
+    async def forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._forward(scope, receive, send)
+        except ClientGone:
+            return
+        except GatewayError as error:
+            await send_error(send, error, _error_headers(error))
+
+    def _call(
+        self, headers: dict[bytes, bytes], raw: bytes, body: dict[str, Any], creds: Credentials
+    ) -> MessagesCall:
+        version = headers.get(b"anthropic-version")
+        beta = headers.get(b"anthropic-beta")
+        return MessagesCall(
+            body=body,
+            raw=raw,
+            stream=bool(body.get("stream", False)),
+            creds=creds,
+            version=version.decode("latin-1") if version else self._version,
+            beta=beta.decode("latin-1") if beta else None,
+        )
+
+    async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            raise NotFound("use POST /v1/messages")
+        headers = request_headers(scope)
+        creds = self._keys.resolve(headers)  # refuse a bad key before reading a large body
+        raw = await read_body(scope, receive, self._limit)
+        body = parse_json_object(raw)
+        validate_messages_body(body)
+        call = self._call(headers, raw, body, creds)
+        response = await self._gateway.messages(call)
+        await _send_upstream(send, receive, response)
+
+    async def _generate(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            raise NotFound("use POST /api/generate")
+        started = time.perf_counter()
+        headers = request_headers(scope)
+        creds = self._keys.resolve(headers)
+        raw = await read_body(scope, receive, self._limit)
+        request = parse_generate(
+            raw, default_model=self._default_model, default_max_tokens=self._default_max_tokens
+        )
+        call = self._call(headers, orjson.dumps(request.body), request.body, creds)
+        response = await self._gateway.messages(call)
+        if response.status != 200:
+            await send_response(send, response.status, response.headers, response.body)
+            return
+        message = orjson.loads(response.body)
+        offline = (b"x-promptrelay-provider", b"offline") in response.headers
+        answer = {
+            "id": message.get("id"),
+            "text": "".join(
+                block.get("text", "")
+                for block in message.get("content") or []
+                if block.get("type") == "text"
+            ),
+            "model": message.get("model"),
+            "usage": message.get("usage"),
+            "stop_reason": message.get("stop_reason"),
+            "cached": False,
+            "offline": offline,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+        await send_response(send, 200, [JSON_CONTENT], orjson.dumps(answer))
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = request_headers(scope)
+        creds = self._keys.resolve(headers)
+        raw = await read_body(scope, receive, self._limit)
+        content_type = headers.get(b"content-type")
+        if raw and content_type and content_type.startswith(b"application/json"):
+            # same guard as /v1/messages: the upstream is set by configuration only
+            body = parse_json_object(raw)
+            for name in ("api_base", "base_url"):
+                if name in body:
+                    raise InvalidRequest(
+                        f"{name}: not allowed; the upstream is set by configuration"
+                    )
+        version = headers.get(b"anthropic-version")
+        beta = headers.get(b"anthropic-beta")
+        response = await self._gateway.forward(
+            scope["method"],
+            scope["path"],
+            scope.get("query_string", b"").decode("latin-1"),
+            raw,
+            creds,
+            version=version.decode("latin-1") if version else self._version,
+            beta=beta.decode("latin-1") if beta else None,
+            content_type=content_type.decode("latin-1") if content_type else None,
+        )
+        await _send_upstream(send, receive, response)
+
+
+def _error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:
+    # Our own upstream failures are final: tell SDKs not to multiply retries.
+    return [_NO_RETRY] if isinstance(error, UpstreamError) else []
+
+
+async def _send_upstream(send: Send, receive: Receive, response: UpstreamResponse) -> None:
+    if response.chunks is None:
+        await send_response(send, response.status, response.headers, response.body)
+        return
+    try:
+        await stream_response(
+            send, receive, response.status, response.headers, _guard(response.chunks)
+        )
+    finally:
+        await response.aclose()
+
+
+async def _guard(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """After the first byte the status is sent: a failure becomes an SSE error event."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except UpstreamError as error:
+        log.warning("upstream stream failed midway: %s", error.message)
+        yield encode_event(
+            "error", {"type": "error", "error": {"type": error.type, "message": error.message}}
+        )

@@ -1,0 +1,153 @@
+"""build_app(settings): the ASGI application, its components and their lifespan.
+
+The outer app is a plain ASGI callable. It sends the hot routes straight to `HotRoutes`
+and everything else to the FastAPI management app. It owns the ASGI lifespan: startup
+builds the `Runtime` (pooled upstream client, gateway, ...), shutdown closes it. No
+module-level app or client exists; two apps can live side by side in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from promptrelay.api.asgi import Receive, Scope, Send
+from promptrelay.api.hot import HotRoutes
+from promptrelay.api.management import build_management_app
+from promptrelay.core.auth import KeyResolver
+from promptrelay.core.gateway import Gateway
+from promptrelay.settings import Settings
+from promptrelay.upstream.client import UpstreamClient
+from promptrelay.upstream.offline import HOW_TO_GO_LIVE, OfflineProvider
+
+__all__ = ["PromptRelay", "Runtime", "build_app"]
+
+log = logging.getLogger("promptrelay")
+
+_PROBE_EVERY = 10.0  # seconds between upstream reachability probes for /api/health
+
+
+class Runtime:
+    """Every long-lived component, created inside the event loop at startup."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = KeyResolver(settings)
+        self.upstream = UpstreamClient(settings)
+        self.gateway = Gateway(settings, self.upstream, OfflineProvider())
+        self.hot = HotRoutes(settings, self.gateway, self.keys)
+        self._probe: tuple[float, dict[str, Any]] | None = None
+
+    @property
+    def mode(self) -> str:
+        """live: the gateway's key; passthrough: clients' own keys, else offline."""
+        if self.settings.anthropic_api_key is not None:
+            return "live"
+        if self.keys.requires_client_key:
+            return "offline"
+        return "offline+passthrough"
+
+    async def close(self) -> None:
+        await self.upstream.close()
+
+    async def upstream_status(self) -> dict[str, Any]:
+        pool = self.upstream.pool_stats()
+        status: dict[str, Any] = {
+            "base_url": self.upstream.base_url,
+            "pool": {
+                "limit": pool.limit,
+                "open": pool.open,
+                "idle": pool.idle,
+                "in_use": pool.in_use,
+                "waiting": pool.waiting,
+                "connections_opened": pool.connections_opened,
+                "requests": pool.requests,
+            },
+        }
+        status.update(await self._reachability())
+        return status
+
+    async def _reachability(self) -> dict[str, Any]:
+        now = time.monotonic()
+        if self._probe is not None and now - self._probe[0] < _PROBE_EVERY:
+            return self._probe[1]
+        parts = urlsplit(self.upstream.base_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(parts.hostname, port), timeout=1.0
+            )
+            writer.close()
+            result: dict[str, Any] = {"reachable": True}
+        except (OSError, TimeoutError) as error:
+            result = {"reachable": False, "error": type(error).__name__}
+        self._probe = (now, result)
+        return result
+
+
+class PromptRelay:
+    """The ASGI application."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.runtime: Runtime | None = None
+        self.management = build_management_app(self._started)
+
+    def _started(self) -> Runtime:
+        if self.runtime is None:
+            raise RuntimeError("promptrelay has not started (ASGI lifespan not run)")
+        return self.runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.runtime is not None:
+            path: str = scope["path"]
+            if path == "/v1/messages":
+                return await self.runtime.hot.messages(scope, receive, send)
+            if path == "/api/generate":
+                return await self.runtime.hot.generate(scope, receive, send)
+            if path.startswith("/v1/"):
+                return await self.runtime.hot.forward(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            return await self._lifespan(receive, send)
+        await self.management(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.runtime = Runtime(self.settings)
+                except Exception as error:  # report, don't crash the server loop
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
+                _log_startup(self.settings, self.runtime)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.runtime is not None:
+                    await self.runtime.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _log_startup(settings: Settings, runtime: Runtime) -> None:
+    if runtime.mode == "live":
+        log.info("promptrelay live: upstream %s", settings.anthropic_base_url)
+    else:
+        log.warning("%s", HOW_TO_GO_LIVE)
+    if runtime.keys.requires_client_key:
+        log.info("client keys required (%d configured)", len(settings.promptrelay_api_keys))
+
+
+def build_app(settings: Settings) -> PromptRelay:
+    return PromptRelay(settings)
+
+
+def create_app() -> PromptRelay:
+    """Factory for `uvicorn --factory` and multi-worker runs: settings from the environment."""
+    from promptrelay.settings import load_settings
+
+    return build_app(load_settings())

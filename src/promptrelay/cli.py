@@ -1,0 +1,93 @@
+"""Command line: `promptrelay serve | fake-upstream`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from promptrelay.settings import ConfigError, Settings, export_overrides, load_settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="promptrelay: a Claude gateway.")
+
+
+def _settings_or_exit(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as error:
+        typer.echo(f"promptrelay: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address [env HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port [env PORT].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [env WORKERS].")] = None,
+    log_level: Annotated[str | None, typer.Option(help="Log level [env LOG_LEVEL].")] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Start the gateway. Configuration comes from the environment (see README)."""
+    import uvicorn
+
+    overrides = {"host": host, "port": port, "workers": workers, "log_level": log_level}
+    settings = _settings_or_exit(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "access_log": access_log,
+        "log_level": settings.log_level,
+        "timeout_graceful_shutdown": int(settings.shutdown_grace),
+        "server_header": False,
+    }
+    if settings.workers > 1:
+        # Workers are new processes: they rebuild Settings from the environment.
+        export_overrides({k: v for k, v in overrides.items() if v is not None})
+        uvicorn.run("promptrelay.app:create_app", factory=True, workers=settings.workers, **common)
+        return
+    from promptrelay.app import build_app
+
+    uvicorn.run(build_app(settings), **common)
+
+
+@app.command("fake-upstream")
+def fake_upstream(
+    port: Annotated[int, typer.Option(help="Listen port.")] = 8099,
+    host: Annotated[str, typer.Option(help="Listen address (loopback only).")] = "127.0.0.1",
+    latency_ms: Annotated[float, typer.Option(help="Added latency per answer.")] = 0.0,
+    jitter_ms: Annotated[float, typer.Option(help="Random extra latency, up to this.")] = 0.0,
+    stream_chunks: Annotated[int, typer.Option(help="Text deltas per streamed answer.")] = 5,
+    chunk_interval_ms: Annotated[float, typer.Option(help="Pause between deltas.")] = 0.0,
+    fail_status: Annotated[int | None, typer.Option(help="Status of injected failures.")] = None,
+    fail_rate: Annotated[float, typer.Option(help="Fraction of requests that fail.")] = 0.0,
+) -> None:
+    """Run the fake Anthropic API (for tests, benchmarks and trying promptrelay out)."""
+    from promptrelay.upstream.fake import FakeConfig, run_fake_upstream
+
+    config = FakeConfig(
+        latency_ms=latency_ms,
+        jitter_ms=jitter_ms,
+        stream_chunks=stream_chunks,
+        chunk_interval_ms=chunk_interval_ms,
+        fail_status=fail_status,
+        fail_rate=fail_rate,
+    )
+    typer.echo(f"fake Anthropic API on http://{host}:{port}")
+    run_fake_upstream(host, port, config)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

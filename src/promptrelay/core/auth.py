@@ -1,0 +1,104 @@
+"""Who is calling, and which key goes upstream for them.
+
+Rules (README, "Keys"):
+- PROMPTRELAY_API_KEYS set: the caller must present one of them (x-api-key or
+  Authorization: Bearer); compared in constant time. The gateway's ANTHROPIC_API_KEY goes
+  upstream (offline provider when it is unset). Namespace: a hash of the client key.
+- unset, ANTHROPIC_API_KEY set: no client key needed; the gateway's key goes upstream.
+- unset, ANTHROPIC_API_KEY unset, client sends a key: pass-through, the client's own
+  Anthropic key goes upstream for this request only. Namespace: a hash of that key.
+- nothing anywhere: the offline provider answers.
+
+Keys never leave this module except as the upstream header value; namespaces are hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from promptrelay.errors import Unauthorized
+from promptrelay.settings import Settings
+
+__all__ = ["Credentials", "KeyMode", "KeyResolver", "client_key"]
+
+
+class KeyMode(StrEnum):
+    GATEWAY = "gateway_key"
+    CLIENT = "client_key"
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    mode: KeyMode
+    upstream_key: str | None  # None only in OFFLINE mode
+    namespace: str
+
+    def __repr__(self) -> str:  # never print the key
+        return f"Credentials(mode={self.mode.value}, namespace={self.namespace})"
+
+
+def client_key(headers: Mapping[bytes, bytes]) -> str | None:
+    """The key a client sent, from x-api-key or Authorization: Bearer."""
+    value = headers.get(b"x-api-key")
+    if value:
+        return value.decode("latin-1").strip() or None
+    auth = headers.get(b"authorization")
+    if auth and auth[:7].lower() == b"bearer ":
+        return auth[7:].decode("latin-1").strip() or None
+    return None
+
+
+def _namespace(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+class KeyResolver:
+    def __init__(self, settings: Settings) -> None:
+        self._gateway_key = (
+            settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
+        )
+        self._client_keys = [
+            key.get_secret_value().encode() for key in settings.promptrelay_api_keys
+        ]
+        self._cache: dict[str, Credentials] = {}
+        self._default = Credentials(
+            KeyMode.GATEWAY if self._gateway_key else KeyMode.OFFLINE,
+            self._gateway_key,
+            "default",
+        )
+
+    @property
+    def requires_client_key(self) -> bool:
+        return bool(self._client_keys)
+
+    def check_client_key(self, presented: str | None) -> bool:
+        if presented is None:
+            return False
+        candidate = presented.encode()
+        matched = False
+        for key in self._client_keys:  # no early exit: time does not depend on which matched
+            matched |= hmac.compare_digest(candidate, key)
+        return matched
+
+    def resolve(self, headers: Mapping[bytes, bytes]) -> Credentials:
+        presented = client_key(headers)
+        if self._client_keys:
+            if presented is None:
+                raise Unauthorized("missing API key: send x-api-key or Authorization: Bearer")
+            cached = self._cache.get(presented)
+            if cached is not None:
+                return cached
+            if not self.check_client_key(presented):
+                raise Unauthorized("invalid API key")
+            creds = Credentials(self._default.mode, self._gateway_key, _namespace(presented))
+            if len(self._cache) < 10_000:
+                self._cache[presented] = creds
+            return creds
+        if self._gateway_key is not None or presented is None:
+            return self._default
+        return Credentials(KeyMode.CLIENT, presented, _namespace(presented))

@@ -1,0 +1,133 @@
+"""Parse and validate request bodies into one internal value per call.
+
+Validation is deliberately shallow: it catches what would make the call meaningless or
+dangerous (wrong JSON, missing fields, a body trying to redirect the upstream) and names
+the field. Everything else, including fields we do not know yet, goes to the upstream
+untouched: newer API features must keep working through the gateway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from promptrelay.errors import InvalidRequest
+
+__all__ = ["GenerateRequest", "parse_generate", "parse_json_object", "validate_messages_body"]
+
+# Fields that would let a caller point the gateway (and its key) at another host.
+_REDIRECTING = ("api_base", "base_url")
+_ROLES = ("user", "assistant")
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise InvalidRequest("request body is empty: send a JSON object")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidRequest(f"request body is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _reject_redirects(body: dict[str, Any]) -> None:
+    for name in _REDIRECTING:
+        if name in body:
+            raise InvalidRequest(f"{name}: not allowed; the upstream is set by configuration")
+
+
+def _check_messages(messages: Any, field: str = "messages") -> None:
+    if not isinstance(messages, list):
+        raise InvalidRequest(f"{field}: must be a list of messages")
+    if not messages:
+        raise InvalidRequest(f"{field}: must contain at least one message")
+    for index, message in enumerate(messages):
+        where = f"{field}.{index}"
+        if not isinstance(message, dict):
+            raise InvalidRequest(f"{where}: must be an object with role and content")
+        if message.get("role") not in _ROLES:
+            raise InvalidRequest(f"{where}.role: must be 'user' or 'assistant'")
+        content = message.get("content")
+        if not isinstance(content, str | list):
+            raise InvalidRequest(f"{where}.content: must be a string or a list of content blocks")
+
+
+def validate_messages_body(body: dict[str, Any]) -> None:
+    """The checks of POST /v1/messages (Anthropic's required fields and their types)."""
+    _reject_redirects(body)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("model: required, a non-empty string")
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise InvalidRequest("max_tokens: required, an integer >= 1")
+    _check_messages(body.get("messages"))
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise InvalidRequest("stream: must be true or false")
+    if "system" in body and not isinstance(body["system"], str | list):
+        raise InvalidRequest("system: must be a string or a list of text blocks")
+    if "temperature" in body and not _is_number(body["temperature"]):
+        raise InvalidRequest("temperature: must be a number")
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRequest:
+    """POST /api/generate, translated into a Messages API body."""
+
+    body: dict[str, Any]
+    use_cache: bool
+
+
+_GENERATE_FIELDS = frozenset(
+    {"prompt", "messages", "system", "model", "max_tokens", "temperature", "cache", "metadata"}
+)
+
+
+def parse_generate(raw: bytes, *, default_model: str, default_max_tokens: int) -> GenerateRequest:
+    data = parse_json_object(raw)
+    _reject_redirects(data)
+    unknown = sorted(set(data) - _GENERATE_FIELDS)
+    if unknown:
+        raise InvalidRequest(f"{unknown[0]}: unknown field for /api/generate")
+    sources = [name for name in ("prompt", "messages") if data.get(name) is not None]
+    if len(sources) != 1:
+        raise InvalidRequest("send exactly one of prompt or messages")
+    if sources[0] == "prompt":
+        prompt = data["prompt"]
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidRequest("prompt: must be a non-empty string")
+        messages: list[Any] = [{"role": "user", "content": prompt}]
+    else:
+        messages = data["messages"]
+        _check_messages(messages)
+    model = data.get("model", default_model)
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("model: must be a non-empty string")
+    max_tokens = data.get("max_tokens", default_max_tokens)
+    if not _is_int(max_tokens) or max_tokens < 1:
+        raise InvalidRequest("max_tokens: must be an integer >= 1")
+    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
+    if data.get("system") is not None:
+        if not isinstance(data["system"], str):
+            raise InvalidRequest("system: must be a string")
+        body["system"] = data["system"]
+    if data.get("temperature") is not None:
+        if not _is_number(data["temperature"]):
+            raise InvalidRequest("temperature: must be a number")
+        body["temperature"] = data["temperature"]
+    use_cache = data.get("cache", True)
+    if not isinstance(use_cache, bool):
+        raise InvalidRequest("cache: must be true or false")
+    return GenerateRequest(body=body, use_cache=use_cache)

@@ -1,0 +1,197 @@
+"""Server-sent events in Anthropic's Messages format: encode, parse, and rebuild.
+
+`message_events(message)` turns a complete Message (as JSON-ready dict) into the event
+sequence the Messages API streams, so a stored answer can be replayed to a client that
+asked for `stream: true` (and the offline provider can stream). `SseParser` splits a byte
+stream into events incrementally, and `MessageAssembler` folds events back into a Message,
+so a streamed answer can be stored and later served as JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+__all__ = ["MessageAssembler", "SseParser", "encode_event", "message_events"]
+
+_TEXT_CHUNK = 48  # characters per replayed text delta: small enough to look like a stream
+
+
+def encode_event(name: str, data: Any) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def _chunks(text: str, size: int = _TEXT_CHUNK) -> Iterator[str]:
+    for start in range(0, len(text), size):
+        yield text[start : start + size]
+
+
+def _start(index: int, block: dict[str, Any]) -> bytes:
+    event = {"type": "content_block_start", "index": index, "content_block": block}
+    return encode_event("content_block_start", event)
+
+
+def _delta(index: int, delta: dict[str, Any]) -> bytes:
+    event = {"type": "content_block_delta", "index": index, "delta": delta}
+    return encode_event("content_block_delta", event)
+
+
+def _block_events(index: int, block: dict[str, Any]) -> Iterator[bytes]:
+    kind = block.get("type")
+    if kind == "text":
+        yield _start(index, {**block, "text": ""})
+        for piece in _chunks(block.get("text", "")):
+            delta = {"type": "text_delta", "text": piece}
+            yield _delta(index, delta)
+    elif kind == "thinking":
+        start = {**block, "thinking": "", "signature": ""}
+        yield _start(index, start)
+        for piece in _chunks(block.get("thinking", "")):
+            delta = {"type": "thinking_delta", "thinking": piece}
+            yield _delta(index, delta)
+        if block.get("signature"):
+            delta = {"type": "signature_delta", "signature": block["signature"]}
+            yield _delta(index, delta)
+    elif kind in ("tool_use", "server_tool_use"):
+        start = {**block, "input": {}}
+        yield _start(index, start)
+        partial = orjson.dumps(block.get("input", {})).decode()
+        for piece in _chunks(partial):
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            yield _delta(index, delta)
+    else:  # redacted_thinking and future block types arrive whole in content_block_start
+        yield _start(index, block)
+    yield encode_event("content_block_stop", {"type": "content_block_stop", "index": index})
+
+
+def message_events(message: dict[str, Any]) -> Iterator[bytes]:
+    """The SSE event sequence that streams `message` (a complete Messages API answer)."""
+    usage = message.get("usage") or {}
+    start = {
+        **message,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {**usage, "output_tokens": min(1, usage.get("output_tokens", 0))},
+    }
+    yield encode_event("message_start", {"type": "message_start", "message": start})
+    for index, block in enumerate(message.get("content") or []):
+        yield from _block_events(index, block)
+    yield encode_event(
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {
+                "stop_reason": message.get("stop_reason"),
+                "stop_sequence": message.get("stop_sequence"),
+            },
+            "usage": {"output_tokens": usage.get("output_tokens", 0)},
+        },
+    )
+    yield encode_event("message_stop", {"type": "message_stop"})
+
+
+class SseParser:
+    """Incremental SSE parser: feed bytes, get complete (event, data) pairs."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
+        self._buffer += chunk
+        events: list[tuple[str, bytes]] = []
+        while True:
+            cut = _frame_end(self._buffer)
+            if cut is None:
+                return events
+            frame, self._buffer = self._buffer[: cut[0]], self._buffer[cut[1] :]
+            name, data = "message", []
+            for line in frame.splitlines():
+                if line.startswith(b"event:"):
+                    name = line[6:].strip().decode()
+                elif line.startswith(b"data:"):
+                    data.append(line[5:].lstrip(b" "))
+            if data:
+                events.append((name, b"\n".join(data)))
+
+
+def _frame_end(buffer: bytes) -> tuple[int, int] | None:
+    for separator in (b"\n\n", b"\r\n\r\n"):
+        at = buffer.find(separator)
+        if at >= 0:
+            return at, at + len(separator)
+    return None
+
+
+class MessageAssembler:
+    """Folds Messages API stream events back into one Message dict.
+
+    `complete` is true only after `message_stop`; `errored` after an `error` event.
+    """
+
+    def __init__(self) -> None:
+        self.message: dict[str, Any] | None = None
+        self.complete = False
+        self.errored = False
+        self._partial_json: dict[int, list[str]] = {}
+
+    def add(self, name: str, data: bytes) -> None:
+        if name == "error":
+            self.errored = True
+            return
+        if name not in _FOLDED:
+            return
+        event = orjson.loads(data)
+        kind = event.get("type", name)
+        if kind == "message_start":
+            self.message = dict(event["message"])
+            self.message["content"] = []
+        elif self.message is None:
+            return
+        elif kind == "content_block_start":
+            self.message["content"].append(dict(event["content_block"]))
+        elif kind == "content_block_delta":
+            self._apply_delta(event["index"], event["delta"])
+        elif kind == "content_block_stop":
+            self._finish_block(event["index"])
+        elif kind == "message_delta":
+            self.message.update(event.get("delta", {}))
+            self.message["usage"] = {**self.message.get("usage", {}), **event.get("usage", {})}
+        elif kind == "message_stop":
+            self.complete = not self.errored
+
+    def _apply_delta(self, index: int, delta: dict[str, Any]) -> None:
+        assert self.message is not None
+        block = self.message["content"][index]
+        kind = delta.get("type")
+        if kind == "text_delta":
+            block["text"] = block.get("text", "") + delta["text"]
+        elif kind == "thinking_delta":
+            block["thinking"] = block.get("thinking", "") + delta["thinking"]
+        elif kind == "signature_delta":
+            block["signature"] = delta["signature"]
+        elif kind == "input_json_delta":
+            self._partial_json.setdefault(index, []).append(delta["partial_json"])
+        elif kind == "citations_delta":
+            block.setdefault("citations", []).append(delta["citation"])
+
+    def _finish_block(self, index: int) -> None:
+        assert self.message is not None
+        parts = self._partial_json.pop(index, None)
+        if parts is not None:
+            text = "".join(parts)
+            self.message["content"][index]["input"] = orjson.loads(text) if text else {}
+
+
+_FOLDED = frozenset(
+    {
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    }
+)

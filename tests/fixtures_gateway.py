@@ -1,0 +1,76 @@
+"""Fixtures: a real promptrelay server (uvicorn + uvloop + httptools) in a thread.
+
+`gateway_factory(**settings)` starts one on a free loopback port and returns a
+`RunningGateway`; every server started is stopped at teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from promptrelay.app import PromptRelay, build_app
+from promptrelay.settings import Settings
+
+
+class RunningGateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app: PromptRelay = build_app(settings)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            self.app,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=2,
+        )
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("promptrelay test server did not start")
+            time.sleep(0.01)
+
+    def _run(self) -> None:
+        asyncio.run(self.server.serve(sockets=[self._sock]), loop_factory=_uvloop())
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+
+
+def _uvloop() -> Any:
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
+@pytest.fixture
+def gateway_factory() -> Iterator[Any]:
+    started: list[RunningGateway] = []
+
+    def start(**overrides: Any) -> RunningGateway:
+        gateway = RunningGateway(Settings(**overrides))
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()

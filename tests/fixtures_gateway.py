@@ -48,7 +48,8 @@ class RunningGateway:
             time.sleep(0.01)
 
     def _run(self) -> None:
-        asyncio.run(self.server.serve(sockets=[self._sock]), loop_factory=_uvloop())
+        with asyncio.Runner(loop_factory=_uvloop()) as runner:
+            runner.run(self.server.serve(sockets=[self._sock]))
 
     def stop(self) -> None:
         self.server.should_exit = True

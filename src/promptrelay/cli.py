@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import Annotated, Any
 
@@ -57,7 +58,14 @@ def serve(
         return
     from promptrelay.app import build_app
 
+    # uvicorn drains on SIGTERM, then re-raises the signal with the previous handler in
+    # place; exiting 0 from that handler makes a graceful stop a successful exit.
+    signal.signal(signal.SIGTERM, _exit_ok)
     uvicorn.run(build_app(settings), **common)
+
+
+def _exit_ok(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 @app.command("fake-upstream")

@@ -22,7 +22,7 @@ __all__ = ["OFFLINE_HEADER", "OfflineProvider"]
 OFFLINE_HEADER = (b"x-promptrelay-provider", b"offline")
 _JSON = (b"content-type", b"application/json")
 _SSE = (b"content-type", b"text/event-stream; charset=utf-8")
-_MODELS = ("claude-opus-4-1", "claude-sonnet-4-5", "claude-haiku-4-5", "claude-3-haiku-20240307")
+_MODELS = ("claude-opus-4-7", "claude-sonnet-4-6", "claude-haiku-4-5", "claude-3-haiku-20240307")
 HOW_TO_GO_LIVE = (
     "promptrelay is offline: no ANTHROPIC_API_KEY is set and the client sent no key. "
     "Set ANTHROPIC_API_KEY (or send your own key as x-api-key) to get Claude's answers."

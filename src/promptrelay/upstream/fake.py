@@ -1,0 +1,32 @@
+"""The fake Anthropic API: a real HTTP server on loopback for tests and benchmarks.
+
+It speaks the Messages API wire format (JSON, SSE streaming, error envelopes and
+headers) and has knobs for latency and faults (`FakeConfig`). Answers are deterministic:
+"Echo: <last user text> [<hash of the body>]".
+
+Routes:
+
+    POST /v1/messages               JSON or SSE (`"stream": true`); needs `x-api-key`
+    POST /v1/messages/count_tokens  {"input_tokens": n}
+    GET  /v1/models, /v1/models/{id}
+    GET  /_fake/stats               counters, see `FakeUpstream.stats`
+    POST /_fake/reset               zero the counters
+    GET|POST /_fake/config          read / change knobs (JSON object of FakeConfig fields)
+
+Use in tests (the `fake_upstream` pytest fixture in tests/fixtures_upstream.py wraps it):
+
+    with FakeUpstreamThread(FakeConfig(stream_chunks=3)) as fake:
+        settings = Settings(anthropic_base_url=fake.url, ...)
+        fake.configure(fail_next=1, fail_next_status=529, retry_after=0)
+
+or inside a running loop: `fake = FakeUpstream(); port = await fake.start(); ...;
+await fake.stop()`. From a shell: `promptrelay fake-upstream --port 9000`.
+"""
+
+from __future__ import annotations
+
+from promptrelay.upstream.fake_config import FakeConfig
+from promptrelay.upstream.fake_runner import FakeUpstreamThread, run_fake_upstream
+from promptrelay.upstream.fake_server import FakeUpstream
+
+__all__ = ["FakeConfig", "FakeUpstream", "FakeUpstreamThread", "run_fake_upstream"]

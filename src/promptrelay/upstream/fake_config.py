@@ -1,0 +1,96 @@
+"""Knobs of the fake Anthropic server (`FakeConfig`) and their validation.
+
+The server reads its `FakeConfig` afresh on every request, so changing a field while it
+runs takes effect on the next request. Change knobs through `FakeUpstream.configure`,
+`FakeUpstreamThread.configure` or `POST /_fake/config`: all three go through
+`validate_knobs`, which rejects unknown names and wrong types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["FakeConfig", "validate_knobs"]
+
+
+@dataclass(slots=True)
+class FakeConfig:
+    """How the fake answers. All knobs concern the `/v1/*` routes.
+
+    Order of evaluation for `POST /v1/messages`: missing `x-api-key` (401), `hang`,
+    invalid body (400), injected failure (`fail_next`, then `fail_rate`), then
+    `latency_ms` +- `jitter_ms` before a successful answer. Injected failures answer at
+    once, like a real overloaded upstream; latency delays successes only.
+
+    Example: `FakeConfig(latency_ms=50, fail_status=529, fail_rate=0.1, retry_after=1)`
+    answers after ~50 ms and fails one request in ten with 529 and `retry-after: 1`.
+    """
+
+    latency_ms: float = 0
+    jitter_ms: float = 0
+    stream_chunks: int = 5
+    chunk_interval_ms: float = 0
+    fail_status: int | None = None
+    fail_rate: float = 0.0
+    retry_after: float | None = None
+    fail_next: int = 0
+    fail_next_status: int = 529
+    hang: bool = False
+    stream_error_after: int | None = None
+    close_mid_stream_after: int | None = None
+    extra_events: bool = True
+
+
+# name -> (kind, nullable). Kinds: "float" (>= 0), "int" (>= 0), "status", "rate", "bool".
+_KNOBS: dict[str, tuple[str, bool]] = {
+    "latency_ms": ("float", False),
+    "jitter_ms": ("float", False),
+    "stream_chunks": ("int", False),
+    "chunk_interval_ms": ("float", False),
+    "fail_status": ("status", True),
+    "fail_rate": ("rate", False),
+    "retry_after": ("float", True),
+    "fail_next": ("int", False),
+    "fail_next_status": ("status", False),
+    "hang": ("bool", False),
+    "stream_error_after": ("int", True),
+    "close_mid_stream_after": ("int", True),
+    "extra_events": ("bool", False),
+}
+
+
+def _check(name: str, kind: str, value: object) -> object:
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{name} must be a boolean")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number")
+    if kind in ("int", "status") and not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer")
+    if kind == "status" and not 100 <= value <= 599:
+        raise ValueError(f"{name} must be an HTTP status (100-599)")
+    if kind == "rate" and not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be between 0 and 1")
+    if value < 0:
+        raise ValueError(f"{name} must not be negative")
+    return float(value) if kind in ("float", "rate") else value
+
+
+def validate_knobs(knobs: Mapping[str, Any]) -> dict[str, Any]:
+    """Check knob names and values; return them normalised (ints widened to floats).
+
+    Raises ValueError naming the first bad knob.
+    """
+    clean: dict[str, Any] = {}
+    for name, value in knobs.items():
+        spec = _KNOBS.get(name)
+        if spec is None:
+            raise ValueError(f"unknown knob {name!r}; known: {', '.join(_KNOBS)}")
+        kind, nullable = spec
+        clean[name] = None if value is None and nullable else _check(name, kind, value)
+    if clean.get("stream_chunks") == 0:
+        raise ValueError("stream_chunks must be at least 1")
+    return clean

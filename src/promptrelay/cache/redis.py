@@ -1,0 +1,607 @@
+"""The shared tier: Redis through redis-py asyncio, degrading to misses, never to errors.
+
+    redis_tier = RedisTier.from_settings(settings, on_state=print)
+    await redis_tier.start()        # first PING, then the background tasks
+    ...
+    await redis_tier.close()        # flushes what it can, stops the tasks, closes sockets
+
+Guarantees:
+- No Redis failure reaches the caller: ``get`` returns None, ``set``/``delete``/``clear``
+  do nothing. Every call returns within ``connect_timeout + socket_timeout``, waiting
+  for a free connection included; redis-py's own retries are off. Calls queue for one
+  of ``max_connections`` slots, and those still queued when Redis is marked down skip
+  it instead of each waiting out a timeout.
+- Health (``cache/health.py``): a connection error or ``timeout_threshold`` timeouts in
+  a row mark the tier down; while down no network call is made at all. A background
+  probe PINGs after a growing cool-off and marks it up when Redis answers. Every state
+  change (and the initial state, at ``start``) is reported to ``on_state("up"|"down")``.
+- Writes are write-behind: ``set`` puts the entry into a bounded buffer (one slot per
+  key, so the newest write wins) and returns; a background task writes batches through
+  a pipeline with ``SET ... PX``. A full buffer drops the write and counts it. Reads see
+  buffered writes, ``delete``/``clear`` cancel them and wait for an in-flight batch, so
+  a write never lands after the delete that followed it.
+- Values use ``cache/codec.py``; an unreadable value is a miss and is deleted.
+- ``clear`` walks the keyspace with SCAN + UNLINK in batches, never KEYS.
+- Credentials never leave the redis-py pool: logs, stats, repr and exceptions name
+  the location only (``redis://host:port/db``).
+- Cross-process invalidation: ``publish_invalidation(pattern)`` and
+  ``listen_invalidations(handler)`` (see ``cache/invalidation.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from enum import Enum
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from promptrelay.cache._tasks import consume_outcome, stop_tasks
+from promptrelay.cache.base import CacheEntry
+from promptrelay.cache.codec import DecodeError, decode_entry, encode_entry
+from promptrelay.cache.glob import glob_matcher
+from promptrelay.cache.health import Backoff, RedisHealth
+from promptrelay.cache.invalidation import (
+    INVALIDATION_CHANNEL,
+    InvalidationListener,
+    encode_message,
+)
+from promptrelay.cache.writebuffer import PendingWrite, WriteBuffer
+
+if TYPE_CHECKING:
+    from promptrelay.settings import Settings
+
+__all__ = ["INVALIDATION_CHANNEL", "RedisTier", "redact_url"]
+
+_log = logging.getLogger(__name__)
+_KeySet = set[str]  # spelled once here: inside the classes "set" is a method
+_T = TypeVar("_T")
+
+_WRITE_BATCH = 1 << 20  # bytes per pipeline, unless one entry alone is larger
+_WRITE_THROUGHPUT = 8 << 20  # bytes/s assumed when sizing a write batch's time budget
+
+
+class _Outcome(Enum):
+    FAILED = "failed"
+
+
+_FAILED = _Outcome.FAILED
+
+
+class _Skipped(Exception):
+    """Redis was marked down while the call waited for a connection slot."""
+
+
+@dataclass(slots=True)
+class _Slot:
+    acquired: bool = False
+
+
+def redact_url(url: str) -> str:
+    """``scheme://host:port/db`` without user, password or query string."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{host}{port}{parts.path}"
+    except ValueError:
+        return "<unparseable redis url>"
+
+
+class RedisTier:
+    """Redis as a cache tier. See the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        password: str | None = None,
+        socket_timeout: float = 0.2,
+        connect_timeout: float = 0.2,
+        max_connections: int = 32,
+        max_entry_bytes: int = 4 << 20,
+        write_queue_max: int = 10_000,
+        write_queue_max_bytes: int = 64 << 20,
+        write_batch: int = 128,
+        timeout_threshold: int = 3,
+        backoff: Backoff | None = None,
+        stable_after: float = 30.0,
+        scan_count: int = 500,
+        channel: str = INVALIDATION_CHANNEL,
+        on_state: Callable[[str], object] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.location = redact_url(url)
+        self._budget = connect_timeout + socket_timeout
+        self._backoff = backoff or Backoff()
+        self._health = RedisHealth(
+            timeout_threshold=timeout_threshold,
+            backoff=self._backoff,
+            stable_after=stable_after,
+            clock=clock,
+        )
+        options: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": connect_timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "driver_info": None,  # no CLIENT SETINFO round trips on connect
+        }
+        if password is not None:
+            options["password"] = password
+        try:
+            # The pool wait is bounded by our own per-call budget; its timeout is a backstop.
+            pool = BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=self._budget + 0.05, **options
+            )
+            sub_pool = ConnectionPool.from_url(url, max_connections=2, **options)
+        except (ValueError, TypeError):
+            # The message may quote the URL, password included.
+            raise ValueError(f"invalid Redis URL for {self.location}") from None
+        self._client = Redis.from_pool(pool)
+        self._slots = asyncio.Semaphore(max_connections)
+        self._sub_client = Redis.from_pool(sub_pool)
+        self._max_entry_bytes = max_entry_bytes
+        self._write_batch = write_batch
+        self._scan_count = scan_count
+        self._channel = channel
+        self._on_state = on_state
+        self._wall_clock = wall_clock
+        self._origin = uuid.uuid4().hex
+        self._buffer = WriteBuffer(max_items=write_queue_max, max_bytes=write_queue_max_bytes)
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Condition()
+        self._write_lock = asyncio.Lock()
+        self._up = asyncio.Event()
+        self._down = asyncio.Event()
+        self._listener: InvalidationListener | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._orphans: set[asyncio.Future[Any]] = set()
+        self._started = False
+        self._closing = False
+        self._closed = False
+        self._counts = dict.fromkeys(
+            (
+                "hits", "misses", "sets", "writes", "write_errors", "write_dropped",
+                "write_discarded", "rejected", "deletes", "timeouts", "connection_errors",
+                "errors", "skipped", "saturated", "decode_errors", "invalidations_published",
+            ),
+            0,
+        )  # fmt: skip
+        self._last_error: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> RedisTier:
+        """Build from ``Settings``: location, password, timeouts, pool size, entry limit."""
+        password = settings.redis_password
+        options: dict[str, Any] = {
+            "password": None if password is None else password.get_secret_value(),
+            "socket_timeout": settings.redis_socket_timeout,
+            "connect_timeout": settings.redis_connect_timeout,
+            "max_connections": settings.redis_max_connections,
+            "max_entry_bytes": settings.cache_max_entry_bytes,
+        }
+        options.update(kwargs)
+        return cls(settings.redis_location(), **options)
+
+    def __repr__(self) -> str:
+        return f"RedisTier(location={self.location!r}, state={self.state!r})"
+
+    @property
+    def state(self) -> str:
+        return self._health.state
+
+    @property
+    def client(self) -> Redis:
+        """The pooled redis-py client, for other shared state (e.g. the circuit breaker).
+
+        Calls made through it share this tier's connections but not its protections:
+        they are not time-bounded by the tier, do not feed its up/down health, and can
+        raise. Keep them few and wrap them in your own timeout.
+        """
+        return self._client
+
+    @property
+    def is_up(self) -> bool:
+        return self._health.is_up
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """PING once, report the initial state and start the background tasks.
+
+        Returns within one call budget whether or not Redis answers; when it does not,
+        the tier starts down and the probe brings it up later by itself.
+        """
+        if self._started:
+            return
+        self._started = True
+        loop = asyncio.get_running_loop()
+        self._tasks["writer"] = loop.create_task(self._drain_loop(), name="redis-tier-writer")
+        if await self._ping():
+            self._health.probe_succeeded()
+        self._apply_state()
+        self._tasks["probe"] = loop.create_task(self._probe_loop(), name="redis-tier-probe")
+        self._start_listener()
+
+    async def close(self, flush_timeout: float = 1.0) -> None:
+        """Write what is buffered (bounded by ``flush_timeout``), stop tasks, close sockets."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._started and self._health.is_up:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(flush_timeout):
+                    await self.flush()
+        self._closed = True  # background loops stop at their next turn
+        if self._listener is not None:
+            self._listener.stopped = True
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        await stop_tasks([*tasks, *self._orphans])
+        await self._client.aclose()
+        await self._sub_client.aclose()
+
+    async def __aenter__(self) -> RedisTier:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    # -- the CacheTier protocol ------------------------------------------------------
+
+    async def get(self, key: str) -> CacheEntry | None:
+        if not self._health.is_up:
+            self._count("skipped", "misses")
+            return None
+        buffered = self._buffer.lookup(key)
+        if buffered is not None:
+            entry = buffered.entry
+            if entry is None or (entry.expires_at or 0.0) <= self._wall_clock():
+                self._count("misses")
+                return None
+            self._count("hits")
+            return entry
+        raw = await self._run(lambda: self._client.get(key))
+        if not isinstance(raw, bytes):  # _FAILED or None (no such key)
+            self._count("misses")
+            return None
+        try:
+            entry = decode_entry(raw)
+        except DecodeError:
+            self._count("decode_errors", "misses")
+            if key not in self._buffer:  # a newer write is on its way: keep it
+                self._enqueue(key, PendingWrite(None, 0, len(key)))
+            return None
+        self._count("hits")
+        return entry
+
+    async def set(self, key: str, entry: CacheEntry, ttl: float) -> None:
+        self.set_nowait(key, entry, ttl)
+
+    def set_nowait(self, key: str, entry: CacheEntry, ttl: float) -> bool:
+        """Buffer a write; False when it was not accepted (down, too big, buffer full)."""
+        self._count("sets")
+        if not self._health.is_up:
+            self._count("write_discarded")
+            return False
+        if ttl <= 0 or len(entry.value) > self._max_entry_bytes:
+            self._count("rejected")
+            return False
+        entry = replace(entry, expires_at=self._wall_clock() + ttl)
+        write = PendingWrite(entry, max(1, round(ttl * 1000)), len(key) + len(entry.value) + 64)
+        return self._enqueue(key, write)
+
+    async def delete(self, key: str) -> bool:
+        self._count("deletes")
+        buffered = self._buffer.discard(key)
+        if not self._health.is_up:
+            self._count("skipped")
+            return buffered
+        await self._barrier()
+        removed = await self._run(lambda: self._client.delete(key))
+        return buffered or (removed is not _FAILED and bool(removed))
+
+    async def clear(self, pattern: str = "*") -> int:
+        return len(await self.clear_keys(pattern))
+
+    async def clear_keys(self, pattern: str = "*") -> _KeySet:
+        """Remove every key matching the glob; return the keys that were removed."""
+        removed = self._buffer.discard_matching(glob_matcher(pattern))
+        if not self._health.is_up:
+            self._count("skipped")
+            return removed
+        await self._barrier()
+        cursor = 0
+        while True:
+            page = await self._run(partial(self._scan, cursor, pattern))
+            if page is _FAILED:
+                break
+            cursor, keys = page
+            if keys:
+                unlinked = await self._run(partial(self._unlink_each, keys))
+                if unlinked is _FAILED:
+                    break
+                removed.update(key for key, count in zip(keys, unlinked, strict=True) if count)
+            if cursor == 0:
+                break
+        return removed
+
+    def stats(self) -> dict[str, Any]:
+        listener = self._listener
+        subscriber = "off"
+        if listener is not None and "listener" in self._tasks:
+            subscriber = "subscribed" if listener.subscribed.is_set() else "connecting"
+        return {
+            "state": self._health.state,
+            "location": self.location,
+            **self._counts,
+            "write_queue": len(self._buffer),
+            "write_queue_bytes": self._buffer.bytes,
+            "state_changes": self._health.transitions,
+            "cool_off": self._health.cool_off(),
+            "last_error": self._last_error,
+            "subscriber": subscriber,
+            "invalidations_received": 0 if listener is None else listener.received,
+        }
+
+    async def flush(self) -> None:
+        """Wait until every buffered write has been attempted (written or dropped)."""
+        writer = self._tasks.get("writer")
+        if writer is None or writer.done():
+            return
+        self._wake.set()
+        async with self._drained:
+            await self._drained.wait_for(lambda: self._buffer.idle)
+
+    # -- invalidation pub/sub --------------------------------------------------------
+
+    async def publish_invalidation(self, pattern: str) -> bool:
+        """Tell the other processes' listeners to clear ``pattern``; False if not sent."""
+        payload = encode_message(self._origin, pattern)
+        sent = await self._run(lambda: self._client.publish(self._channel, payload))
+        if sent is _FAILED:
+            return False
+        self._count("invalidations_published")
+        return True
+
+    def listen_invalidations(
+        self, handler: Callable[[str], object], *, on_gap: Callable[[], object] | None = None
+    ) -> None:
+        """Call ``handler(pattern)`` for every invalidation another process publishes.
+
+        ``on_gap()`` is called when the subscription comes back after being lost (an
+        invalidation may have been missed meanwhile). Starts with ``start()`` (or now,
+        if already started); resubscribes by itself after Redis restarts. Call once.
+        """
+        if self._listener is not None:
+            raise RuntimeError("invalidations already have a listener")
+        self._listener = InvalidationListener(
+            self._sub_client,
+            channel=self._channel,
+            origin=self._origin,
+            handler=handler,
+            on_gap=on_gap,
+            on_failure=self._record_failure,
+            wait_until_up=self._up.wait,
+            backoff=self._backoff,
+            subscribe_timeout=self._budget,
+        )
+        if self._started and not self._closing:
+            self._start_listener()
+
+    async def wait_subscribed(self, timeout: float = 2.0) -> bool:
+        """Wait until the invalidation subscription is active; False on timeout."""
+        if self._listener is None:
+            return False
+        try:
+            async with asyncio.timeout(timeout):
+                await self._listener.subscribed.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _start_listener(self) -> None:
+        if self._listener is not None and "listener" not in self._tasks:
+            self._tasks["listener"] = asyncio.get_running_loop().create_task(
+                self._listener.run(), name="redis-tier-invalidation-listener"
+            )
+
+    # -- internals: calls and health -------------------------------------------------
+
+    def _count(self, *names: str) -> None:
+        for name in names:
+            self._counts[name] += 1
+
+    async def _run(
+        self, call: Callable[[], Awaitable[_T]], *, budget: float | None = None, probe: bool = False
+    ) -> _T | _Outcome:
+        """Perform one bounded call; translate every Redis failure into ``_FAILED``."""
+        if not probe and not self._health.is_up:
+            self._count("skipped")
+            return _FAILED
+        # A task and asyncio.wait, not asyncio.timeout: redis-py can swallow a
+        # cancellation (see _tasks.py), and the caller must get its answer on time.
+        slot = _Slot()
+        task = asyncio.ensure_future(self._guarded(call, slot, probe))
+        try:
+            done, _ = await asyncio.wait((task,), timeout=budget or self._budget)
+        except asyncio.CancelledError:
+            self._abandon(task)
+            raise
+        if not done:
+            self._abandon(task)
+            if slot.acquired:
+                self._record_failure(TimeoutError(), probe=probe)
+            else:  # never reached Redis: every connection was busy the whole time
+                self._count("saturated")
+            return _FAILED
+        try:
+            result = task.result()
+        except _Skipped:
+            self._count("skipped")
+            return _FAILED
+        except (RedisError, OSError) as error:  # OSError covers TimeoutError
+            self._record_failure(error, probe=probe)
+            return _FAILED
+        except Exception:  # a bug, not an outage: still never the caller's problem
+            self._count("errors")
+            _log.exception("unexpected error in a redis cache call")
+            return _FAILED
+        self._health.record_success()
+        return result
+
+    async def _guarded(self, call: Callable[[], Awaitable[_T]], slot: _Slot, probe: bool) -> _T:
+        """Run ``call`` holding one of ``max_connections`` slots.
+
+        Calls queue here rather than inside redis-py's pool, so that when Redis goes
+        down while they wait, they skip it instead of each waiting out a timeout.
+        """
+        async with self._slots:
+            slot.acquired = True
+            if not probe and not self._health.is_up:
+                raise _Skipped
+            return await call()
+
+    def _abandon(self, task: asyncio.Future[Any]) -> None:
+        """Cancel a call that ran out of time; it finishes in the background."""
+        task.cancel()
+        self._orphans.add(task)
+        task.add_done_callback(self._orphans.discard)
+        task.add_done_callback(consume_outcome)
+
+    def _record_failure(self, error: BaseException, *, probe: bool = False) -> None:
+        """Count a failed call and feed it to the health state machine."""
+        self._last_error = type(error).__name__
+        if isinstance(error, RedisTimeoutError | TimeoutError):
+            self._count("timeouts")
+            changed = not probe and self._health.record_timeout()
+        elif isinstance(error, RedisConnectionError | OSError):
+            self._count("connection_errors")
+            changed = not probe and self._health.record_connection_error()
+        else:
+            self._count("errors")
+            return
+        if changed:
+            self._apply_state()
+
+    def _apply_state(self) -> None:
+        state = self._health.state
+        if self._health.is_up:
+            self._down.clear()
+            self._up.set()
+            _log.info("redis cache tier %s is up", self.location)
+        else:
+            self._up.clear()
+            self._down.set()
+            _log.warning(
+                "redis cache tier %s is down (%s); using memory only, next probe in %.1fs",
+                self.location,
+                self._last_error or "no answer",
+                self._health.cool_off(),
+            )
+        if self._on_state is not None:
+            try:
+                self._on_state(state)
+            except Exception:  # a listener's bug must not break the cache
+                _log.exception("on_state listener failed")
+
+    async def _ping(self) -> bool:
+        return await self._run(self._client.ping, probe=True) is not _FAILED
+
+    async def _probe_loop(self) -> None:
+        while not self._closed:
+            await self._down.wait()
+            await asyncio.sleep(self._health.cool_off())
+            if self._health.is_up:
+                continue
+            if await self._ping():
+                if self._health.probe_succeeded():
+                    self._apply_state()
+            else:
+                self._health.probe_failed()
+
+    # -- internals: write-behind -----------------------------------------------------
+
+    def _enqueue(self, key: str, write: PendingWrite) -> bool:
+        if not self._buffer.put(key, write):
+            self._count("write_dropped")
+            return False
+        self._wake.set()
+        return True
+
+    async def _barrier(self) -> None:
+        """Wait for the write batch in flight, if any, to finish."""
+        if self._buffer.inflight:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._write_budget(self._buffer.inflight)):
+                    async with self._write_lock:
+                        pass
+
+    def _write_budget(self, batch: dict[str, PendingWrite]) -> float:
+        return self._budget + sum(write.size for write in batch.values()) / _WRITE_THROUGHPUT
+
+    async def _drain_loop(self) -> None:
+        while not self._closed:
+            await self._wake.wait()
+            self._wake.clear()
+            while len(self._buffer):
+                if not self._health.is_up:
+                    self._counts["write_discarded"] += self._buffer.clear()
+                    break
+                batch = self._buffer.take(max_items=self._write_batch, max_bytes=_WRITE_BATCH)
+                try:
+                    async with self._write_lock:
+                        await self._write(batch)
+                finally:
+                    self._buffer.done()
+            async with self._drained:
+                self._drained.notify_all()
+
+    async def _write(self, batch: dict[str, PendingWrite]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for key, write in batch.items():
+            if write.entry is None:
+                pipe.delete(key)
+                continue
+            try:
+                payload = encode_entry(write.entry)
+            except ValueError:
+                self._count("write_errors")
+                continue
+            pipe.set(key, payload, px=write.ttl_ms)
+        results = await self._run(
+            lambda: pipe.execute(raise_on_error=False), budget=self._write_budget(batch)
+        )
+        if results is _FAILED:
+            self._counts["write_errors"] += len(batch)
+            return
+        for result in results:
+            self._count("write_errors" if isinstance(result, Exception) else "writes")
+
+    async def _scan(self, cursor: int, pattern: str) -> tuple[int, list[str]]:
+        cursor, keys = await self._client.scan(cursor, match=pattern, count=self._scan_count)
+        return cursor, [k if isinstance(k, str) else k.decode("utf-8", "replace") for k in keys]
+
+    async def _unlink_each(self, keys: list[str]) -> list[int]:
+        """UNLINK each key in one round trip; 1 for each key that was removed."""
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.unlink(key)
+        return await pipe.execute()

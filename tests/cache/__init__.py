@@ -1,0 +1,1 @@
+"""Tests of the cache tiers (memory, Redis, tiered)."""

@@ -9,6 +9,7 @@ module-level app or client exists; two apps can live side by side in one process
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from typing import Any
@@ -17,9 +18,17 @@ from urllib.parse import urlsplit
 from promptrelay.api.asgi import Receive, Scope, Send
 from promptrelay.api.hot import HotRoutes
 from promptrelay.api.management import build_management_app
+from promptrelay.cache.tiered import TieredCache
 from promptrelay.core.auth import KeyResolver
+from promptrelay.core.events import BreakerMoved, EventBus
 from promptrelay.core.gateway import Gateway
+from promptrelay.core.resilient import ResilientUpstream
+from promptrelay.resilience.breaker import BreakerMachine, BreakerTransition
+from promptrelay.resilience.redis_state import RedisBreakerState
+from promptrelay.resilience.retry import RetryPolicy
+from promptrelay.resilience.shared import CircuitBreaker
 from promptrelay.settings import Settings
+from promptrelay.telemetry.savings import CacheSavings
 from promptrelay.upstream.client import UpstreamClient
 from promptrelay.upstream.offline import HOW_TO_GO_LIVE, OfflineProvider
 
@@ -35,11 +44,64 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.events = EventBus()
+        self.savings = CacheSavings()
+        self.events.subscribe(self.savings)
         self.keys = KeyResolver(settings)
+        self.cache = TieredCache.from_settings(settings, on_state=self._redis_state)
         self.upstream = UpstreamClient(settings)
-        self.gateway = Gateway(settings, self.upstream, OfflineProvider())
+        self.breaker = self._build_breaker(settings)
+        policy = RetryPolicy(
+            retries=settings.upstream_retries,
+            max_wait=settings.retry_max_wait,
+            deadline=settings.upstream_timeout,
+        )
+        resilient = ResilientUpstream(
+            self.upstream,
+            self.breaker,
+            policy,
+            budget=settings.upstream_timeout,
+            events=self.events,
+        )
+        self.gateway = Gateway(resilient, OfflineProvider(), self.cache, self.events)
         self.hot = HotRoutes(settings, self.gateway, self.keys)
         self._probe: tuple[float, dict[str, Any]] | None = None
+        self.redis_state = "disabled" if self.cache.redis is None else "starting"
+
+    def _build_breaker(self, settings: Settings) -> CircuitBreaker:
+        def moved(transition: BreakerTransition) -> None:
+            log.warning(
+                "circuit breaker %s -> %s (%s)",
+                transition.old.value,
+                transition.new.value,
+                transition.reason.value,
+            )
+            self.events.emit(
+                BreakerMoved(transition.old.value, transition.new.value, transition.reason.value)
+            )
+
+        machine = BreakerMachine(
+            failure_threshold=settings.circuit_failure_threshold,
+            window=settings.circuit_window,
+            reset_timeout=settings.circuit_reset_timeout,
+            probe_timeout=settings.upstream_timeout,
+            listeners=[moved],
+        )
+        shared = None
+        if self.cache.redis is not None:
+            upstream_id = hashlib.sha256(settings.anthropic_base_url.encode()).hexdigest()[:12]
+            shared = RedisBreakerState(
+                self.cache.redis.client, f"promptrelay:breaker:{upstream_id}"
+            )
+        return CircuitBreaker(machine, shared)
+
+    def _redis_state(self, state: str) -> None:
+        if state != self.redis_state:
+            log.warning("redis is %s", state)
+        self.redis_state = state
+
+    async def start(self) -> None:
+        await self.cache.start()
 
     @property
     def mode(self) -> str:
@@ -52,6 +114,7 @@ class Runtime:
 
     async def close(self) -> None:
         await self.upstream.close()
+        await self.cache.close()
 
     async def upstream_status(self) -> dict[str, Any]:
         pool = self.upstream.pool_stats()
@@ -119,7 +182,9 @@ class PromptRelay:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    self.runtime = Runtime(self.settings)
+                    runtime = Runtime(self.settings)
+                    await runtime.start()
+                    self.runtime = runtime
                 except Exception as error:  # report, don't crash the server loop
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(error)})

@@ -40,7 +40,8 @@ def test_sdk_create_and_stream_give_the_same_text(live, fake_upstream):
     }
     created = client.messages.create(**kwargs)
     deltas: list[str] = []
-    with client.messages.stream(**kwargs) as stream:
+    fresh = {"cache-control": "no-cache"}  # past the cache: this test is about forwarding
+    with client.messages.stream(**kwargs, extra_headers=fresh) as stream:
         deltas.extend(stream.text_stream)
         final = stream.get_final_message()
     first, last = created.content[0], final.content[0]
@@ -50,6 +51,7 @@ def test_sdk_create_and_stream_give_the_same_text(live, fake_upstream):
     assert last.text == first.text
     assert len(deltas) > 1
     stats = fake_upstream.stats()
+    assert stats["by_path"]["/v1/messages"] == 2
     assert stats["api_keys_seen"] == [GATEWAY_KEY]
     client.close()
 

@@ -27,12 +27,12 @@ from promptrelay.api.asgi import (
     stream_response,
 )
 from promptrelay.core.auth import Credentials, KeyResolver
-from promptrelay.core.gateway import Gateway, MessagesCall
+from promptrelay.core.cache_control import NO_STORE, CacheControl, parse_cache_control
+from promptrelay.core.gateway import Gateway, MessagesCall, Reply
 from promptrelay.core.request import parse_generate, parse_json_object, validate_messages_body
 from promptrelay.core.sse import encode_event
 from promptrelay.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
 from promptrelay.settings import Settings
-from promptrelay.upstream.client import UpstreamResponse
 
 __all__ = ["HotRoutes"]
 
@@ -75,7 +75,12 @@ class HotRoutes:
             await send_error(send, error, _error_headers(error))
 
     def _call(
-        self, headers: dict[bytes, bytes], raw: bytes, body: dict[str, Any], creds: Credentials
+        self,
+        headers: dict[bytes, bytes],
+        raw: bytes,
+        body: dict[str, Any],
+        creds: Credentials,
+        control: CacheControl,
     ) -> MessagesCall:
         version = headers.get(b"anthropic-version")
         beta = headers.get(b"anthropic-beta")
@@ -86,6 +91,7 @@ class HotRoutes:
             creds=creds,
             version=version.decode("latin-1") if version else self._version,
             beta=beta.decode("latin-1") if beta else None,
+            control=control,
         )
 
     async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -96,9 +102,9 @@ class HotRoutes:
         raw = await read_body(scope, receive, self._limit)
         body = parse_json_object(raw)
         validate_messages_body(body)
-        call = self._call(headers, raw, body, creds)
-        response = await self._gateway.messages(call)
-        await _send_upstream(send, receive, response)
+        control = parse_cache_control(headers.get(b"cache-control"))
+        call = self._call(headers, raw, body, creds, control)
+        await _send_reply(send, receive, await self._gateway.messages(call))
 
     async def _generate(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
@@ -110,13 +116,16 @@ class HotRoutes:
         request = parse_generate(
             raw, default_model=self._default_model, default_max_tokens=self._default_max_tokens
         )
-        call = self._call(headers, orjson.dumps(request.body), request.body, creds)
-        response = await self._gateway.messages(call)
-        if response.status != 200:
-            await send_response(send, response.status, response.headers, response.body)
+        control = parse_cache_control(headers.get(b"cache-control"))
+        if not request.use_cache:
+            control = NO_STORE
+        call = self._call(headers, orjson.dumps(request.body), request.body, creds, control)
+        reply = await self._gateway.messages(call)
+        if reply.status != 200:
+            await send_response(send, reply.status, reply.headers, reply.body)
             return
-        message = orjson.loads(response.body)
-        offline = (b"x-promptrelay-provider", b"offline") in response.headers
+        message = orjson.loads(reply.body)
+        offline = (b"x-promptrelay-provider", b"offline") in reply.headers
         answer = {
             "id": message.get("id"),
             "text": "".join(
@@ -127,11 +136,12 @@ class HotRoutes:
             "model": message.get("model"),
             "usage": message.get("usage"),
             "stop_reason": message.get("stop_reason"),
-            "cached": False,
+            "cached": reply.cache == "HIT",
             "offline": offline,
             "latency_ms": round((time.perf_counter() - started) * 1000, 2),
         }
-        await send_response(send, 200, [JSON_CONTENT], orjson.dumps(answer))
+        cache_header = (b"x-cache", reply.cache.encode())
+        await send_response(send, 200, [JSON_CONTENT, cache_header], orjson.dumps(answer))
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = request_headers(scope)
@@ -148,17 +158,17 @@ class HotRoutes:
                     )
         version = headers.get(b"anthropic-version")
         beta = headers.get(b"anthropic-beta")
-        response = await self._gateway.forward(
+        query = scope.get("query_string", b"").decode("latin-1")
+        reply = await self._gateway.forward(
             scope["method"],
-            scope["path"],
-            scope.get("query_string", b"").decode("latin-1"),
+            f"{scope['path']}?{query}" if query else scope["path"],
             raw,
             creds,
             version=version.decode("latin-1") if version else self._version,
             beta=beta.decode("latin-1") if beta else None,
             content_type=content_type.decode("latin-1") if content_type else None,
         )
-        await _send_upstream(send, receive, response)
+        await _send_reply(send, receive, reply)
 
 
 def _error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:
@@ -166,16 +176,14 @@ def _error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:
     return [_NO_RETRY] if isinstance(error, UpstreamError) else []
 
 
-async def _send_upstream(send: Send, receive: Receive, response: UpstreamResponse) -> None:
-    if response.chunks is None:
-        await send_response(send, response.status, response.headers, response.body)
+async def _send_reply(send: Send, receive: Receive, reply: Reply) -> None:
+    if reply.chunks is None:
+        await send_response(send, reply.status, reply.headers, reply.body)
         return
     try:
-        await stream_response(
-            send, receive, response.status, response.headers, _guard(response.chunks)
-        )
+        await stream_response(send, receive, reply.status, reply.headers, _guard(reply.chunks))
     finally:
-        await response.aclose()
+        await reply.aclose()
 
 
 async def _guard(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

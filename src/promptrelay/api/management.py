@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from promptrelay import __version__
+from promptrelay.api.admin import build_admin_router
 from promptrelay.errors import GatewayError, error_body
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ def build_management_app(runtime: Callable[[], Runtime]) -> FastAPI:
         redoc_url=None,
     )
     _install_error_handlers(app)
+    app.include_router(build_admin_router(runtime))
 
     @app.get("/api/health", summary="Liveness and the state of the upstream and provider")
     async def health() -> dict[str, Any]:
@@ -76,6 +78,9 @@ def build_management_app(runtime: Callable[[], Runtime]) -> FastAPI:
             "mode": rt.mode,
             "served_by_key_mode": dict(rt.gateway.served_by_mode),
             "upstream": await rt.upstream_status(),
+            "breaker": rt.breaker.snapshot(),
+            "redis": rt.redis_state,
+            "cache": {"entries": len(rt.cache.memory), "bytes": rt.cache.memory.bytes},
         }
 
     return app

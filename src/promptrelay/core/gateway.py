@@ -1,22 +1,48 @@
 """The request path below the HTTP layer: one object, built once, called per request.
 
-    api (parse, auth)  ->  Gateway.messages(call)  ->  provider (offline | upstream)
+    api (parse, auth) -> Gateway.messages(call)
+        -> cache key -> tiered cache        HIT: stored answer (replayed as SSE if asked)
+        -> coalescer                        identical request in flight? share its answer
+        -> ResilientUpstream                retries + breaker per attempt | offline provider
+        -> store                            only complete, successful, non-empty answers
 
-Later stages (cache, coalescer, retries, breaker) slot in here, between the HTTP layer
-and the provider, so the HTTP handlers stay free of policy.
+Rules of the cache (README, "Cache"):
+- `Cache-Control: no-cache` skips the lookup and stores; `no-store` does neither;
+  `max-age=N` accepts a stored answer at most N seconds old. Both opt-outs also keep the
+  request out of the coalescer: its caller asked for a fresh answer.
+- Errors, empty answers and streams that ended in an `error` event, broke off or were
+  abandoned are never stored. A stream is stored once `message_stop` arrived.
+- Offline answers are stored in this process's memory tier only, under their own key.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
+from promptrelay.cache.base import CacheEntry
+from promptrelay.cache.tiered import TieredCache
 from promptrelay.core.auth import Credentials, KeyMode
-from promptrelay.settings import Settings
-from promptrelay.upstream.client import UpstreamClient, UpstreamResponse
+from promptrelay.core.cache_control import DEFAULT, CacheControl
+from promptrelay.core.coalesce import Coalescer, StreamCoalescer
+from promptrelay.core.events import CacheLookup, Coalesced, EventBus, UpstreamFinished
+from promptrelay.core.keys import CLAUDE_RESPONSE, KeyParts, cache_key
+from promptrelay.core.resilient import ResilientUpstream
+from promptrelay.core.sse import MessageAssembler, SseParser, message_events
+from promptrelay.upstream.client import UpstreamResponse
 from promptrelay.upstream.offline import OfflineProvider
 
-__all__ = ["Gateway", "MessagesCall"]
+__all__ = ["Gateway", "MessagesCall", "Reply"]
+
+_JSON = (b"content-type", b"application/json")
+_SSE = (b"content-type", b"text/event-stream; charset=utf-8")
+_NO_RETRY = (b"x-should-retry", b"false")
+_COALESCED = (b"x-coalesced", b"true")
+_X_CACHE = {label: (b"x-cache", label.encode()) for label in ("HIT", "MISS", "BYPASS")}
 
 
 @dataclass(slots=True)
@@ -24,65 +50,301 @@ class MessagesCall:
     """One Messages API call as the pipeline sees it."""
 
     body: dict[str, Any]
-    raw: bytes  # the body as the client sent it; forwarded unchanged when possible
+    raw: bytes  # the body as the client sent it; forwarded unchanged
     stream: bool
     creds: Credentials
     version: str
     beta: str | None = None
+    control: CacheControl = DEFAULT
+
+
+@dataclass(slots=True)
+class Reply:
+    """What the HTTP layer writes: a whole body, or chunks to forward as they come."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes = b""
+    chunks: AsyncIterator[bytes] | None = None
+    cache: str = "MISS"
+    close: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
+
+    async def aclose(self) -> None:
+        if self.close is not None:
+            close, self.close = self.close, None
+            await close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A finished non-streamed upstream answer, shareable between coalesced callers."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    """First item of a (shared) stream: the status line and headers."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes  # whole body when the answer is not a stream (an error)
 
 
 class Gateway:
     def __init__(
-        self, settings: Settings, upstream: UpstreamClient, offline: OfflineProvider
+        self,
+        upstream: ResilientUpstream,
+        offline: OfflineProvider,
+        cache: TieredCache,
+        events: EventBus,
     ) -> None:
-        self._settings = settings
         self._upstream = upstream
         self._offline = offline
+        self.cache = cache
+        self._events = events
+        self._base = upstream.upstream.base_url
+        self._answers: Coalescer[str, _Answer] = Coalescer()
+        self._streams: StreamCoalescer[str, _Head | bytes] = StreamCoalescer()
         self.served_by_mode: dict[str, int] = {mode.value: 0 for mode in KeyMode}
 
     @property
-    def upstream(self) -> UpstreamClient:
+    def upstream(self) -> ResilientUpstream:
         return self._upstream
 
-    def upstream_headers(
-        self, key: str, version: str, beta: str | None, content_type: str | None
-    ) -> dict[str, str]:
-        headers = {"x-api-key": key, "anthropic-version": version}
-        if beta:
-            headers["anthropic-beta"] = beta
-        if content_type:
-            headers["content-type"] = content_type
-        return headers
+    def in_flight(self) -> int:
+        return self._answers.in_flight() + self._streams.in_flight()
 
-    async def messages(self, call: MessagesCall) -> UpstreamResponse:
+    def key_for(self, call: MessagesCall) -> str:
+        offline = call.creds.upstream_key is None
+        parts = KeyParts(
+            namespace=call.creds.namespace,
+            upstream="offline" if offline else self._base,
+            version=call.version,
+            beta=call.beta,
+            model=str(call.body.get("model", "")),
+        )
+        return cache_key(call.body, parts, CLAUDE_RESPONSE)
+
+    async def messages(self, call: MessagesCall) -> Reply:
         self.served_by_mode[call.creds.mode.value] += 1
-        if call.creds.upstream_key is None:
-            return self._offline.messages(call.body, call.raw, stream=call.stream)
-        headers = self.upstream_headers(
-            call.creds.upstream_key, call.version, call.beta, "application/json"
-        )
-        return await self._upstream.request(
-            "POST", "/v1/messages", headers=headers, body=call.raw, stream=call.stream
-        )
+        key = self.key_for(call)
+        control = call.control
+        if control.lookup:
+            entry = await self.cache.get(key, max_age=control.max_age)
+            if entry is not None:
+                return self._hit(entry, call.stream)
+            self._events.emit(CacheLookup(hit=False, content_type=CLAUDE_RESPONSE))
+        label = "BYPASS" if control.bypass else "MISS"
+        joinable = control.lookup and control.store
+        if call.stream:
+            return await self._stream(call, key, label, joinable)
+        if joinable:
+            answer, follower = await self._answers.run(key, lambda: self._fetch(call, key))
+        else:
+            answer, follower = await self._fetch(call, key if control.store else None), False
+        headers = [*answer.headers, _X_CACHE[label]]
+        if follower:
+            headers.append(_COALESCED)
+            self._events.emit(Coalesced(stream=False))
+        return Reply(answer.status, headers, answer.body, cache=label)
 
     async def forward(
         self,
         method: str,
-        path: str,
-        query: str,
+        target: str,
         body: bytes,
         creds: Credentials,
         *,
         version: str,
         beta: str | None,
         content_type: str | None,
-    ) -> UpstreamResponse:
-        """Any other /v1 route, passed through with the same key rules."""
+    ) -> Reply:
+        """Any other /v1 route, passed through with the same key rules.
+
+        No retries here: these routes include non-idempotent ones (batch creation, file
+        upload), and the Anthropic SDKs retry them on their own.
+        """
         self.served_by_mode[creds.mode.value] += 1
         if creds.upstream_key is None:
-            return self._offline.other(method, path, body)
-        headers = self.upstream_headers(creds.upstream_key, version, beta, content_type)
-        target = f"{path}?{query}" if query else path
-        return await self._upstream.request(
+            offline = self._offline.other(method, target.partition("?")[0], body)
+            return Reply(offline.status, offline.headers, offline.body)
+        headers = upstream_headers(creds.upstream_key, version, beta)
+        if content_type:
+            headers["content-type"] = content_type
+        else:
+            del headers["content-type"]
+        response = await self._upstream.upstream.request(
             method, target, headers=headers, body=body or None, stream=True
         )
+        return Reply(
+            response.status,
+            response.headers,
+            response.body,
+            chunks=response.chunks,
+            close=response.aclose,
+        )
+
+    # -- hits ------------------------------------------------------------------------------
+
+    def _hit(self, entry: CacheEntry, stream: bool) -> Reply:
+        meta = entry.meta or {}
+        self._events.emit(
+            CacheLookup(
+                hit=True,
+                content_type=CLAUDE_RESPONSE,
+                saved_ms=float(meta.get("upstream_ms", 0.0)),
+                saved_tokens=int(meta.get("tokens", 0)),
+            )
+        )
+        age = (b"age", str(max(0, int(time.time() - entry.stored_at))).encode())
+        extra = [_X_CACHE["HIT"], age]
+        if meta.get("offline"):
+            extra.append((b"x-promptrelay-provider", b"offline"))
+        if not stream:
+            return Reply(200, [_JSON, *extra], entry.value, cache="HIT")
+        events = message_events(orjson.loads(entry.value))
+        return Reply(200, [_SSE, *extra], chunks=_iterate(events), cache="HIT")
+
+    # -- misses, not streamed --------------------------------------------------------------
+
+    async def _fetch(self, call: MessagesCall, store_key: str | None) -> _Answer:
+        started = time.perf_counter()
+        response, gave_up = await self._send(call)
+        headers = [*response.headers, _NO_RETRY] if gave_up else response.headers
+        answer = _Answer(response.status, headers, response.body)
+        if store_key is not None and response.status == 200:
+            message = _loads(response.body)
+            if message is not None:
+                await self._store(store_key, message, response.body, call, started)
+        return answer
+
+    async def _send(self, call: MessagesCall) -> tuple[UpstreamResponse, bool]:
+        if call.creds.upstream_key is None:
+            return self._offline.messages(call.body, call.raw, stream=call.stream), False
+        started = time.perf_counter()
+        headers = upstream_headers(call.creds.upstream_key, call.version, call.beta)
+        sent = await self._upstream.send(
+            "POST", "/v1/messages", headers=headers, body=call.raw, stream=call.stream
+        )
+        self._events.emit(
+            UpstreamFinished(sent.response.status, time.perf_counter() - started, sent.attempts)
+        )
+        return sent.response, sent.gave_up
+
+    async def _store(
+        self,
+        key: str,
+        message: dict[str, Any],
+        encoded: bytes | None,
+        call: MessagesCall,
+        started: float,
+    ) -> None:
+        if not _cacheable(message):
+            return
+        usage = message.get("usage") or {}
+        offline = call.creds.upstream_key is None
+        entry = CacheEntry(
+            value=encoded if encoded is not None else orjson.dumps(message),
+            stored_at=time.time(),
+            content_type=CLAUDE_RESPONSE,
+            meta={
+                "upstream_ms": round((time.perf_counter() - started) * 1000, 2),
+                "tokens": int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0)),
+                "offline": int(offline),
+            },
+        )
+        await self.cache.set(key, entry, shared=not offline)
+
+    # -- misses, streamed ------------------------------------------------------------------
+
+    async def _stream(self, call: MessagesCall, key: str, label: str, joinable: bool) -> Reply:
+        store_key = key if call.control.store else None
+        if joinable:
+            subscription, follower = self._streams.join(
+                key, lambda: self._stream_source(call, store_key)
+            )
+            items: AsyncIterator[_Head | bytes] = aiter(subscription)
+            close = subscription.aclose
+        else:
+            source = self._stream_source(call, store_key)
+            items, follower, close = source, False, source.aclose
+        try:
+            head = await anext(items)
+        except BaseException:
+            await close()
+            raise
+        assert isinstance(head, _Head)
+        headers = [*head.headers, _X_CACHE[label]]
+        if follower:
+            headers.append(_COALESCED)
+            self._events.emit(Coalesced(stream=True))
+        if not head.body and head.status < 300:
+            return Reply(head.status, headers, chunks=_bytes_only(items), cache=label, close=close)
+        await close()
+        return Reply(head.status, headers, head.body, cache=label)
+
+    async def _stream_source(
+        self, call: MessagesCall, store_key: str | None
+    ) -> AsyncGenerator[_Head | bytes, None]:
+        """The upstream stream as [head, chunk, chunk, ...]; stores it once complete."""
+        started = time.perf_counter()
+        response, gave_up = await self._send(call)
+        headers = [*response.headers, _NO_RETRY] if gave_up else response.headers
+        if response.chunks is None:
+            yield _Head(response.status, headers, response.body)
+            return
+        yield _Head(response.status, headers, b"")
+        parser, assembler = SseParser(), MessageAssembler()
+        try:
+            async for chunk in response.chunks:
+                if store_key is not None:
+                    for name, data in parser.feed(chunk):
+                        assembler.add(name, data)
+                yield chunk
+        finally:
+            await response.aclose()
+        if store_key is not None and assembler.complete and assembler.message is not None:
+            await self._store(store_key, assembler.message, None, call, started)
+
+
+def upstream_headers(key: str, version: str, beta: str | None) -> dict[str, str]:
+    headers = {"x-api-key": key, "anthropic-version": version, "content-type": "application/json"}
+    if beta:
+        headers["anthropic-beta"] = beta
+    return headers
+
+
+def _loads(body: bytes) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _cacheable(message: dict[str, Any]) -> bool:
+    """A complete answer with something in it; never an error or an empty reply."""
+    if message.get("type") != "message":
+        return False
+    content = message.get("content")
+    if not isinstance(content, list) or not content:
+        return False
+    return any(
+        block.get("type") != "text" or block.get("text")
+        for block in content
+        if isinstance(block, dict)
+    )
+
+
+async def _iterate(events: Any) -> AsyncIterator[bytes]:
+    for event in events:
+        yield event
+
+
+async def _bytes_only(items: AsyncIterator[_Head | bytes]) -> AsyncIterator[bytes]:
+    async for item in items:
+        assert isinstance(item, bytes)
+        yield item

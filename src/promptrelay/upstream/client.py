@@ -139,6 +139,13 @@ class UpstreamClient:
     async def close(self) -> None:
         await self._session.close()
 
+    def _with_total(self, total: float) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(
+            total=min(total, self._timeout.total or total),
+            connect=self._timeout.connect,
+            sock_read=self._timeout.sock_read,
+        )
+
     def pool_stats(self) -> PoolStats:
         # aiohttp exposes no public pool gauges; these two private maps are stable since 3.0.
         in_use = sum(len(v) for v in self._connector._acquired_per_host.values())
@@ -161,6 +168,7 @@ class UpstreamClient:
         headers: Mapping[str, str],
         body: bytes | None = None,
         stream: bool = False,
+        timeout: float | None = None,
     ) -> UpstreamResponse:
         """Send one request. With `stream`, a 2xx body is handed over as it arrives;
         everything else (errors included) is read whole.
@@ -170,7 +178,12 @@ class UpstreamClient:
         self.requests += 1
         try:
             response = await self._session.request(
-                method, self._base + path, headers=headers, data=body, allow_redirects=False
+                method,
+                self._base + path,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=self._timeout if timeout is None else self._with_total(timeout),
             )
         except TimeoutError as error:
             raise UpstreamTimeout("the upstream did not answer in time") from error

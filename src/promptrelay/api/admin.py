@@ -1,0 +1,132 @@
+"""Admin access and the cache management routes.
+
+Admin rule: with ADMIN_API_KEY set, `Authorization: Bearer <key>` (or x-api-key) is
+required, compared in constant time: 401 without a key or with a wrong one, 403 with a
+client key (it is valid, just not for this). Without ADMIN_API_KEY, only loopback
+clients are answered (403 otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import TYPE_CHECKING, Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from promptrelay.core.auth import client_key
+from promptrelay.core.cache_control import DEFAULT
+from promptrelay.core.gateway import MessagesCall
+from promptrelay.core.request import validate_messages_body
+from promptrelay.errors import Forbidden, GatewayError, InvalidRequest, Unauthorized
+from promptrelay.settings import is_loopback_host
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from promptrelay.app import Runtime
+
+__all__ = ["build_admin_router"]
+
+_NAME = r"^[A-Za-z0-9_*?\[\]-]+$"  # glob characters, but never ':' (segment separator)
+
+
+class ClearRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pattern: Annotated[str, Field(pattern=r"^[^:\s]+$", max_length=200)] = "*"
+    content_type: Annotated[str, Field(pattern=_NAME, max_length=64)] = "*"
+    namespace: Annotated[str, Field(pattern=_NAME, max_length=64)] = "*"
+
+
+class WarmRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requests: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=1000)]
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    client_key: str | None = Field(
+        default=None,
+        description="Warm the cache namespace of this client key (default: the gateway's).",
+    )
+
+
+def build_admin_router(runtime: Callable[[], Runtime]) -> APIRouter:
+    def require_admin(request: Request) -> None:
+        rt = runtime()
+        admin = rt.settings.admin_api_key
+        if admin is None:
+            host = request.client.host if request.client else ""
+            if not is_loopback_host(host):
+                raise Forbidden("admin routes answer loopback clients only unless ADMIN_API_KEY")
+            return
+        headers = {k.lower().encode(): v.encode("latin-1") for k, v in request.headers.items()}
+        presented = client_key(headers)
+        if presented is None:
+            raise Unauthorized("admin route: send Authorization: Bearer <ADMIN_API_KEY>")
+        if hmac.compare_digest(presented.encode(), admin.get_secret_value().encode()):
+            return
+        if rt.keys.check_client_key(presented):
+            raise Forbidden("a client key cannot use admin routes")
+        raise Unauthorized("invalid admin key")
+
+    router = APIRouter(prefix="/api/cache", dependencies=[Depends(require_admin)], tags=["cache"])
+
+    @router.get("/stats", summary="Hits, misses, entries, bytes, Redis state, savings")
+    async def stats() -> dict[str, Any]:
+        rt = runtime()
+        return {**rt.cache.stats(), "redis_state": rt.redis_state, "savings": rt.savings.snapshot()}
+
+    @router.post("/clear", summary="Remove matching entries in every tier and process")
+    async def clear(body: ClearRequest | None = None) -> dict[str, Any]:
+        spec = body or ClearRequest()
+        pattern = f"pr:{spec.namespace}:{spec.content_type}:{spec.pattern}"
+        removed = await runtime().cache.clear(pattern)
+        return {"removed": removed, "pattern": pattern}
+
+    @router.post("/warm", summary="Fetch and store each request; per-item results")
+    async def warm(body: WarmRequest) -> dict[str, Any]:
+        rt = runtime()
+        key_headers = {b"x-api-key": body.client_key.encode()} if body.client_key else {}
+        creds = rt.keys.resolve(key_headers)
+        limit = asyncio.Semaphore(body.concurrency)
+
+        async def one(index: int, item: dict[str, Any]) -> dict[str, Any]:
+            async with limit:
+                try:
+                    validate_messages_body(item)
+                    payload = {k: v for k, v in item.items() if k != "stream"}
+                    call = MessagesCall(
+                        body=payload,
+                        raw=_dumps(payload),
+                        stream=False,
+                        creds=creds,
+                        version=rt.settings.anthropic_version,
+                        control=DEFAULT,
+                    )
+                    reply = await rt.gateway.messages(call)
+                except GatewayError as error:
+                    return {"index": index, "ok": False, "error": error.message}
+                ok = reply.status == 200
+                result: dict[str, Any] = {"index": index, "ok": ok, "cache": reply.cache}
+                if not ok:
+                    result["error"] = f"upstream answered {reply.status}"
+                return result
+
+        results = await asyncio.gather(*(one(i, r) for i, r in enumerate(body.requests)))
+        return {
+            "results": results,
+            "stored": sum(1 for r in results if r["ok"] and r["cache"] == "MISS"),
+            "already_cached": sum(1 for r in results if r["ok"] and r["cache"] == "HIT"),
+            "failed": sum(1 for r in results if not r["ok"]),
+        }
+
+    return router
+
+
+def _dumps(payload: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(payload)
+    except TypeError as error:
+        raise InvalidRequest(f"request is not JSON-serialisable: {error}") from None

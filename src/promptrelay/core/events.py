@@ -1,0 +1,86 @@
+"""Typed events the pipeline emits; telemetry (and anything else) subscribes.
+
+Business code calls `bus.emit(SomeEvent(...))` and never imports telemetry. Emitting with
+no listener costs one attribute check; a listener that raises is logged, never
+propagated into the request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = [
+    "BreakerMoved",
+    "CacheLookup",
+    "Coalesced",
+    "Event",
+    "EventBus",
+    "RequestFinished",
+    "Retried",
+    "UpstreamFinished",
+]
+
+log = logging.getLogger("promptrelay.events")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheLookup:
+    hit: bool
+    content_type: str
+    saved_ms: float = 0.0  # the upstream time the stored answer took originally
+    saved_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Coalesced:
+    stream: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Retried:
+    attempt: int
+    delay: float
+    status: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamFinished:
+    status: int | None
+    seconds: float
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerMoved:
+    old: str
+    new: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFinished:
+    route: str
+    status: int
+    cache: str
+    seconds: float
+
+
+Event = CacheLookup | Coalesced | Retried | UpstreamFinished | BreakerMoved | RequestFinished
+Listener = Callable[[Event], None]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def emit(self, event: Event) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener failed on %s", type(event).__name__)

@@ -1,0 +1,103 @@
+"""One upstream call with retries and the circuit breaker around each attempt.
+
+    send()  ->  run_with_retries  ->  breaker.before_call  ->  UpstreamClient.request
+                     ^  backoff / retry-after       (one breaker call per attempt)
+
+The whole call, retries and waits included, lives within UPSTREAM_TIMEOUT: each attempt
+gets the time that is left as its own total timeout, so a hung upstream is a timeout
+the breaker counts, and the caller has its 504 within the budget.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from promptrelay.core.events import EventBus, Retried
+from promptrelay.errors import UpstreamTimeout
+from promptrelay.resilience.retry import (
+    Outcome,
+    RetryEvent,
+    RetryPolicy,
+    parse_retry_after,
+    run_with_retries,
+)
+from promptrelay.resilience.shared import CircuitBreaker
+from promptrelay.upstream.client import UpstreamClient, UpstreamResponse
+
+__all__ = ["ResilientUpstream", "Sent"]
+
+
+@dataclass(slots=True)
+class Sent:
+    response: UpstreamResponse
+    attempts: int
+    gave_up: bool  # retryable failure, retries exhausted: tell SDKs not to retry either
+
+
+class ResilientUpstream:
+    def __init__(
+        self,
+        upstream: UpstreamClient,
+        breaker: CircuitBreaker,
+        policy: RetryPolicy,
+        *,
+        budget: float,
+        events: EventBus,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.upstream = upstream
+        self.breaker = breaker
+        self._policy = policy
+        self._budget = budget
+        self._events = events
+        self._rng = rng or random.Random()
+        self._clock = clock
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        stream: bool,
+    ) -> Sent:
+        """Raises CircuitOpen, UpstreamTimeout or UpstreamUnavailable when no answer came."""
+        deadline = self._clock() + self._budget
+
+        async def attempt() -> Outcome[UpstreamResponse]:
+            left = deadline - self._clock()
+            if left <= 0:
+                raise UpstreamTimeout("the upstream did not answer within UPSTREAM_TIMEOUT")
+            response = await self.upstream.request(
+                method, path, headers=headers, body=body, stream=stream, timeout=left
+            )
+            retry_after = None
+            if response.status >= 400:
+                retry_after = parse_retry_after(
+                    {k.decode("latin-1"): v.decode("latin-1") for k, v in response.headers}
+                )
+            return Outcome(status=response.status, value=response, retry_after=retry_after)
+
+        def on_retry(event: RetryEvent[UpstreamResponse]) -> None:
+            # Only failed answers are retried, and those were read whole: nothing to release.
+            self._events.emit(
+                Retried(attempt=event.attempt + 1, delay=event.delay, status=event.outcome.status)
+            )
+
+        result = await run_with_retries(
+            attempt,
+            self._policy,
+            breaker=self.breaker,
+            rng=self._rng,
+            on_retry=on_retry,
+            clock=self._clock,
+        )
+        if result.outcome.error is not None:
+            raise result.outcome.error
+        assert result.outcome.value is not None
+        return Sent(result.outcome.value, result.attempts, result.gave_up)

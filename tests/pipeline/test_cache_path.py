@@ -26,7 +26,12 @@ def live(gateway_factory, fake_upstream):
     )
 
 
-async def _post(session, url, body, headers=None):
+async def _post(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     async with session.post(f"{url}/v1/messages", json=body, headers=headers or {}) as response:
         return response.status, dict(response.headers), await response.read()
 

@@ -1,0 +1,96 @@
+"""Several promptrelay servers on one Redis share answers and clears; Redis loss is no error."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+
+
+def _body(text: str) -> dict[str, Any]:
+    return {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 32,
+        "messages": [{"role": "user", "content": text}],
+    }
+
+
+def _shared(gateway_factory: Any, fake_url: str, redis_url: str) -> Any:
+    return gateway_factory(
+        anthropic_api_key="gw",
+        anthropic_base_url=fake_url,
+        upstream_retries=0,
+        redis_enabled=True,
+        redis_url=redis_url,
+    )
+
+
+async def _until(predicate: Any, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_answer_cached_by_one_server_is_a_hit_on_another(
+    gateway_factory, fake_upstream, redis_server
+):
+    one = _shared(gateway_factory, fake_upstream.url, redis_server.url)
+    two = _shared(gateway_factory, fake_upstream.url, redis_server.url)
+    async with aiohttp.ClientSession() as session:
+        first = await session.post(f"{one.url}/v1/messages", json=_body("shared"))
+        assert first.headers["x-cache"] == "MISS"
+        await first.read()
+
+        async def hit_on_two() -> bool:
+            response = await session.post(f"{two.url}/v1/messages", json=_body("shared"))
+            await response.read()
+            return response.headers["x-cache"] == "HIT"
+
+        assert await _until(hit_on_two, 3.0)
+        # a clear on one server empties the other's memory tier too
+        cleared = await session.post(f"{one.url}/api/cache/clear")
+        assert (await cleared.json())["removed"] >= 1
+
+        async def two_forgot() -> bool:
+            runtime = two.app.runtime
+            return runtime is not None and len(runtime.cache.memory) == 0
+
+        assert await _until(two_forgot, 2.0)
+    assert fake_upstream.stats()["by_path"]["/v1/messages"] == 1
+
+
+async def test_killing_redis_under_load_fails_no_request(
+    gateway_factory, fake_upstream, redis_server
+):
+    gateway = _shared(gateway_factory, fake_upstream.url, redis_server.url)
+    fake_upstream.configure(latency_ms=20)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one(index: int) -> int:
+            body = _body(f"load {index % 50}")
+            async with session.post(f"{gateway.url}/v1/messages", json=body) as response:
+                await response.read()
+                return response.status
+
+        load = asyncio.gather(*(one(i) for i in range(200)))
+        await asyncio.sleep(0.05)
+        redis_server.kill()
+        statuses = await load
+        assert statuses == [200] * 200
+
+        async def health_redis() -> str:
+            payload = await (await session.get(f"{gateway.url}/api/health")).json()
+            return str(payload["redis"])
+
+        assert await _until(lambda: _is(health_redis, "down"), 3.0)
+        redis_server.restart()
+        assert await _until(lambda: _is(health_redis, "up"), 5.0)
+
+
+async def _is(read: Any, expected: str) -> bool:
+    return bool(await read() == expected)

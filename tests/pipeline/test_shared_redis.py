@@ -94,3 +94,28 @@ async def test_killing_redis_under_load_fails_no_request(
 
 async def _is(read: Any, expected: str) -> bool:
     return bool(await read() == expected)
+
+
+async def test_frozen_redis_delays_no_request_beyond_the_socket_timeout(
+    gateway_factory, fake_upstream, redis_server
+):
+    gateway = _shared(gateway_factory, fake_upstream.url, redis_server.url)
+    timeout = gateway.settings.redis_socket_timeout
+    bound = 2 * timeout + 0.1
+    async with aiohttp.ClientSession() as session:
+        warm = await session.post(f"{gateway.url}/v1/messages", json=_body("before"))
+        await warm.read()
+        redis_server.stop_signal()
+        try:
+            durations = []
+            for index in range(30):
+                started = time.monotonic()
+                response = await session.post(
+                    f"{gateway.url}/v1/messages", json=_body(f"frozen {index % 5}")
+                )
+                await response.read()
+                durations.append(time.monotonic() - started)
+                assert response.status == 200
+        finally:
+            redis_server.cont_signal()
+    assert max(durations) <= bound, durations

@@ -94,6 +94,41 @@ def fake_upstream(
     run_fake_upstream(host, port, config)
 
 
+cache_app = typer.Typer(no_args_is_help=True, help="Manage a running promptrelay's cache.")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("warm")
+def cache_warm(
+    file: Annotated[typer.FileText, typer.Argument(help="JSONL: one Messages API body a line.")],
+    url: Annotated[str, typer.Option(help="promptrelay's base URL.")] = "http://127.0.0.1:8080",
+    admin_key: Annotated[
+        str | None, typer.Option(envvar="ADMIN_API_KEY", help="Admin key, if the server has one.")
+    ] = None,
+    client_key: Annotated[
+        str | None, typer.Option(help="Warm this client key's namespace.")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Upstream calls at once.")] = 4,
+    chunk: Annotated[int, typer.Option(min=1, max=1000, help="Requests per API call.")] = 20,
+) -> None:
+    """Fetch and store each request of FILE through POST /api/cache/warm."""
+    import asyncio
+
+    from promptrelay.warm import warm_file
+
+    failed = asyncio.run(
+        warm_file(
+            file.read().splitlines(),
+            url=url.rstrip("/"),
+            admin_key=admin_key,
+            client_key=client_key,
+            concurrency=concurrency,
+            chunk=chunk,
+        )
+    )
+    raise typer.Exit(1 if failed else 0)
+
+
 def main() -> None:
     try:
         app()

@@ -37,7 +37,9 @@ redis-server:
 	  fi; }
 
 bench: $(STAMP)
-	$(BIN)/python bench/overhead.py
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null 2>&1; } || true
+	$(BIN)/python bench/overhead.py --json bench/results/overhead.json --markdown bench/results/overhead.md
+	$(BIN)/python bench/cache.py --json bench/results/cache.json --markdown bench/results/cache.md
 
 fake-upstream: $(STAMP)
 	$(BIN)/promptrelay fake-upstream --port 8099

@@ -135,3 +135,35 @@ async def test_identical_streams_share_one_upstream_stream(gateway_factory, fake
     assert texts == {5}
     assert sum(1 for _, headers, _ in results if headers.get("x-coalesced") == "true") == 19
     assert fake_upstream.stats()["by_path"]["/v1/messages"] == 1
+
+
+async def test_coalesced_failure_reaches_everyone_and_cancellations_spare_the_last(
+    gateway_factory, fake_upstream
+):
+    gateway = gateway_factory(anthropic_api_key="gw", anthropic_base_url=fake_upstream.url)
+    runtime = gateway.app.runtime
+    assert runtime is not None
+    fake_upstream.configure(
+        latency_ms=1000, fail_next=1, fail_next_status=400, fail_latency_ms=1000
+    )
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one() -> int:
+            async with session.post(f"{gateway.url}/v1/messages", json=_body("doomed")) as r:
+                await r.read()
+                return r.status
+
+        failed = await asyncio.gather(*(one() for _ in range(100)))
+    assert set(failed) == {400}
+    assert fake_upstream.stats()["by_path"]["/v1/messages"] == 1
+    assert runtime.gateway.in_flight() == 0
+
+    tasks = [asyncio.create_task(_post(gateway.url, _body("patient"))) for _ in range(100)]
+    await asyncio.sleep(0.5)
+    for task in tasks[:99]:
+        task.cancel()  # 99 clients hang up
+    status, _, body = await tasks[99]
+    await asyncio.gather(*tasks[:99], return_exceptions=True)
+    assert status == 200 and b"patient" in body
+    assert fake_upstream.stats()["by_path"]["/v1/messages"] == 2
+    assert runtime.gateway.in_flight() == 0

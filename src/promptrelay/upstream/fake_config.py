@@ -21,8 +21,8 @@ class FakeConfig:
 
     Order of evaluation for `POST /v1/messages`: missing `x-api-key` (401), `hang`,
     invalid body (400), injected failure (`fail_next`, then `fail_rate`), then
-    `latency_ms` +- `jitter_ms` before a successful answer. Injected failures answer at
-    once, like a real overloaded upstream; latency delays successes only.
+    `latency_ms` +- `jitter_ms` before a successful answer. Injected failures answer
+    after `fail_latency_ms` (default at once, like a real overloaded upstream).
 
     Example: `FakeConfig(latency_ms=50, fail_status=529, fail_rate=0.1, retry_after=1)`
     answers after ~50 ms and fails one request in ten with 529 and `retry-after: 1`.
@@ -37,6 +37,7 @@ class FakeConfig:
     retry_after: float | None = None
     fail_next: int = 0
     fail_next_status: int = 529
+    fail_latency_ms: float = 0
     hang: bool = False
     stream_error_after: int | None = None
     close_mid_stream_after: int | None = None
@@ -54,6 +55,7 @@ _KNOBS: dict[str, tuple[str, bool]] = {
     "retry_after": ("float", True),
     "fail_next": ("int", False),
     "fail_next_status": ("status", False),
+    "fail_latency_ms": ("float", False),
     "hang": ("bool", False),
     "stream_error_after": ("int", True),
     "close_mid_stream_after": ("int", True),

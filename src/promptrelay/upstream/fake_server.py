@@ -255,6 +255,8 @@ class FakeUpstream:
             return self._error(400, headers, str(exc))
         failure = self._failure_status(config)
         if failure is not None:
+            if config.fail_latency_ms > 0:
+                await asyncio.sleep(config.fail_latency_ms / 1000)
             if config.retry_after is not None:
                 headers["retry-after"] = f"{config.retry_after:g}"
             return self._error(failure, headers)

@@ -20,7 +20,7 @@ from promptrelay.api.hot import HotRoutes
 from promptrelay.api.management import build_management_app
 from promptrelay.cache.tiered import TieredCache
 from promptrelay.core.auth import KeyResolver
-from promptrelay.core.events import BreakerMoved, EventBus
+from promptrelay.core.events import BreakerMoved, EventBus, RedisMoved
 from promptrelay.core.gateway import Gateway
 from promptrelay.core.resilient import ResilientUpstream
 from promptrelay.resilience.breaker import BreakerMachine, BreakerTransition
@@ -98,6 +98,7 @@ class Runtime:
     def _redis_state(self, state: str) -> None:
         if state != self.redis_state:
             log.warning("redis is %s", state)
+            self.events.emit(RedisMoved(state))
         self.redis_state = state
 
     async def start(self) -> None:

@@ -12,11 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = [
+    "BatchFlushed",
     "BreakerMoved",
     "CacheLookup",
     "Coalesced",
     "Event",
     "EventBus",
+    "RedisMoved",
     "RequestFinished",
     "Retried",
     "UpstreamFinished",
@@ -60,6 +62,20 @@ class BreakerMoved:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchFlushed:
+    """A micro-batch group left for the normal path."""
+
+    model: str
+    size: int
+    waited_ms: float  # how long its oldest item waited in the window
+
+
+@dataclass(frozen=True, slots=True)
+class RedisMoved:
+    state: str  # "up" | "down"
+
+
+@dataclass(frozen=True, slots=True)
 class RequestFinished:
     route: str
     status: int
@@ -67,7 +83,16 @@ class RequestFinished:
     seconds: float
 
 
-Event = CacheLookup | Coalesced | Retried | UpstreamFinished | BreakerMoved | RequestFinished
+Event = (
+    CacheLookup
+    | Coalesced
+    | Retried
+    | UpstreamFinished
+    | BreakerMoved
+    | BatchFlushed
+    | RedisMoved
+    | RequestFinished
+)
 Listener = Callable[[Event], None]
 
 

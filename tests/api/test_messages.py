@@ -143,6 +143,35 @@ async def test_concurrency_is_bounded_by_max_sockets(gateway_factory, fake_upstr
     assert stats["connections_total"] <= 8
 
 
+async def test_health_shows_calls_waiting_for_a_connection(gateway_factory, fake_upstream):
+    gateway = gateway_factory(
+        anthropic_api_key=GATEWAY_KEY,
+        anthropic_base_url=fake_upstream.url,
+        max_sockets=2,
+        max_free_sockets=2,
+    )
+    fake_upstream.configure(latency_ms=600)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(index: int) -> int:
+            async with session.post(f"{gateway.url}/v1/messages", json=_body(f"w{index}")) as r:
+                await r.read()
+                return r.status
+
+        calls = [asyncio.create_task(one(i)) for i in range(6)]
+        await asyncio.sleep(0.3)
+        async with session.get(f"{gateway.url}/api/health") as r:
+            busy = (await r.json())["upstream"]["pool"]
+        assert await asyncio.gather(*calls) == [200] * 6
+        async with session.get(f"{gateway.url}/api/health") as r:
+            quiet = (await r.json())["upstream"]["pool"]
+    assert (busy["in_use"], busy["waiting"]) == (2, 4)
+    assert (quiet["in_use"], quiet["waiting"], quiet["idle"]) == (0, 0, 2)
+    assert quiet["connections_opened"] == 2
+    assert quiet["requests"] == 6
+
+
 async def test_n8n_anthropic_node_request_shape(live, fake_upstream):
     headers = {
         "x-api-key": "n8n-credential-key",

@@ -24,11 +24,10 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Final
 
 from promptrelay.cache._tasks import stop_tasks
-from promptrelay.cache.base import CacheEntry
+from promptrelay.cache.base import CacheEntry, MetaValue
 from promptrelay.cache.glob import glob_matcher
 
 if TYPE_CHECKING:
@@ -46,10 +45,26 @@ _KeySet = set[str]  # spelled once here: inside the classes "set" is a method
 ENTRY_OVERHEAD = 320
 
 
-class _Slot(NamedTuple):
-    entry: CacheEntry
-    expires: float  # on the tier's monotonic clock
-    size: int
+# A slot is a plain tuple of immutable scalars: the entry's fields, its expiry on the
+# tier's monotonic clock and its footprint. Not a NamedTuple or a record on purpose: the
+# collector untracks exact tuples (and dicts) that hold only scalars, so a full cache adds
+# nothing to what each full collection has to visit (with records it added two objects per
+# entry, and collections over a full cache stalled the loop for ~10 ms).
+# (A dict would keep its tuple tracked forever, so `meta` is kept as a tuple of pairs.)
+_Meta = tuple[tuple[str, MetaValue], ...]
+_Slot = tuple[bytes, float, str, float, _Meta | None, float, int]
+_EXPIRES: Final = 5
+_SIZE: Final = 6
+
+
+def _slot(entry: CacheEntry, expires_at: float, expires: float, size: int) -> _Slot:
+    meta = tuple(entry.meta.items()) if entry.meta else None
+    return (entry.value, entry.stored_at, entry.content_type, expires_at, meta, expires, size)
+
+
+def _entry(slot: _Slot) -> CacheEntry:
+    meta = slot[4]
+    return CacheEntry(slot[0], slot[1], slot[2], slot[3], dict(meta) if meta else None)
 
 
 def entry_footprint(key: str, entry: CacheEntry) -> int:
@@ -115,29 +130,28 @@ class MemoryTier:
         if slot is None:
             self._misses += 1
             return None
-        if slot.expires <= self._clock():
+        if slot[_EXPIRES] <= self._clock():
             self._drop(key, slot)
             self._expired += 1
             self._misses += 1
             return None
         self._data.move_to_end(key)
         self._hits += 1
-        return slot.entry
+        return _entry(slot)
 
     def set_now(self, key: str, entry: CacheEntry, ttl: float) -> bool:
         """Store ``entry`` for ``ttl`` seconds; False when it is not admitted."""
         old = self._data.pop(key, None)
         if old is not None:
-            self._bytes -= old.size
+            self._bytes -= old[_SIZE]
         if ttl <= 0:
             return False
-        entry = replace(entry, expires_at=self._wall_clock() + ttl)
         size = entry_footprint(key, entry)
         if len(entry.value) > self.max_entry_bytes or size > self.max_bytes:
             self._rejected += 1
             return False
         self._make_room(size)
-        self._data[key] = _Slot(entry, self._clock() + ttl, size)
+        self._data[key] = _slot(entry, self._wall_clock() + ttl, self._clock() + ttl, size)
         self._bytes += size
         self._sets += 1
         return True
@@ -147,14 +161,14 @@ class MemoryTier:
         slot = self._data.pop(key, None)
         if slot is None:
             return False
-        self._bytes -= slot.size
-        return slot.expires > self._clock()
+        self._bytes -= slot[_SIZE]
+        return slot[_EXPIRES] > self._clock()
 
     def clear_keys(self, pattern: str = "*") -> _KeySet:
         """Remove every key matching the glob; return the live keys that were removed."""
         now = self._clock()
         if pattern == "*":
-            removed = {key for key, slot in self._data.items() if slot.expires > now}
+            removed = {key for key, slot in self._data.items() if slot[_EXPIRES] > now}
             self._data.clear()
             self._bytes = 0
             return removed
@@ -162,17 +176,17 @@ class MemoryTier:
         removed = set()
         for key in [key for key in self._data if matches(key)]:
             slot = self._data.pop(key)
-            self._bytes -= slot.size
-            if slot.expires > now:
+            self._bytes -= slot[_SIZE]
+            if slot[_EXPIRES] > now:
                 removed.add(key)
         return removed
 
     def sweep(self) -> int:
         """Remove every expired entry; return how many were removed."""
         now = self._clock()
-        expired = [key for key, slot in self._data.items() if slot.expires <= now]
+        expired = [key for key, slot in self._data.items() if slot[_EXPIRES] <= now]
         for key in expired:
-            self._bytes -= self._data.pop(key).size
+            self._bytes -= self._data.pop(key)[_SIZE]
         self._expired += len(expired)
         return len(expired)
 
@@ -192,16 +206,16 @@ class MemoryTier:
 
     def _evict_oldest(self) -> int:
         _key, slot = self._data.popitem(last=False)
-        self._bytes -= slot.size
-        if slot.expires <= self._clock():
+        self._bytes -= slot[_SIZE]
+        if slot[_EXPIRES] <= self._clock():
             self._expired += 1
         else:
             self._evictions += 1
-        return slot.size
+        return slot[_SIZE]
 
     def _drop(self, key: str, slot: _Slot) -> None:
         del self._data[key]
-        self._bytes -= slot.size
+        self._bytes -= slot[_SIZE]
 
     # -- the CacheTier protocol ------------------------------------------------------
 

@@ -156,8 +156,9 @@ class Runtime:
 class PromptRelay:
     """The ASGI application."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, own_process: bool = False) -> None:
         self.settings = settings
+        self.own_process = own_process  # the server process is ours alone: tune its GC
         self.runtime: Runtime | None = None
         self.management = build_management_app(self._started)
 
@@ -192,7 +193,8 @@ class PromptRelay:
                     await send({"type": "lifespan.startup.failed", "message": str(error)})
                     return
                 _log_startup(self.settings, self.runtime)
-                _freeze_startup_objects()
+                if self.own_process:
+                    _freeze_startup_objects()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.runtime is not None:
@@ -217,17 +219,19 @@ def _freeze_startup_objects() -> None:
     A full collection visits every tracked object; under load here it took 25-60 ms with
     those objects in it, and that pause lands on the requests in flight (it was most of
     the miss path's p99). They live as long as the process, so scanning them is waste.
+    Only for a process that serves nothing else (`promptrelay serve`, `create_app`): an
+    embedding program's own objects would be frozen too.
     """
     gc.collect()
     gc.freeze()
 
 
-def build_app(settings: Settings) -> PromptRelay:
-    return PromptRelay(settings)
+def build_app(settings: Settings, *, own_process: bool = False) -> PromptRelay:
+    return PromptRelay(settings, own_process=own_process)
 
 
 def create_app() -> PromptRelay:
     """Factory for `uvicorn --factory` and multi-worker runs: settings from the environment."""
     from promptrelay.settings import load_settings
 
-    return build_app(load_settings())
+    return build_app(load_settings(), own_process=True)

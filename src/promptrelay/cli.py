@@ -61,7 +61,7 @@ def serve(
     # uvicorn drains on SIGTERM, then re-raises the signal with the previous handler in
     # place; exiting 0 from that handler makes a graceful stop a successful exit.
     signal.signal(signal.SIGTERM, _exit_ok)
-    uvicorn.run(build_app(settings), **common)
+    uvicorn.run(build_app(settings, own_process=True), **common)
 
 
 def _exit_ok(signum: int, frame: object) -> None:

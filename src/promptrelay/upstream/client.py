@@ -14,7 +14,7 @@ aiohttp errors are translated here, at the boundary, into `UpstreamTimeout` and
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,25 +27,28 @@ __all__ = ["PoolStats", "UpstreamClient", "UpstreamResponse"]
 
 # Response headers worth passing back to the client; everything else is hop-by-hop,
 # recomputed by our server (length, encoding) or noise.
-_KEPT_PREFIXES = ("anthropic-", "x-should-retry")
+_KEPT_PREFIXES = (b"anthropic-", b"x-should-retry")
 _KEPT_NAMES = frozenset(
     {
-        "content-type",
-        "request-id",
-        "x-request-id",
-        "retry-after",
-        "retry-after-ms",
-        "content-disposition",
+        b"content-type",
+        b"request-id",
+        b"x-request-id",
+        b"retry-after",
+        b"retry-after-ms",
+        b"content-disposition",
     }
 )
 
 
-def kept_response_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+def kept_response_headers(
+    raw: Iterable[tuple[bytes, bytes]],
+) -> list[tuple[bytes, bytes]]:
+    """The headers worth passing on, from aiohttp's raw (bytes) headers: no decoding."""
     out = []
-    for name, value in headers.items():
+    for name, value in raw:
         lower = name.lower()
         if lower in _KEPT_NAMES or lower.startswith(_KEPT_PREFIXES):
-            out.append((lower.encode("latin-1"), value.encode("latin-1")))
+            out.append((lower, value))
     return out
 
 
@@ -205,7 +208,7 @@ class UpstreamClient:
                 self._in_flight -= 1
                 response.release()
 
-        kept = kept_response_headers(response.headers)
+        kept = kept_response_headers(response.raw_headers)
         content_type = response.headers.get("content-type", "")
         if stream and 200 <= response.status < 300:
             return UpstreamResponse(

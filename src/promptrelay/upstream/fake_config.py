@@ -42,6 +42,7 @@ class FakeConfig:
     stream_error_after: int | None = None
     close_mid_stream_after: int | None = None
     extra_events: bool = True
+    batch_processing_ms: float = 0  # a Message Batch stays in_progress this long
 
 
 # name -> (kind, nullable). Kinds: "float" (>= 0), "int" (>= 0), "status", "rate", "bool".
@@ -60,6 +61,7 @@ _KNOBS: dict[str, tuple[str, bool]] = {
     "stream_error_after": ("int", True),
     "close_mid_stream_after": ("int", True),
     "extra_events": ("bool", False),
+    "batch_processing_ms": ("float", False),
 }
 
 

@@ -117,9 +117,7 @@ async def test_hundred_items_at_concurrency_ten_are_paced_and_parallel(
     requests = [{"prompt": f"unique item {i}"} for i in range(100)]
     started = time.perf_counter()
     async with aiohttp.ClientSession() as session:
-        status, body = await _batch(
-            session, gateway.url, {"requests": requests, "concurrency": 10}
-        )
+        status, body = await _batch(session, gateway.url, {"requests": requests, "concurrency": 10})
     elapsed = time.perf_counter() - started
     stats = fake_upstream.stats()
     assert status == 200
@@ -132,17 +130,13 @@ async def test_hundred_items_at_concurrency_ten_are_paced_and_parallel(
     assert elapsed < 6.0  # ~10 x 200 ms; one at a time would be 20 s
 
 
-async def test_five_failing_items_do_not_fail_the_other_ninety_five(
-    gateway_factory, fake_upstream
-):
+async def test_five_failing_items_do_not_fail_the_other_ninety_five(gateway_factory, fake_upstream):
     # the breaker must not open on purpose-made failures for this test
     gateway = _live(gateway_factory, fake_upstream, circuit_failure_threshold=1000)
     fake_upstream.configure(fail_next=5, fail_next_status=500)
     requests = [{"prompt": f"item {i}"} for i in range(100)]
     async with aiohttp.ClientSession() as session:
-        status, body = await _batch(
-            session, gateway.url, {"requests": requests, "concurrency": 10}
-        )
+        status, body = await _batch(session, gateway.url, {"requests": requests, "concurrency": 10})
     assert status == 200
     failed = [item for item in body["results"] if not item["ok"]]
     assert len(failed) == 5
@@ -237,9 +231,7 @@ async def test_concurrency_is_capped_by_config(gateway_factory, fake_upstream):
     fake_upstream.reset()
     requests = [{"prompt": f"cap {i}"} for i in range(12)]
     async with aiohttp.ClientSession() as session:
-        status, body = await _batch(
-            session, gateway.url, {"requests": requests, "concurrency": 50}
-        )
+        status, body = await _batch(session, gateway.url, {"requests": requests, "concurrency": 50})
     assert status == 200 and body["summary"]["concurrency"] == 3
     assert fake_upstream.stats()["max_in_flight"] <= 3
 

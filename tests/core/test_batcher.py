@@ -83,11 +83,13 @@ async def test_groups_are_per_model():
     async def job(text: str) -> str:
         return text
 
-    results = await asyncio.gather(
-        batcher.submit("a", lambda: job("a1")),
-        batcher.submit("b", lambda: job("b1")),
-        batcher.submit("a", lambda: job("a2")),
-        batcher.submit("b", lambda: job("b2")),
+    results = list(
+        await asyncio.gather(
+            batcher.submit("a", lambda: job("a1")),
+            batcher.submit("b", lambda: job("b1")),
+            batcher.submit("a", lambda: job("a2")),
+            batcher.submit("b", lambda: job("b2")),
+        )
     )
     assert results == ["a1", "b1", "a2", "b2"]
     assert sorted((e.model, e.size) for e in flushed) == [("a", 2), ("b", 2)]

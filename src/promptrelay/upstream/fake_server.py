@@ -232,6 +232,9 @@ class FakeUpstream:
         now = asyncio.get_running_loop().time()
         rest = path.removeprefix("/v1/messages/batches").strip("/")
         if not rest and method == "POST":
+            failure = self._failure_status(self.config)
+            if failure is not None:
+                return self._error(failure, headers)
             try:
                 delay = self.config.batch_processing_ms / 1000
                 batch_id = self._batches.create(await request.read(), now=now, delay_s=delay)

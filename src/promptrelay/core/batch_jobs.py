@@ -34,7 +34,7 @@ from promptrelay.core.generate import generate_answer, generate_call, upstream_e
 from promptrelay.errors import GatewayError, NotFound, OfflineUnsupported, UpstreamUnavailable
 from promptrelay.upstream.client import UpstreamResponse
 
-__all__ = ["BatchJobs", "UpstreamRefused"]
+__all__ = ["BatchJobs", "UpstreamRefused", "results_path"]
 
 _BATCHES = "/v1/messages/batches"
 
@@ -149,7 +149,7 @@ class BatchJobs:
         self._update(job, batch)
         if batch.get("processing_status") != "ended":
             return
-        path = self._results_path(batch.get("results_url"))
+        path = results_path(self._gateway.upstream.upstream.base_url, batch.get("results_url"))
         lines = (await self._request(job, "GET", path)).body
         await self._collect(job, lines)
         self._end(job)
@@ -160,12 +160,6 @@ class BatchJobs:
             job.status = status
         counts = batch.get("request_counts")
         job.request_counts = counts if isinstance(counts, dict) else job.request_counts
-
-    def _results_path(self, url: Any) -> str:
-        base = self._gateway.upstream.upstream.base_url.rstrip("/")
-        if not isinstance(url, str) or not url.startswith(base + "/v1/"):
-            raise UpstreamUnavailable("the Message Batch's results_url is not on the upstream")
-        return url[len(base) :]
 
     async def _collect(self, job: _Job, lines: bytes) -> None:
         for line in lines.splitlines():
@@ -218,6 +212,15 @@ class BatchJobs:
         if response.status != 200:
             raise UpstreamRefused(response.status, response.body)
         return response
+
+
+def results_path(base_url: str, url: Any) -> str:
+    """The path of a results_url on the configured upstream; anything else is refused,
+    so the upstream key never goes to another host (or another scheme or port)."""
+    base = base_url.rstrip("/")
+    if not isinstance(url, str) or not url.startswith(base + "/v1/"):
+        raise UpstreamUnavailable("the Message Batch's results_url is not on the upstream")
+    return url[len(base) :]
 
 
 def _object(response: UpstreamResponse) -> dict[str, Any]:

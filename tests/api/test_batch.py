@@ -258,3 +258,17 @@ async def test_offline_sync_batch_works_and_async_says_why_not(gateway_factory):
         )
     assert status == 501
     assert "async" in body["error"]["message"] and "sync" in body["error"]["message"]
+
+
+async def test_an_open_breaker_fails_items_fast_not_the_call(gateway_factory, fake_upstream):
+    gateway = _live(gateway_factory, fake_upstream, circuit_failure_threshold=1)
+    fake_upstream.configure(fail_next=1, fail_next_status=500)
+    requests = [{"prompt": f"breaker {i}"} for i in range(4)]
+    async with aiohttp.ClientSession() as session:
+        status, body = await _batch(session, gateway.url, {"requests": requests, "concurrency": 1})
+    assert status == 200
+    errors = [item["error"] for item in body["results"]]
+    assert errors[0]["status"] == 500
+    assert [e["status"] for e in errors[1:]] == [503, 503, 503]
+    assert all(e["type"] == "overloaded_error" for e in errors[1:])
+    assert _messages_calls(fake_upstream) == 1  # the open breaker spared the upstream

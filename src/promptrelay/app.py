@@ -21,14 +21,17 @@ from promptrelay.api.hot import HotRoutes
 from promptrelay.api.management import build_management_app
 from promptrelay.cache.tiered import TieredCache
 from promptrelay.core.auth import KeyResolver
+from promptrelay.core.batch_jobs import BatchJobs
+from promptrelay.core.batcher import MicroBatcher, WindowPolicy
 from promptrelay.core.events import BreakerMoved, EventBus, RedisMoved
-from promptrelay.core.gateway import Gateway
+from promptrelay.core.gateway import Gateway, Reply
 from promptrelay.core.resilient import ResilientUpstream
 from promptrelay.resilience.breaker import BreakerMachine, BreakerTransition
 from promptrelay.resilience.redis_state import RedisBreakerState
 from promptrelay.resilience.retry import RetryPolicy
 from promptrelay.resilience.shared import CircuitBreaker
 from promptrelay.settings import Settings
+from promptrelay.telemetry.batches import BatchStats
 from promptrelay.telemetry.savings import CacheSavings
 from promptrelay.upstream.client import UpstreamClient
 from promptrelay.upstream.offline import HOW_TO_GO_LIVE, OfflineProvider
@@ -66,6 +69,13 @@ class Runtime:
         )
         self.gateway = Gateway(resilient, OfflineProvider(), self.cache, self.events)
         self.hot = HotRoutes(settings, self.gateway, self.keys)
+        self.batch_stats = BatchStats()
+        self.events.subscribe(self.batch_stats)
+        window = WindowPolicy(settings.batch_max_size, settings.batch_window_ms / 1000)
+        self.batcher: MicroBatcher[Reply] = MicroBatcher(
+            window, budget=settings.batch_max_concurrency, events=self.events
+        )
+        self.batch_jobs = BatchJobs(self.gateway, max_jobs=settings.batch_jobs_max)
         self._probe: tuple[float, dict[str, Any]] | None = None
         self.redis_state = "disabled" if self.cache.redis is None else "starting"
 
@@ -115,6 +125,7 @@ class Runtime:
         return "offline+passthrough"
 
     async def close(self) -> None:
+        await self.batcher.close()
         await self.upstream.close()
         await self.cache.close()
 
@@ -172,7 +183,7 @@ class PromptRelay:
             path: str = scope["path"]
             if path == "/v1/messages":
                 return await self.runtime.hot.messages(scope, receive, send)
-            if path == "/api/generate":
+            if path == "/api/generate":  # exact: /api/generate/batch goes to management
                 return await self.runtime.hot.generate(scope, receive, send)
             if path.startswith("/v1/"):
                 return await self.runtime.hot.forward(scope, receive, send)

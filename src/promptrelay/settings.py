@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     # Batching.
     batch_max_size: PositiveInt = 10
     batch_window_ms: PositiveInt = 100
+    batch_max_concurrency: PositiveInt = 20  # cap of a batch call's `concurrency`
+    batch_max_items: PositiveInt = 100  # items per POST /api/generate/batch
+    batch_jobs_max: PositiveInt = 1000  # async batch jobs remembered in memory
 
     # Circuit breaker.
     circuit_failure_threshold: PositiveInt = 5

@@ -27,8 +27,9 @@ from promptrelay.api.asgi import (
     stream_response,
 )
 from promptrelay.core.auth import Credentials, KeyResolver
-from promptrelay.core.cache_control import NO_STORE, CacheControl, parse_cache_control
+from promptrelay.core.cache_control import CacheControl, parse_cache_control
 from promptrelay.core.gateway import Gateway, MessagesCall, Reply
+from promptrelay.core.generate import generate_answer, generate_call
 from promptrelay.core.request import parse_generate, parse_json_object, validate_messages_body
 from promptrelay.core.sse import encode_event
 from promptrelay.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
@@ -117,29 +118,25 @@ class HotRoutes:
             raw, default_model=self._default_model, default_max_tokens=self._default_max_tokens
         )
         control = parse_cache_control(headers.get(b"cache-control"))
-        if not request.use_cache:
-            control = NO_STORE
-        call = self._call(headers, orjson.dumps(request.body), request.body, creds, control)
+        version = headers.get(b"anthropic-version")
+        beta = headers.get(b"anthropic-beta")
+        call = generate_call(
+            request,
+            creds,
+            version=version.decode("latin-1") if version else self._version,
+            beta=beta.decode("latin-1") if beta else None,
+            control=control,
+        )
         reply = await self._gateway.messages(call)
         if reply.status != 200:
             await send_response(send, reply.status, reply.headers, reply.body)
             return
-        message = orjson.loads(reply.body)
-        offline = (b"x-promptrelay-provider", b"offline") in reply.headers
-        answer = {
-            "id": message.get("id"),
-            "text": "".join(
-                block.get("text", "")
-                for block in message.get("content") or []
-                if block.get("type") == "text"
-            ),
-            "model": message.get("model"),
-            "usage": message.get("usage"),
-            "stop_reason": message.get("stop_reason"),
-            "cached": reply.cache == "HIT",
-            "offline": offline,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-        }
+        answer = generate_answer(
+            orjson.loads(reply.body),
+            cached=reply.cache == "HIT",
+            offline=(b"x-promptrelay-provider", b"offline") in reply.headers,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
         cache_header = (b"x-cache", reply.cache.encode())
         await send_response(send, 200, [JSON_CONTENT, cache_header], orjson.dumps(answer))
 

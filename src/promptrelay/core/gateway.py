@@ -151,6 +151,14 @@ class Gateway:
             self._events.emit(Coalesced(stream=False))
         return Reply(answer.status, headers, answer.body, cache=label)
 
+    async def remember(self, call: MessagesCall, message: dict[str, Any]) -> bool:
+        """Store an answer fetched outside `messages` (a Message Batch result) under the key
+        `call` would use, so the same request later is a hit. False if not stored."""
+        if not call.control.store or not _cacheable(message):
+            return False
+        await self._store(self.key_for(call), message, None, call, time.perf_counter())
+        return True
+
     async def forward(
         self,
         method: str,

@@ -9,6 +9,8 @@ Routes:
     POST /v1/messages               JSON or SSE (`"stream": true`); needs `x-api-key`
     POST /v1/messages/count_tokens  {"input_tokens": n}
     GET  /v1/models, /v1/models/{id}
+    POST /v1/messages/batches       Message Batches (fake_batches.py): create, then
+    GET  /v1/messages/batches/{id}[/results]   status, results as JSONL once ended
     GET  /_fake/stats               counters, see `FakeUpstream.stats`
     POST /_fake/reset               zero the counters
     GET|POST /_fake/config          read / change knobs (JSON object of FakeConfig fields)

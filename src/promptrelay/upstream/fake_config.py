@@ -23,6 +23,8 @@ class FakeConfig:
     invalid body (400), injected failure (`fail_next`, then `fail_rate`), then
     `latency_ms` +- `jitter_ms` before a successful answer. Injected failures answer
     after `fail_latency_ms` (default at once, like a real overloaded upstream).
+    `POST /v1/messages/batches` takes injected failures too (at once); a created batch
+    stays `in_progress` for `batch_processing_ms`.
 
     Example: `FakeConfig(latency_ms=50, fail_status=529, fail_rate=0.1, retry_after=1)`
     answers after ~50 ms and fails one request in ten with 529 and `retry-after: 1`.
@@ -42,6 +44,7 @@ class FakeConfig:
     stream_error_after: int | None = None
     close_mid_stream_after: int | None = None
     extra_events: bool = True
+    batch_processing_ms: float = 0  # a Message Batch stays in_progress this long
 
 
 # name -> (kind, nullable). Kinds: "float" (>= 0), "int" (>= 0), "status", "rate", "bool".
@@ -60,6 +63,7 @@ _KNOBS: dict[str, tuple[str, bool]] = {
     "stream_error_after": ("int", True),
     "close_mid_stream_after": ("int", True),
     "extra_events": ("bool", False),
+    "batch_processing_ms": ("float", False),
 }
 
 

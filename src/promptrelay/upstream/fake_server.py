@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from promptrelay.upstream import fake_wire as wire
+from promptrelay.upstream.fake_batches import FakeBatches
 from promptrelay.upstream.fake_config import FakeConfig, validate_knobs
 
 __all__ = ["FakeUpstream"]
@@ -78,6 +79,7 @@ class FakeUpstream:
         self._window_start = 0.0
         self._window_count = 0
         self._hangs: set[asyncio.Future[None]] = set()  # requests held by `hang`
+        self._batches = FakeBatches()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -213,6 +215,8 @@ class FakeUpstream:
             except wire.InvalidRequest as exc:
                 return self._error(400, headers, str(exc))
             return self._json(200, orjson.dumps({"input_tokens": tokens}), headers)
+        if path.startswith("/v1/messages/batches"):
+            return await self._message_batches(request, path, method, headers)
         if path == "/v1/models" and method == "GET":
             return self._models(request, headers)
         if path.startswith("/v1/models/") and method == "GET":
@@ -220,6 +224,34 @@ class FakeUpstream:
             if body is not None:
                 return self._json(200, body, headers)
             return self._error(404, headers, f"model: {path.removeprefix('/v1/models/')}")
+        return self._error(404, headers, f"Not found: {method} {path}")
+
+    async def _message_batches(
+        self, request: web.BaseRequest, path: str, method: str, headers: dict[str, str]
+    ) -> web.Response:
+        now = asyncio.get_running_loop().time()
+        rest = path.removeprefix("/v1/messages/batches").strip("/")
+        if not rest and method == "POST":
+            failure = self._failure_status(self.config)
+            if failure is not None:
+                return self._error(failure, headers)
+            try:
+                delay = self.config.batch_processing_ms / 1000
+                batch_id = self._batches.create(await request.read(), now=now, delay_s=delay)
+            except wire.InvalidRequest as exc:
+                return self._error(400, headers, str(exc))
+            view = self._batches.view(batch_id, now=now, base_url=self.url)
+            return self._json(200, orjson.dumps(view), headers)
+        batch_id, _, tail = rest.partition("/")
+        if method == "GET" and batch_id and not tail:
+            view = self._batches.view(batch_id, now=now, base_url=self.url)
+            if view is not None:
+                return self._json(200, orjson.dumps(view), headers)
+        elif method == "GET" and batch_id and tail == "results":
+            lines = self._batches.results(batch_id, now=now)
+            if lines is not None:
+                headers["Content-Type"] = "application/binary"
+                return web.Response(status=200, body=lines, headers=headers)
         return self._error(404, headers, f"Not found: {method} {path}")
 
     def _models(self, request: web.BaseRequest, headers: dict[str, str]) -> web.Response:

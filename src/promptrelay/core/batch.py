@@ -1,0 +1,129 @@
+"""`POST /api/generate/batch`, mode "sync": every item through the micro-batcher.
+
+    items -> parse each like /api/generate (a bad one becomes its own error, at once)
+          -> MicroBatcher.submit(model, Gateway.messages)    grouped per model, paced by
+             the shared budget and this call's `concurrency`
+          -> {"results": [{"index", "ok", "result" | "error"}], "summary": {...}}
+
+An item never fails another: parse errors, upstream errors and our own upstream failures
+(timeouts, open breaker) are all reported in that item's `error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from promptrelay.core.auth import Credentials
+from promptrelay.core.batcher import MicroBatcher
+from promptrelay.core.gateway import Gateway, Reply
+from promptrelay.core.generate import generate_answer, generate_call, upstream_error
+from promptrelay.core.request import GenerateRequest, parse_generate
+from promptrelay.errors import GatewayError, InvalidRequest
+
+__all__ = ["BatchContext", "parse_item", "run_sync_batch", "summarize"]
+
+log = logging.getLogger("promptrelay.batch")
+
+_OFFLINE = (b"x-promptrelay-provider", b"offline")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchContext:
+    """What every item of one batch call shares: who asked, and the API version/beta."""
+
+    creds: Credentials
+    version: str
+    beta: str | None
+    default_model: str
+    default_max_tokens: int
+
+
+def parse_item(item: Any, context: BatchContext) -> GenerateRequest:
+    """One batch item, parsed by the very function /api/generate uses."""
+    if not isinstance(item, dict):
+        raise InvalidRequest("must be an /api/generate request object")
+    try:
+        raw = orjson.dumps(item)
+    except TypeError as error:
+        raise InvalidRequest(f"not JSON-serialisable: {error}") from None
+    return parse_generate(
+        raw, default_model=context.default_model, default_max_tokens=context.default_max_tokens
+    )
+
+
+def _error(error: GatewayError) -> dict[str, Any]:
+    return {"type": error.type, "message": error.message, "status": error.status}
+
+
+def _from_reply(index: int, reply: Reply, started: float) -> dict[str, Any]:
+    if reply.status != 200:
+        return {"index": index, "ok": False, "error": upstream_error(reply.status, reply.body)}
+    answer = generate_answer(
+        orjson.loads(reply.body),
+        cached=reply.cache == "HIT",
+        offline=_OFFLINE in reply.headers,
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )
+    return {"index": index, "ok": True, "result": answer}
+
+
+async def _one(
+    index: int,
+    item: Any,
+    context: BatchContext,
+    gateway: Gateway,
+    batcher: MicroBatcher[Reply],
+    limit: asyncio.Semaphore,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        request = parse_item(item, context)
+        call = generate_call(request, context.creds, version=context.version, beta=context.beta)
+        reply = await batcher.submit(
+            str(request.body["model"]), lambda: gateway.messages(call), limit
+        )
+    except GatewayError as error:
+        where = f"requests.{index}: " if isinstance(error, InvalidRequest) else ""
+        return {
+            "index": index,
+            "ok": False,
+            "error": {**_error(error), "message": where + error.message},
+        }
+    except Exception:  # a bug must cost one item, never the whole batch (no 500)
+        log.exception("batch item %d failed unexpectedly", index)
+        message = "internal error on this item"
+        return {"index": index, "ok": False, "error": {"type": "api_error", "message": message}}
+    return _from_reply(index, reply, started)
+
+
+async def run_sync_batch(
+    items: list[Any],
+    context: BatchContext,
+    *,
+    gateway: Gateway,
+    batcher: MicroBatcher[Reply],
+    concurrency: int,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    limit = asyncio.Semaphore(concurrency)
+    results = await asyncio.gather(
+        *(_one(i, item, context, gateway, batcher, limit) for i, item in enumerate(items))
+    )
+    return {"results": results, "summary": summarize(results, started)}
+
+
+def summarize(results: list[dict[str, Any]], started: float) -> dict[str, Any]:
+    succeeded = [r for r in results if r["ok"]]
+    return {
+        "total": len(results),
+        "succeeded": len(succeeded),
+        "failed": len(results) - len(succeeded),
+        "cached": sum(1 for r in succeeded if r["result"].get("cached")),
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+    }

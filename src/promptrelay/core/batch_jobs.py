@@ -1,0 +1,257 @@
+"""`POST /api/generate/batch` mode "async": one Anthropic Message Batch per call.
+
+    submit: parse items like /api/generate (bad ones: their own error, at once)
+            -> already cached items answered from the cache (never sent, never paid)
+            -> the rest: POST /v1/messages/batches {"requests": [{"custom_id", "params"}]}
+            -> a job id, answered at once
+    status: GET /v1/messages/batches/{id}; once `ended`, GET its results_url (JSONL)
+            -> each succeeded message stored in the cache under the key the same
+               /api/generate would use (so that prompt is later a HIT), then
+               per-item results in the sync mode's shape
+
+Job state lives in this process's memory, at most BATCH_JOBS_MAX jobs (the oldest is
+forgotten first); a job is visible only to the cache namespace (client key) that made it.
+The job keeps the credentials that created it, in memory only: polling must use the key
+the batch belongs to. Results are fetched only from the configured upstream's origin, so
+our key never follows a results_url elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from promptrelay.core.batch import BatchContext, parse_item, summarize
+from promptrelay.core.gateway import Gateway, MessagesCall, upstream_headers
+from promptrelay.core.generate import generate_answer, generate_call, upstream_error
+from promptrelay.errors import GatewayError, NotFound, OfflineUnsupported, UpstreamUnavailable
+from promptrelay.upstream.client import UpstreamResponse
+
+__all__ = ["BatchJobs", "UpstreamRefused", "results_path"]
+
+_BATCHES = "/v1/messages/batches"
+
+
+class UpstreamRefused(GatewayError):
+    """The upstream answered a Message Batches call with an error; passed on as is."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        detail = upstream_error(status, body)
+        super().__init__(f"Message Batches: {detail['message']}")
+        self.status = status
+        self.type = detail["type"]
+
+
+@dataclass(slots=True)
+class _Job:
+    id: str
+    context: BatchContext
+    total: int
+    created: datetime
+    started: float  # perf_counter, for summary.duration_ms
+    results: dict[int, dict[str, Any]] = field(default_factory=dict)
+    pending: dict[str, tuple[int, MessagesCall]] = field(default_factory=dict)
+    upstream_id: str | None = None
+    status: str = "in_progress"
+    request_counts: dict[str, Any] | None = None
+    duration_ms: float | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class BatchJobs:
+    def __init__(self, gateway: Gateway, *, max_jobs: int) -> None:
+        self._gateway = gateway
+        self._max = max_jobs
+        self._jobs: OrderedDict[str, _Job] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    async def submit(self, items: list[Any], context: BatchContext) -> dict[str, Any]:
+        if context.creds.upstream_key is None:
+            raise OfflineUnsupported(
+                'mode "async" needs an Anthropic key (ANTHROPIC_API_KEY, or the client\'s own '
+                'key): the offline provider has no Message Batches; use mode "sync"'
+            )
+        job = _Job(
+            id="prbatch_" + secrets.token_hex(12),
+            context=context,
+            total=len(items),
+            created=datetime.now(UTC),
+            started=time.perf_counter(),
+        )
+        for index, item in enumerate(items):
+            await self._prepare(job, index, item)
+        if job.pending:
+            await self._create_upstream(job)
+        else:
+            self._end(job)
+        self._remember(job)
+        return _view(job)
+
+    async def status(self, job_id: str, context: BatchContext) -> dict[str, Any]:
+        job = self._jobs.get(job_id)
+        if job is None or job.context.creds.namespace != context.creds.namespace:
+            kept = f"jobs are kept in memory, at most {self._max}"
+            raise NotFound(f"no batch job {job_id!r} ({kept})")
+        async with job.lock:
+            if job.status != "ended":
+                await self._refresh(job)
+        return _view(job)
+
+    # -- submission ------------------------------------------------------------------
+
+    async def _prepare(self, job: _Job, index: int, item: Any) -> None:
+        context = job.context
+        try:
+            request = parse_item(item, context)
+        except GatewayError as error:
+            job.results[index] = _failed(index, error.type, f"requests.{index}: {error.message}")
+            return
+        call = generate_call(request, context.creds, version=context.version, beta=context.beta)
+        if call.control.lookup:
+            entry = await self._gateway.cache.get(self._gateway.key_for(call))
+            if entry is not None:
+                answer = generate_answer(
+                    orjson.loads(entry.value), cached=True, offline=False, latency_ms=0.0
+                )
+                job.results[index] = {"index": index, "ok": True, "result": answer}
+                return
+        job.pending[f"item-{index}"] = (index, call)
+
+    async def _create_upstream(self, job: _Job) -> None:
+        requests = [
+            {"custom_id": custom_id, "params": call.body}
+            for custom_id, (_, call) in job.pending.items()
+        ]
+        response = await self._request(job, "POST", _BATCHES, orjson.dumps({"requests": requests}))
+        batch = _object(response)
+        job.upstream_id = str(batch.get("id"))
+        self._update(job, batch)
+
+    def _remember(self, job: _Job) -> None:
+        self._jobs[job.id] = job
+        while len(self._jobs) > self._max:
+            self._jobs.popitem(last=False)
+
+    # -- polling ---------------------------------------------------------------------
+
+    async def _refresh(self, job: _Job) -> None:
+        response = await self._request(job, "GET", f"{_BATCHES}/{job.upstream_id}")
+        batch = _object(response)
+        self._update(job, batch)
+        if batch.get("processing_status") != "ended":
+            return
+        path = results_path(self._gateway.upstream.upstream.base_url, batch.get("results_url"))
+        lines = (await self._request(job, "GET", path)).body
+        await self._collect(job, lines)
+        self._end(job)
+
+    def _update(self, job: _Job, batch: dict[str, Any]) -> None:
+        status = str(batch.get("processing_status", job.status))
+        if status != "ended":  # "ended" is ours to set, once the results are in
+            job.status = status
+        counts = batch.get("request_counts")
+        job.request_counts = counts if isinstance(counts, dict) else job.request_counts
+
+    async def _collect(self, job: _Job, lines: bytes) -> None:
+        for line in lines.splitlines():
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            pending = job.pending.pop(str(record.get("custom_id")), None)
+            if pending is not None:
+                job.results[pending[0]] = await self._result(pending, record.get("result") or {})
+        for index, _ in job.pending.values():
+            job.results[index] = _failed(index, "api_error", "no result in the Message Batch")
+        job.pending.clear()
+
+    async def _result(
+        self, pending: tuple[int, MessagesCall], result: dict[str, Any]
+    ) -> dict[str, Any]:
+        index, call = pending
+        kind = result.get("type")
+        if kind == "succeeded" and isinstance(result.get("message"), dict):
+            message = result["message"]
+            await self._gateway.remember(call, message)
+            answer = generate_answer(message, cached=False, offline=False, latency_ms=0.0)
+            return {"index": index, "ok": True, "result": answer}
+        if kind == "errored":
+            wrapper = result.get("error")
+            wrapper = wrapper if isinstance(wrapper, dict) else {}
+            inner = wrapper.get("error")
+            inner = inner if isinstance(inner, dict) else wrapper
+            return _failed(index, str(inner.get("type", "api_error")), str(inner.get("message")))
+        return _failed(index, str(kind or "api_error"), f"the batch request was {kind}")
+
+    def _end(self, job: _Job) -> None:
+        job.status = "ended"
+        job.duration_ms = round((time.perf_counter() - job.started) * 1000, 2)
+
+    async def _request(
+        self, job: _Job, method: str, path: str, body: bytes | None = None
+    ) -> UpstreamResponse:
+        context = job.context
+        assert context.creds.upstream_key is not None  # checked at submit
+        headers = upstream_headers(context.creds.upstream_key, context.version, context.beta)
+        if body is None:
+            del headers["content-type"]
+        response = await self._gateway.upstream.upstream.request(
+            method, path, headers=headers, body=body
+        )
+        if response.status != 200:
+            raise UpstreamRefused(response.status, response.body)
+        return response
+
+
+def results_path(base_url: str, url: Any) -> str:
+    """The path of a results_url on the configured upstream; anything else is refused,
+    so the upstream key never goes to another host (or another scheme or port)."""
+    base = base_url.rstrip("/")
+    if not isinstance(url, str) or not url.startswith(base + "/v1/"):
+        raise UpstreamUnavailable("the Message Batch's results_url is not on the upstream")
+    return url[len(base) :]
+
+
+def _object(response: UpstreamResponse) -> dict[str, Any]:
+    try:
+        value = orjson.loads(response.body)
+    except orjson.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise UpstreamUnavailable("the upstream's Message Batch answer is not a JSON object")
+    return value
+
+
+def _failed(index: int, type_: str, message: str) -> dict[str, Any]:
+    return {"index": index, "ok": False, "error": {"type": type_, "message": message}}
+
+
+def _view(job: _Job) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": job.id,
+        "mode": "async",
+        "status": job.status,
+        "upstream_batch_id": job.upstream_id,
+        "request_counts": job.request_counts,
+        "total": job.total,
+        "created_at": job.created.isoformat().replace("+00:00", "Z"),
+    }
+    if job.status == "ended":
+        results = [job.results[i] for i in sorted(job.results)]
+        summary = summarize(results, job.started)
+        if job.duration_ms is not None:
+            summary["duration_ms"] = job.duration_ms
+        view["results"] = results
+        view["summary"] = summary
+    return view

@@ -19,10 +19,11 @@ import argparse
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from benchkit import BENCH_DIR, WrkLoad, log, machine_lines, pick_load_generator
-from suite_report import StageResult, draw_charts, suite_json, suite_markdown
+from suite_report import Check, StageResult, draw_charts, suite_json, suite_markdown
 from suite_stages import STAGES, SuiteConfig, available_stages
 
 
@@ -44,9 +45,23 @@ def parse_args() -> argparse.Namespace:
 
 
 def run_stage(name: str, cfg: SuiteConfig, load: WrkLoad) -> StageResult:
+    """Run one stage; a stage that fails is reported as such and the others still run."""
     log(f"stage {name}")
     started = time.monotonic()
-    result = STAGES[name](cfg, load)
+    try:
+        result = STAGES[name](cfg, load)
+    except Exception as error:
+        log(traceback.format_exc())
+        result = StageResult(
+            name=name,
+            title=f"{name}: FAILED",
+            notes=[f"the stage raised {type(error).__name__}; see the log above"],
+            header=[],
+            rows=[],
+            checks=[Check("stage ran", str(error).strip()[:300], False, "stage failed")],
+            data={"error": str(error)},
+            failed=True,
+        )
     result.seconds = time.monotonic() - started
     for line in result.check_lines():
         log(f"  {line}")
@@ -80,6 +95,9 @@ def main() -> None:
     (out / "suite.json").write_text(json.dumps(suite_json(stages, header), indent=2) + "\n")
     print(text)
     log(f"wrote {out / 'suite.md'}, {out / 'suite.json'} and {len(charts)} charts")
+    failed = [stage.name for stage in stages if stage.failed]
+    if failed:
+        sys.exit(f"stage(s) failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

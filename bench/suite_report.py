@@ -79,6 +79,7 @@ class StageResult:
     charts: list[Chart] = field(default_factory=list)
     seconds: float = 0.0
     extra_markdown: str = ""
+    failed: bool = False
 
     def check_lines(self) -> list[str]:
         return [f"- {c.target}: {c.measured} — {c.verdict}" for c in self.checks]

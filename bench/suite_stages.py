@@ -568,22 +568,27 @@ def memory_stage(cfg: SuiteConfig, load: WrkLoad) -> StageResult:
 def telemetry_stage(cfg: SuiteConfig, load: WrkLoad) -> StageResult:
     """Runs bench/telemetry.py and takes its numbers.
 
-    The script is called as `telemetry.py --json PATH --markdown PATH [--quick]` (--quick
-    only when its --help offers it). From its JSON the stage takes `checks` (a list of
-    {target, measured, met, gap}) when present, else `cost_pct` (throughput lost with
-    telemetry on, in %) checked against < 5%.
+    The script is called as `telemetry.py --json PATH --markdown PATH [--quick]`, each
+    option only when its --help offers it (else its stdout is the report). From its JSON
+    the stage takes `checks` (a list of {target, measured, met, gap}) when present, else
+    `cost_pct` (throughput lost with telemetry on, in %) checked against < 5%.
     """
     script = BENCH_DIR / "telemetry.py"
     with tempfile.TemporaryDirectory() as tmp:
         json_path, md_path = Path(tmp) / "telemetry.json", Path(tmp) / "telemetry.md"
-        argv = [sys.executable, str(script), "--json", str(json_path), "--markdown", str(md_path)]
-        if cfg.quick and "--quick" in _help_text(script):
+        usage = _help_text(script)
+        argv = [sys.executable, str(script)]
+        if "--json" in usage:
+            argv += ["--json", str(json_path)]
+        if "--markdown" in usage:
+            argv += ["--markdown", str(md_path)]
+        if cfg.quick and "--quick" in usage:
             argv.append("--quick")
         log(f"  telemetry: {' '.join(argv[1:])}")
         done = subprocess.run(argv, cwd=BENCH_DIR.parent, capture_output=True, text=True)
-        if done.returncode != 0 or not json_path.exists():
+        if done.returncode != 0:
             raise RuntimeError(f"bench/telemetry.py failed ({done.returncode}):\n{done.stderr}")
-        data: dict[str, Any] = json.loads(json_path.read_text())
+        data: dict[str, Any] = json.loads(json_path.read_text()) if json_path.exists() else {}
         markdown = md_path.read_text() if md_path.exists() else done.stdout
     return StageResult(
         name="telemetry",

@@ -500,6 +500,7 @@ def memory_stage(cfg: SuiteConfig, load: WrkLoad) -> StageResult:
         url = service_url(relay)
         time.sleep(1)
         one_request(url)
+        one_request(service_url(ref))
         ref_idle, idle = rss_mib(ref.pid), rss_mib(relay.pid)
         log(f"  memory: idle RSS {idle:.1f} MiB; now {cfg.memory_requests:,} unique requests")
         answered, seconds = drive_unique(load, url, cfg.memory_requests, uuid.uuid4().hex[:8])
@@ -508,7 +509,7 @@ def memory_stage(cfg: SuiteConfig, load: WrkLoad) -> StageResult:
         cache = health(url).get("cache", {})
     bound = idle + cache_max / MIB + 30
     rows = [
-        ["reference proxy, idle", f"{ref_idle:.1f}", "—", "—"],
+        ["reference proxy, idle (after start and one request)", f"{ref_idle:.1f}", "—", "—"],
         ["promptrelay, idle (after start and one request)", f"{idle:.1f}", "—", "—"],
         [
             f"promptrelay after {answered:,} unique requests "

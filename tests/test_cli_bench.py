@@ -172,6 +172,13 @@ def _rank_body(plan: LoadPlan, rank: int) -> bytes:
     )
 
 
+def test_bad_url_is_refused(tmp_path):
+    code, data, output = _bench(tmp_path, "--url", "127.0.0.1:8080", "-n", "1")
+    assert code == 2
+    assert "http://" in output
+    assert data == {}
+
+
 def test_both_bounds_are_refused(tmp_path):
     code, _, output = _bench(tmp_path, "-d", "1", "-n", "5")
     assert code == 2

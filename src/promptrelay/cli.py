@@ -109,7 +109,8 @@ _BENCH_HELP = (
     "the limit before the server (the report shows its CPU use).\n\n"
     "Workloads: unique (a new prompt every request: all misses), repeat (one prompt: hits "
     "after the first), zipf (--prompts prompts, rank k drawn with weight 1/k^--exponent), "
-    "stream (unique prompts with stream true, each read to its end)."
+    "stream (unique prompts with stream true, each read to its end).\n\n"
+    "Exit status: 0, or 1 when no request got a 2xx answer, 2 for bad options."
 )
 
 
@@ -170,22 +171,26 @@ def bench(
         typer.echo("promptrelay bench: give --duration or --requests, not both", err=True)
         raise typer.Exit(2)
     extra = {"tag": tag} if tag else {}
-    plan = LoadPlan(
-        url=url,
-        concurrency=concurrency,
-        duration=None if requests is not None else (duration or 10.0),
-        requests=requests,
-        workload=workload,
-        prompts=prompts,
-        exponent=exponent,
-        rate=rate,
-        api_key=api_key,
-        model=model,
-        max_tokens=max_tokens,
-        timeout=timeout,
-        seed=seed,
-        **extra,
-    )
+    try:
+        plan = LoadPlan(
+            url=url,
+            concurrency=concurrency,
+            duration=None if requests is not None else (duration or 10.0),
+            requests=requests,
+            workload=workload,
+            prompts=prompts,
+            exponent=exponent,
+            rate=rate,
+            api_key=api_key,
+            model=model,
+            max_tokens=max_tokens,
+            timeout=timeout,
+            seed=seed,
+            **extra,
+        )
+    except ValueError as error:
+        typer.echo(f"promptrelay bench: {error}", err=True)
+        raise typer.Exit(2) from None
     result = run_with_progress(plan, Console(stderr=True), progress)
     render(result, plan, Console())
     if json_file is not None:

@@ -72,6 +72,8 @@ class LoadPlan:
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
         if (self.duration is None) == (self.requests is None):
             raise ValueError("give exactly one of duration and requests")
         if self.concurrency < 1:

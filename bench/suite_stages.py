@@ -397,10 +397,25 @@ class RedisService(Service):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def worker_processes(pid: int) -> list[psutil.Process]:
+    """The processes serving requests: uvicorn's worker children, or `pid` alone."""
+    main = psutil.Process(pid)
+    children = [
+        child for child in main.children() if "resource_tracker" not in " ".join(child.cmdline())
+    ]
+    return children or [main]
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
 def workers_stage(cfg: SuiteConfig, load: WrkLoad) -> StageResult:
     redis, fake = RedisService(), fake_upstream()
     results: dict[int, LoadResult] = {}
     calls: dict[int, int] = {}
+    cpu: dict[int, list[float]] = {}
     with services([redis, fake]):
         for workers in (1, 2):
             relay = promptrelay_service(service_url(fake))
@@ -410,12 +425,19 @@ def workers_stage(cfg: SuiteConfig, load: WrkLoad) -> StageResult:
                 log(f"  workers={workers}: hits at c=16 (wrk), Redis shared")
                 _wrk_hits(load, url, 16, cfg.warmup + 1, tag)  # every worker has it now
                 fake_reset(service_url(fake))
+                servers = worker_processes(relay.pid)
+                cpu0 = [_cpu(p) for p in servers]
                 results[workers] = _wrk_hits(load, url, 16, cfg.duration, tag)
+                cpu[workers] = [_cpu(p) - c for p, c in zip(servers, cpu0, strict=True)]
                 calls[workers] = _calls(fake)
     one, two = results[1], results[2]
     ratio = two.rps / one.rps if one.rps else math.nan
     rows = [
-        _row(f"{w} worker{'s' if w > 1 else ''}", r, [f"{r.rps / one.rps:.2f}x", str(calls[w])])
+        _row(
+            f"{w} worker{'s' if w > 1 else ''}",
+            r,
+            [f"{r.rps / one.rps:.2f}x", " / ".join(f"{c:.2f}" for c in cpu[w]), str(calls[w])],
+        )
         for w, r in results.items()
     ]
     return StageResult(
@@ -426,10 +448,12 @@ def workers_stage(cfg: SuiteConfig, load: WrkLoad) -> StageResult:
             "redis-server the bench started on a free port; instant fake upstream",
             f"wrk c=16, one prompt (all hits), {cfg.warmup + 1:g} s warm-up then "
             f"{cfg.duration:g} s; baseline: the 1-worker run; wrk shares the 2 cores",
+            "CPU s per worker process: user+system seconds of each server process over the "
+            "timed window (shows how evenly the kernel spread wrk's 16 connections)",
         ],
         header=[
-            *("promptrelay", "req/s", "p50 ms", "p99 ms", "÷ 1 worker", "upstream calls"),
-            "errors",
+            *("promptrelay", "req/s", "p50 ms", "p99 ms", "÷ 1 worker"),
+            *("CPU s per worker process", "upstream calls", "errors"),
         ],
         rows=rows,
         checks=[at_least("2 workers ÷ 1 worker on hits ≥ 1.3x", ratio, 1.3, "x")],
@@ -438,6 +462,7 @@ def workers_stage(cfg: SuiteConfig, load: WrkLoad) -> StageResult:
             "two_workers": asdict(two) | {"rps": two.rps},
             "ratio": ratio,
             "upstream_calls_in_timed_windows": calls,
+            "cpu_seconds_per_worker": cpu,
         },
         charts=[
             Chart(

@@ -27,7 +27,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -270,7 +270,9 @@ async def run_bench(
 Sender = Callable[[int, float], "asyncio.Task[None]"]
 
 
-async def _closed_loop(concurrency: int, numbers: Any, deadline: float, send: Sender) -> None:
+async def _closed_loop(
+    concurrency: int, numbers: Iterator[int], deadline: float, send: Sender
+) -> None:
     """`concurrency` workers; each starts its next request when its last one is answered."""
 
     async def worker() -> None:
@@ -284,7 +286,7 @@ async def _closed_loop(concurrency: int, numbers: Any, deadline: float, send: Se
 
 
 async def _open_loop(
-    rate: float, start: float, numbers: Any, deadline: float, send: Sender
+    rate: float, start: float, numbers: Iterator[int], deadline: float, send: Sender
 ) -> None:
     """Start request i at start + i/rate, answered or not; wait for all at the end."""
     pending: set[asyncio.Task[None]] = set()

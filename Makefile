@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint types unit bench redis-server fake-upstream clean
+.PHONY: run test lint types unit bench bench-quick soak wrk redis-server fake-upstream clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,10 +36,30 @@ redis-server:
 	    echo "redis-server is missing: run 'sudo apt-get install redis-server' and retry"; exit 1; \
 	  fi; }
 
-bench: $(STAMP)
-	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null 2>&1; } || true
-	$(BIN)/python bench/overhead.py --json bench/results/overhead.json --markdown bench/results/overhead.md
-	$(BIN)/python bench/cache.py --json bench/results/cache.json --markdown bench/results/cache.md
+# The benchmark suite (bench/suite.py, < 10 minutes): needs wrk, redis-server and matplotlib.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else \
+	    echo "wrk is missing: run 'sudo apt-get install wrk' and retry"; exit 1; \
+	  fi; }
+
+bench: $(BENCH_STAMP) wrk redis-server
+	$(BIN)/python bench/suite.py
+
+bench-quick: $(BENCH_STAMP) wrk redis-server
+	$(BIN)/python bench/suite.py --quick
+
+# Ten minutes of mixed load, RSS sampled (not in CI, not in `make bench`).
+soak: $(BENCH_STAMP) wrk
+	$(BIN)/python bench/soak.py
 
 fake-upstream: $(STAMP)
 	$(BIN)/promptrelay fake-upstream --port 8099

@@ -102,10 +102,14 @@ class Service:
         while time.monotonic() < deadline:
             if self._popen.poll() is not None:
                 raise RuntimeError(f"{self.name} exited early:\n{self.log_tail()}")
-            if _answers(self.ready_url):
+            if self.ready():
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"{self.name} did not answer {self.ready_url} in {timeout} s")
+
+    def ready(self) -> bool:
+        """Whether the server answers yet (any HTTP answer at ready_url counts)."""
+        return _answers(self.ready_url)
 
     def cpu_seconds(self) -> float:
         times = psutil.Process(self.pid).cpu_times()
@@ -220,13 +224,37 @@ class WrkLoad:
     def __init__(self, executable: str) -> None:
         self.executable = executable
 
-    def run(self, url: str, concurrency: int, seconds: float, tag: str) -> LoadResult:
-        argv = [self.executable, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s"]
-        argv += ["--timeout", "10s", "-s", str(BENCH_DIR / "unique_post.lua"), url, "--", tag]
+    def run(
+        self,
+        url: str,
+        concurrency: int,
+        seconds: float,
+        tag: str,
+        script: str = "unique_post.lua",
+        script_args: Sequence[str] = (),
+    ) -> LoadResult:
+        argv = self.command(url, concurrency, seconds, tag, script, script_args)
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
-        match = self._RESULT.search(done.stdout)
-        if done.returncode != 0 or match is None:
-            raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        return self.parse(done.returncode, done.stdout, done.stderr)
+
+    def command(
+        self,
+        url: str,
+        concurrency: int,
+        seconds: float,
+        tag: str,
+        script: str = "unique_post.lua",
+        script_args: Sequence[str] = (),
+    ) -> list[str]:
+        """wrk's argv; `script` is a bench/ Lua file that prints one WRK_RESULT line."""
+        argv = [self.executable, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s"]
+        argv += ["--timeout", "10s", "-s", str(BENCH_DIR / script), url, "--", tag, *script_args]
+        return argv
+
+    def parse(self, returncode: int, stdout: str, stderr: str) -> LoadResult:
+        match = self._RESULT.search(stdout)
+        if returncode != 0 or match is None:
+            raise RuntimeError(f"wrk failed ({returncode}):\n{stdout}\n{stderr}")
         fields = {k: float(v) for k, v in (kv.split("=") for kv in match.group(1).split())}
         errors = sum(fields[k] for k in ("connect", "read", "write", "status", "timeout"))
         return LoadResult(

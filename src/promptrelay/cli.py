@@ -1,14 +1,16 @@
-"""Command line: `promptrelay serve | fake-upstream`."""
+"""Command line: `promptrelay serve | fake-upstream | bench | cache warm`."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from promptrelay.loadgen import Workload
 from promptrelay.settings import ConfigError, Settings, export_overrides, load_settings
 
 __all__ = ["app", "main"]
@@ -92,6 +94,110 @@ def fake_upstream(
     )
     typer.echo(f"fake Anthropic API on http://{host}:{port}")
     run_fake_upstream(host, port, config)
+
+
+_BENCH_HELP = (
+    "Drive load at promptrelay (or any Anthropic-compatible URL) and report it.\n\n"
+    "POSTs Messages API bodies to URL/v1/messages over one HTTP session holding at most "
+    "--concurrency connections. Prints 2xx answers/s, p50/p95/p99/max latency of the 2xx "
+    "answers, failures by HTTP status or kind (timeout, connection), and the hit rate from "
+    "promptrelay's x-cache header.\n\n"
+    "Closed loop by default: --concurrency workers, each sends its next request as soon as "
+    "its previous answer arrived, so the server's speed sets the rate. With --rate it is an "
+    "open loop: requests start on a fixed schedule whatever the answers do, and latency "
+    "counts from each scheduled start. This client is Python: on a small machine it can be "
+    "the limit before the server (the report shows its CPU use).\n\n"
+    "Workloads: unique (a new prompt every request: all misses), repeat (one prompt: hits "
+    "after the first), zipf (--prompts prompts, rank k drawn with weight 1/k^--exponent), "
+    "stream (unique prompts with stream true, each read to its end).\n\n"
+    "Exit status: 0, or 1 when no request got a 2xx answer, 2 for bad options."
+)
+
+
+@app.command(help=_BENCH_HELP)
+def bench(
+    url: Annotated[
+        str, typer.Option(help="Base URL; requests go to URL/v1/messages.")
+    ] = "http://127.0.0.1:8080",
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            "--concurrency", "-c", min=1, help="Workers (closed loop) and max connections."
+        ),
+    ] = 16,
+    duration: Annotated[
+        float | None,
+        typer.Option(
+            "--duration",
+            "-d",
+            min=0.1,
+            help="Seconds to run (10 when neither this nor --requests is given).",
+        ),
+    ] = None,
+    requests: Annotated[
+        int | None,
+        typer.Option("--requests", "-n", min=1, help="Send this many requests, then stop."),
+    ] = None,
+    workload: Annotated[
+        Workload, typer.Option("--workload", "-w", help="What to send (see above).")
+    ] = Workload.UNIQUE,
+    prompts: Annotated[int, typer.Option(min=1, help="zipf: distinct prompts.")] = 200,
+    exponent: Annotated[float, typer.Option(min=0.0, help="zipf: exponent s.")] = 1.1,
+    rate: Annotated[
+        float | None, typer.Option(min=0.001, help="Open loop at this many requests/s.")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="Sent as x-api-key (never printed or written).")
+    ] = None,
+    model: Annotated[str, typer.Option(help="model field of every body.")] = "claude-sonnet-4-6",
+    max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens field of every body.")] = 64,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds one request may take.")] = 60.0,
+    seed: Annotated[int, typer.Option(help="zipf: random seed.")] = 1,
+    tag: Annotated[
+        str | None,
+        typer.Option(help="Text in every prompt (random by default, so runs share no prompt)."),
+    ] = None,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Also write the plan and results here.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+) -> None:
+    from rich.console import Console
+
+    from promptrelay.loadgen import LoadPlan
+    from promptrelay.loadgen_report import render, run_with_progress, write_json
+
+    if duration is not None and requests is not None:
+        typer.echo("promptrelay bench: give --duration or --requests, not both", err=True)
+        raise typer.Exit(2)
+    extra = {"tag": tag} if tag else {}
+    try:
+        plan = LoadPlan(
+            url=url,
+            concurrency=concurrency,
+            duration=None if requests is not None else (duration or 10.0),
+            requests=requests,
+            workload=workload,
+            prompts=prompts,
+            exponent=exponent,
+            rate=rate,
+            api_key=api_key,
+            model=model,
+            max_tokens=max_tokens,
+            timeout=timeout,
+            seed=seed,
+            **extra,
+        )
+    except ValueError as error:
+        typer.echo(f"promptrelay bench: {error}", err=True)
+        raise typer.Exit(2) from None
+    result = run_with_progress(plan, Console(stderr=True), progress)
+    render(result, plan, Console())
+    if json_file is not None:
+        write_json(result, plan, json_file)
+        typer.echo(f"wrote {json_file}")
+    if result.ok == 0:
+        raise typer.Exit(1)
 
 
 cache_app = typer.Typer(no_args_is_help=True, help="Manage a running promptrelay's cache.")

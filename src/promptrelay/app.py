@@ -22,6 +22,7 @@ from promptrelay.cache.tiered import TieredCache
 from promptrelay.core.auth import KeyResolver
 from promptrelay.core.events import BreakerMoved, EventBus, RedisMoved
 from promptrelay.core.gateway import Gateway
+from promptrelay.core.providers import Providers
 from promptrelay.core.resilient import ResilientUpstream
 from promptrelay.resilience.breaker import BreakerMachine, BreakerTransition
 from promptrelay.resilience.redis_state import RedisBreakerState
@@ -29,6 +30,10 @@ from promptrelay.resilience.retry import RetryPolicy
 from promptrelay.resilience.shared import CircuitBreaker
 from promptrelay.settings import Settings
 from promptrelay.telemetry.savings import CacheSavings
+from promptrelay.templates.render import Renderer
+from promptrelay.templates.sandbox import Limits
+from promptrelay.templates.service import TemplateService
+from promptrelay.templates.store import open_store
 from promptrelay.upstream.client import UpstreamClient
 from promptrelay.upstream.offline import HOW_TO_GO_LIVE, OfflineProvider
 
@@ -64,7 +69,14 @@ class Runtime:
             events=self.events,
         )
         self.gateway = Gateway(resilient, OfflineProvider(), self.cache, self.events)
-        self.hot = HotRoutes(settings, self.gateway, self.keys)
+        self.providers = Providers.from_settings(settings, self.cache)
+        limits = Limits(settings.template_max_steps, settings.template_max_output_bytes)
+        self.templates = TemplateService(
+            open_store(settings.database_url), self.cache, Renderer(limits)
+        )
+        self.hot = HotRoutes(
+            settings, self.gateway, self.keys, providers=self.providers, templates=self.templates
+        )
         self._probe: tuple[float, dict[str, Any]] | None = None
         self.redis_state = "disabled" if self.cache.redis is None else "starting"
 
@@ -103,6 +115,9 @@ class Runtime:
 
     async def start(self) -> None:
         await self.cache.start()
+        await self.providers.start()
+        if self.settings.templates_dir:
+            await self.templates.seed(self.settings.templates_dir)
 
     @property
     def mode(self) -> str:
@@ -115,6 +130,7 @@ class Runtime:
 
     async def close(self) -> None:
         await self.upstream.close()
+        await self.templates.close()
         await self.cache.close()
 
     async def upstream_status(self) -> dict[str, Any]:

@@ -51,7 +51,7 @@ async def test_list_and_versions(store: SqlTemplateStore):
     await store.save(_draft("b", description="first b"))
     await store.save(_draft("a"))
     await store.save(_draft("b", description="second b"))
-    listed = await store.list()
+    listed = await store.list_latest()
     assert [(info.name, info.version) for info in listed] == [("a", 1), ("b", 2)]
     assert listed[1].description == "second b"
     versions = await store.versions("b")
@@ -66,11 +66,11 @@ async def test_delete_removes_every_version_and_numbers_are_not_reused(store: Sq
     assert await store.delete("greet") == 2
     assert await store.get("greet") is None
     assert await store.get("greet", 1) is None
-    assert await store.list() == []
+    assert await store.list_latest() == []
     assert await store.delete("greet") == 0
     again = await store.save(_draft(body="three"))
     assert again.version == 3  # name@1 and name@2 can never mean another text
-    assert [info.version for info in await store.list()] == [3]
+    assert [info.version for info in await store.list_latest()] == [3]
 
 
 async def test_concurrent_saves_get_distinct_versions(store: SqlTemplateStore):

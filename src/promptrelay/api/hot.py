@@ -29,10 +29,12 @@ from promptrelay.api.asgi import (
 from promptrelay.core.auth import Credentials, KeyResolver
 from promptrelay.core.cache_control import NO_STORE, CacheControl, parse_cache_control
 from promptrelay.core.gateway import Gateway, MessagesCall, Reply
+from promptrelay.core.providers import Providers
 from promptrelay.core.request import parse_generate, parse_json_object, validate_messages_body
 from promptrelay.core.sse import encode_event
 from promptrelay.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
 from promptrelay.settings import Settings
+from promptrelay.templates.service import TemplateService
 
 __all__ = ["HotRoutes"]
 
@@ -42,12 +44,21 @@ _NO_RETRY = (b"x-should-retry", b"false")
 
 
 class HotRoutes:
-    def __init__(self, settings: Settings, gateway: Gateway, keys: KeyResolver) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        gateway: Gateway,
+        keys: KeyResolver,
+        *,
+        providers: Providers,
+        templates: TemplateService,
+    ) -> None:
         self._gateway = gateway
         self._keys = keys
+        self._providers = providers
+        self._templates = templates
         self._limit = settings.max_body_bytes
         self._version = settings.anthropic_version
-        self._default_model = settings.default_model
         self._default_max_tokens = settings.default_max_tokens
 
     async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -92,6 +103,7 @@ class HotRoutes:
             version=version.decode("latin-1") if version else self._version,
             beta=beta.decode("latin-1") if beta else None,
             control=control,
+            timeout=self._providers.timeout(str(body.get("model", ""))),
         )
 
     async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -102,6 +114,11 @@ class HotRoutes:
         raw = await read_body(scope, receive, self._limit)
         body = parse_json_object(raw)
         validate_messages_body(body)
+        await self._providers.refresh()
+        model = self._providers.resolve(body["model"])
+        if model != body["model"]:  # an alias: the resolved model goes upstream and into the key
+            body = {**body, "model": model}
+            raw = orjson.dumps(body)
         control = parse_cache_control(headers.get(b"cache-control"))
         call = self._call(headers, raw, body, creds, control)
         await _send_reply(send, receive, await self._gateway.messages(call))
@@ -113,13 +130,24 @@ class HotRoutes:
         headers = request_headers(scope)
         creds = self._keys.resolve(headers)
         raw = await read_body(scope, receive, self._limit)
+        await self._providers.refresh()
+        default_model = self._providers.default_model
         request = parse_generate(
-            raw, default_model=self._default_model, default_max_tokens=self._default_max_tokens
+            raw, default_model=default_model, default_max_tokens=self._default_max_tokens
         )
+        body, template = request.body, request.template
+        if template is not None:
+            rendered = await self._templates.render(
+                template.name, template.version, template.variables
+            )
+            body = rendered.messages_body(
+                body, default_model=default_model, default_max_tokens=self._default_max_tokens
+            )
+        body["model"] = self._providers.resolve(body["model"])
         control = parse_cache_control(headers.get(b"cache-control"))
         if not request.use_cache:
             control = NO_STORE
-        call = self._call(headers, orjson.dumps(request.body), request.body, creds, control)
+        call = self._call(headers, orjson.dumps(body), body, creds, control)
         reply = await self._gateway.messages(call)
         if reply.status != 200:
             await send_response(send, reply.status, reply.headers, reply.body)
@@ -140,6 +168,9 @@ class HotRoutes:
             "offline": offline,
             "latency_ms": round((time.perf_counter() - started) * 1000, 2),
         }
+        if template is not None:
+            answer["template"] = rendered.name
+            answer["template_version"] = rendered.version
         cache_header = (b"x-cache", reply.cache.encode())
         await send_response(send, 200, [JSON_CONTENT, cache_header], orjson.dumps(answer))
 

@@ -185,9 +185,7 @@ def _params(value: Any) -> dict[str, Any]:
         raise InvalidRequest("params.max_tokens: must be an integer >= 1")
     for name in ("temperature", "top_p"):
         number = value.get(name)
-        if number is not None and (
-            not isinstance(number, int | float) or isinstance(number, bool)
-        ):
+        if number is not None and (not isinstance(number, int | float) or isinstance(number, bool)):
             raise InvalidRequest(f"params.{name}: must be a number")
     return dict(value)
 

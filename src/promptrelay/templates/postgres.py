@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from promptrelay.templates.store import Row
+from promptrelay.templates.store import Row, StoreError
 
 __all__ = ["PostgresDatabase", "redacted"]
 
@@ -63,8 +63,8 @@ class PostgresDatabase:
                 self._url, min_size=1, max_size=_POOL_MAX, timeout=_CONNECT_TIMEOUT
             )
         except (OSError, asyncpg.PostgresError) as error:
-            raise ConnectionError(
-                f"DATABASE_URL: cannot connect to {redacted(self._url)}: {type(error).__name__}"
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {redacted(self._url)}: {type(error).__name__}"
             ) from None
         async with pool.acquire() as conn:
             # Two processes starting at once may race on CREATE TABLE IF NOT EXISTS;
@@ -79,8 +79,11 @@ class PostgresDatabase:
     async def transaction(self) -> AsyncIterator[_Conn]:
         if self._pool is None:
             raise RuntimeError("the PostgreSQL template store has not started")
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield _Conn(conn)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield _Conn(conn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            raise StoreError(f"PostgreSQL: {type(error).__name__}: {error}") from None
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aiosqlite
 
-from promptrelay.templates.store import Row
+from promptrelay.templates.store import Row, StoreError
 
 __all__ = ["SqliteDatabase"]
 
@@ -58,30 +59,37 @@ class SqliteDatabase:
         if self.path != ":memory:":
             folder = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(folder, exist_ok=True)
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            conn = await aiosqlite.connect(self.path, isolation_level=None)
+        except sqlite3.Error as error:
+            raise StoreError(f"SQLite {self.path}: {error}") from None
         try:
             await conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             if self.path != ":memory:":
                 await conn.execute("PRAGMA journal_mode = WAL")
             for statement in schema:
                 await conn.execute(statement)
-        except BaseException:
+        except sqlite3.Error as error:
             await conn.close()
-            raise
+            raise StoreError(f"SQLite {self.path}: {error}") from None
         self._conn = conn
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Conn]:
         if self._conn is None:
             raise RuntimeError("the SQLite template store has not started")
+        conn = self._conn
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield _Conn(self._conn)
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
-            await self._conn.execute("COMMIT")
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield _Conn(conn)
+                except BaseException:
+                    await conn.execute("ROLLBACK")
+                    raise
+                await conn.execute("COMMIT")
+            except sqlite3.Error as error:
+                raise StoreError(f"SQLite {self.path}: {error}") from None
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

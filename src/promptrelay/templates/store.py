@@ -31,7 +31,14 @@ import orjson
 
 from promptrelay.templates.model import Template, TemplateDraft, Variable, VersionInfo
 
-__all__ = ["Connection", "Database", "SqlTemplateStore", "TemplateStore", "open_store"]
+__all__ = [
+    "Connection",
+    "Database",
+    "SqlTemplateStore",
+    "StoreError",
+    "TemplateStore",
+    "open_store",
+]
 
 Row = Sequence[Any]
 
@@ -77,6 +84,11 @@ _DELETE_VERSIONS = "DELETE FROM template_versions WHERE name = $1"
 _MARK_DELETED = "UPDATE template_heads SET deleted = 1 WHERE name = $1"
 
 
+class StoreError(Exception):
+    """The database failed (connection lost, locked too long, ...); back ends raise this
+    instead of their driver's errors. The message never holds a password."""
+
+
 class Connection(Protocol):
     """What the store needs from a database connection inside a transaction."""
 
@@ -106,7 +118,7 @@ class TemplateStore(Protocol):
 
     async def get(self, name: str, version: int | None = None) -> Template | None: ...
 
-    async def list(self) -> list[VersionInfo]:
+    async def list_latest(self) -> list[VersionInfo]:
         """The latest version of every template that is not deleted, by name."""
         ...
 
@@ -161,7 +173,7 @@ class SqlTemplateStore:
                 rows = await conn.fetch(_VERSION, name, version)
         return _template(rows[0]) if rows else None
 
-    async def list(self) -> list[VersionInfo]:
+    async def list_latest(self) -> list[VersionInfo]:
         async with self._db.transaction() as conn:
             rows = await conn.fetch(_LIST)
         return [_info(row) for row in rows]
@@ -224,4 +236,3 @@ def sqlite_path(url: str) -> str:
     if not path:
         raise ValueError("DATABASE_URL: the SQLite URL names no file")
     return path
-

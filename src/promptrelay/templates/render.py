@@ -68,7 +68,9 @@ class Renderer:
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
         self._env = BoundedSandbox()
-        self._compiled: OrderedDict[tuple[str, int], dict[str, JinjaTemplate]] = OrderedDict()
+        # (name, version, body, system): versions never change, the texts make it certain
+        self._compiled: OrderedDict[tuple[str, int, str, str | None], dict[str, JinjaTemplate]]
+        self._compiled = OrderedDict()
 
     # -- save time -------------------------------------------------------------------------
 
@@ -109,7 +111,8 @@ class Renderer:
         )
 
     def _compiled_for(self, template: Template) -> dict[str, JinjaTemplate]:
-        key = (template.name, template.version)
+        draft = template.draft
+        key = (template.name, template.version, draft.body, draft.system)
         compiled = self._compiled.get(key)
         if compiled is not None:
             self._compiled.move_to_end(key)

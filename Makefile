@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint types unit bench redis-server fake-upstream clean
+.PHONY: run test lint types unit bench redis-server postgresql fake-upstream clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/promptrelay serve
 
-test: $(STAMP) redis-server lint types unit
+test: $(STAMP) redis-server postgresql lint types unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -24,7 +24,7 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) redis-server
+unit: $(STAMP) redis-server postgresql
 	$(BIN)/pytest -q
 
 # Tests start their own redis-server on a free port; this only makes sure the binary exists.
@@ -34,6 +34,17 @@ redis-server:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	  else \
 	    echo "redis-server is missing: run 'sudo apt-get install redis-server' and retry"; exit 1; \
+	  fi; }
+
+# Tests create a throwaway PostgreSQL cluster (initdb + postgres on a free port, never 5432);
+# this only makes sure the binaries exist (pg_config --bindir, or /usr/lib/postgresql/*/bin).
+postgresql:
+	@{ command -v pg_config >/dev/null 2>&1 && test -x "$$(pg_config --bindir)/initdb"; } || \
+	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else \
+	    echo "PostgreSQL binaries are missing: run 'sudo apt-get install postgresql' and retry"; exit 1; \
 	  fi; }
 
 bench: $(STAMP)

@@ -60,7 +60,7 @@ def test_missing_required_variable_is_named():
 
 def test_undeclared_variable_passed_at_render_is_named():
     template = _template("Hi {{ who }}", ["who"])
-    with pytest.raises(InvalidRequest, match="variables.whom: not declared"):
+    with pytest.raises(InvalidRequest, match=r"variables\.whom: not declared"):
         Renderer().render(template, {"who": "Ada", "whom": "x"})
 
 
@@ -103,7 +103,7 @@ def test_loop_locals_and_set_are_not_variables():
 def test_work_is_bounded_without_clocks(body):
     renderer = Renderer(Limits(max_steps=50_000))
     with pytest.raises(
-        InvalidRequest, match="refused: (template needs more than 50000 steps|argument)"
+        InvalidRequest, match=r"refused: (template needs more than 50000 steps|argument)"
     ):
         _render(body, renderer=renderer)
 

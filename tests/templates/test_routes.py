@@ -95,7 +95,7 @@ async def test_save_errors_are_400_in_the_error_shape(gateway_factory, tmp_path)
             "t",
             {"body": "x", "variables": [{"name": "a", "required": True, "default": 1}]},
             "cannot have a default",
-        ),  # fmt: skip
+        ),
     ]
     async with aiohttp.ClientSession() as s:
         for name, body, expected in cases:

@@ -27,19 +27,19 @@ def _payloads(marker: str) -> list[tuple[str, dict[str, Any]]]:
             f"{{{{ self._TemplateReference__context.cycler.__init__.__globals__.os.system("
             f"'{touch}') }}}}",
             {},
-        ),  # fmt: skip
+        ),
         (
             f"{{{{ request.application.__globals__.__builtins__.__import__('os')"
             f".popen('{touch}').read() }}}}",
             {},
-        ),  # fmt: skip
+        ),
         (f"{{{{ config.__class__.__init__.__globals__['os'].popen('{touch}') }}}}", {}),
         (
             "{% for c in [].__class__.__base__.__subclasses__() %}{% if c.__name__ == "
             f"'catch_warnings' %}}{{{{ c()._module.__builtins__['__import__']('os')"
             f".system('{touch}') }}}}{{% endif %}}{{% endfor %}}",
             {},
-        ),  # fmt: skip
+        ),
         ("{{ ''|attr('__class__')|attr('__mro__') }}", {}),
         (f"{{{{ range.__globals__['__builtins__']['open']('{marker}', 'w') }}}}", {}),
         ("{{ dict.__base__.__subclasses__() }}", {}),

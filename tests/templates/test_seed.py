@@ -29,7 +29,8 @@ async def test_seed_files_become_versions_once(tmp_path: Path):
 
     runtime = await _started(settings)
     greet = await runtime.templates.get("greet")
-    assert greet.version == 1 and greet.draft.model == "fast" and greet.draft.body == "Hi {{ who }}\n"
+    assert greet.version == 1 and greet.draft.model == "fast"
+    assert greet.draft.body == "Hi {{ who }}\n"
     assert (await runtime.templates.get("renamed")).draft.body == "plain text"
     await runtime.close()
 

@@ -47,6 +47,7 @@ from jinja2.utils import Namespace
 __all__ = ["BoundedSandbox", "Budget", "Limits", "RenderLimit", "budget_scope"]
 
 _MAX_INT_BITS = 4096
+_LAZY_ITEM_WEIGHT = 4
 _CALL_WEIGHT = 20  # a macro call costs about as much Python as 20 loop-body nodes
 
 SAFE_FILTERS = (
@@ -178,7 +179,8 @@ def _counted(items: Iterable[Any], budget: Budget, weight: int = 1) -> Iterator[
 def _guard_result(value: Any, budget: Budget) -> Any:
     """Size-check a result; make a lazy one (map, select, ...) pay per item it yields."""
     if isinstance(value, Iterator) and not isinstance(value, str | bytes):
-        return _counted(value, budget)
+        # map/select items each run a filter or test through our wrappers: ~4 loop steps
+        return _counted(value, budget, _LAZY_ITEM_WEIGHT)
     return _check_result(value, budget.limits)
 
 

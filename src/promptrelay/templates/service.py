@@ -6,7 +6,8 @@
     await templates.seed("templates/")            # at start-up, from TEMPLATES_DIR
 
 Lookups read the tiered cache first (content type `template_content`, its TTL) under
-`pr:templates:template_content:{name}@{version|latest}`. A save or a delete clears
+`pr:templates:template_content:{name}@{version|latest}` (named versions are shared
+through Redis; "latest" stays in each process's memory). A save or a delete clears
 `{name}@*` in both tiers and, through the cache's pub/sub invalidation, in every other
 process's memory tier, so the next lookup anywhere sees the new version.
 
@@ -123,8 +124,13 @@ class TemplateService:
             which = "" if version is None else f" version {version}"
             raise NotFound(f"template {name!r}{which} does not exist")
         value = orjson.dumps(template.to_json())
+        # A named version never changes: safe to share through Redis. "latest" stays in
+        # this process's memory: a Redis write-behind landing after another process's
+        # save-and-clear would otherwise serve the old version everywhere for the TTL.
         await self.cache.set(
-            key, CacheEntry(value, time.time(), ContentType.TEMPLATE_CONTENT), shared=True
+            key,
+            CacheEntry(value, time.time(), ContentType.TEMPLATE_CONTENT),
+            shared=version is not None,
         )
         return template
 

@@ -48,7 +48,7 @@ __all__ = ["BoundedSandbox", "Budget", "Limits", "RenderLimit", "budget_scope"]
 
 _MAX_INT_BITS = 4096
 _LAZY_ITEM_WEIGHT = 4
-_CALL_WEIGHT = 20  # a macro call costs about as much Python as 20 loop-body nodes
+_CALL_WEIGHT = 40  # a macro call costs about as much Python as 40 loop-body nodes
 
 SAFE_FILTERS = (
     "abs", "batch", "capitalize", "center", "count", "d", "default", "dictsort", "e",
@@ -177,11 +177,15 @@ def _counted(items: Iterable[Any], budget: Budget, weight: int = 1) -> Iterator[
 
 
 def _guard_result(value: Any, budget: Budget) -> Any:
-    """Size-check a result; make a lazy one (map, select, ...) pay per item it yields."""
+    """Size-check a result and pay for its size; a lazy one (map, select, ...) pays per
+    item it yields. Paying for sizes bounds the memory a render can churn through, even
+    for values that are made and dropped (`{% set x = 'a'|center(10**6) %}` in a loop)."""
     if isinstance(value, Iterator) and not isinstance(value, str | bytes):
         # map/select items each run a filter or test through our wrappers: ~4 loop steps
         return _counted(value, budget, _LAZY_ITEM_WEIGHT)
-    return _check_result(value, budget.limits)
+    _check_result(value, budget.limits)
+    budget.spend(_size(value))
+    return value
 
 
 def _filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
@@ -337,7 +341,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         elif operator == "+" and _both_sized(left, right):
             if len(left) + len(right) > limits.max_bytes:
                 raise RenderLimit(f"a value would exceed {limits.max_bytes} characters or items")
-        return _check_result(super().call_binop(context, operator, left, right), limits)
+        return _guard_result(super().call_binop(context, operator, left, right), budget)
 
 
 _SIZED = (str, bytes, list, tuple)
@@ -367,12 +371,25 @@ def _check_power(base: Any, exponent: Any) -> None:
 
 
 def _weight(parts: Iterable[nodes.Node | None]) -> int:
-    """Work of one pass over some template code: its number of AST nodes (at least 1)."""
+    """Work of one pass over some template code: its AST nodes, plus its literal text by
+    64 characters (text written into a `{% set %}` block or `caller()` is not output yet,
+    so the output bound alone would not see it)."""
     total = 1
     for part in parts:
-        if part is not None:
-            total += 1 + sum(1 for _ in part.find_all(nodes.Node))
+        if part is None:
+            continue
+        total += 1
+        for node in part.find_all(nodes.Node):
+            total += 1 + _literal_length(node) // 64
     return total
+
+
+def _literal_length(node: nodes.Node) -> int:
+    if isinstance(node, nodes.TemplateData):
+        return len(node.data)
+    if isinstance(node, nodes.Const) and isinstance(node.value, str):
+        return len(node.value)
+    return 0
 
 
 def _swap_concats(node: nodes.Node, make: Callable[[nodes.Concat], nodes.Node]) -> None:

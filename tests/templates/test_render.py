@@ -98,6 +98,8 @@ def test_loop_locals_and_set_are_not_variables():
         "{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}{{ f(60) }}x",
         "{{ range(100000)|map('string')|join(',')|length }}"
         "{% for i in range(100) %}{{ range(100000)|list|length }}{% endfor %}",
+        "{% for i in range(100000) %}{% set y = 'a'|center(1000000) %}{% endfor %}x",
+        "{% set x %}{% for i in range(100000) %}" + "y" * 1000 + "{% endfor %}{% endset %}x",
     ],
 )
 def test_work_is_bounded_without_clocks(body):
@@ -127,6 +129,17 @@ def test_sizes_are_bounded(body):
     renderer = Renderer(Limits(max_steps=10_000_000, max_bytes=100_000))
     with pytest.raises(InvalidRequest, match="refused"):
         _render(body, renderer=renderer)
+
+
+def test_ordinary_large_inputs_fit_the_default_budget():
+    rows = [{"name": f"item {i}", "price": i * 1.5, "tags": ["a", "b"]} for i in range(2000)]
+    out = _render(
+        "{% for row in rows %}{{ loop.index }}. {{ row.name|title }}: {{ '%.2f'|format(row.price) }}"
+        " [{{ row.tags|join(', ') }}]{% if not loop.last %}\n{% endif %}{% endfor %}",
+        ["rows"],
+        rows=rows,
+    )
+    assert out.count("\n") == 1999 and out.endswith("2000. Item 1999: 2998.50 [a, b]")
 
 
 def test_output_bound_is_in_bytes():

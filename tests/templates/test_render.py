@@ -134,8 +134,9 @@ def test_sizes_are_bounded(body):
 def test_ordinary_large_inputs_fit_the_default_budget():
     rows = [{"name": f"item {i}", "price": i * 1.5, "tags": ["a", "b"]} for i in range(2000)]
     out = _render(
-        "{% for row in rows %}{{ loop.index }}. {{ row.name|title }}: {{ '%.2f'|format(row.price) }}"
-        " [{{ row.tags|join(', ') }}]{% if not loop.last %}\n{% endif %}{% endfor %}",
+        "{% for row in rows %}{{ loop.index }}. {{ row.name|title }}: "
+        "{{ '%.2f'|format(row.price) }} [{{ row.tags|join(', ') }}]"
+        "{% if not loop.last %}\n{% endif %}{% endfor %}",
         ["rows"],
         rows=rows,
     )

@@ -156,3 +156,21 @@ async def test_a_missing_file_stops_start_up(tmp_path: Path):
     with pytest.raises(ProviderConfigError, match="cannot read"):
         await runtime.start()
     await runtime.close()
+
+
+async def test_following_the_config_entry_counts_no_cache_hits(
+    gateway_factory, fake_upstream, providers_file
+):
+    gateway = gateway_factory(
+        anthropic_api_key="k",
+        anthropic_base_url=fake_upstream.url,
+        providers_file=str(providers_file),
+    )
+    async with aiohttp.ClientSession() as s:
+        for index in range(5):
+            await (
+                await s.post(f"{gateway.url}/v1/messages", json=_body("fast", str(index)))
+            ).read()
+        stats = await (await s.get(f"{gateway.url}/api/cache/stats")).json()
+    assert stats["memory"]["hits"] == 0
+    assert "provider_config" not in stats["by_content_type"]

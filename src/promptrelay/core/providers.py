@@ -229,7 +229,7 @@ class Providers:
         """Follow the cached entry: a hit on the same entry costs one dictionary lookup."""
         if self.path is None:
             return
-        entry = self._cache.memory.get_now(self._key)
+        entry = self._cache.memory.peek(self._key)  # no hit counted per request
         if entry is not None and entry.stored_at == self._stamp:
             return
         if entry is None:

@@ -4,7 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint types unit bench bench-quick soak wrk redis-server fake-upstream clean
+# $(call ensure,CHECK,PACKAGE): when CHECK fails, install Debian's PACKAGE (as root), or
+# stop with the one line that says how.
+ensure = { $(1); } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
+	  else \
+	    echo "$(2) is missing: run 'sudo apt-get install $(2)' and retry"; exit 1; \
+	  fi; }
+
+.PHONY: run test lint types unit bench bench-quick soak wrk redis-server postgresql fake-upstream clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +24,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/promptrelay serve
 
-test: $(STAMP) redis-server lint types unit
+test: $(STAMP) redis-server postgresql lint types unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -24,17 +33,17 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) redis-server
+unit: $(STAMP) redis-server postgresql
 	$(BIN)/pytest -q
 
 # Tests start their own redis-server on a free port; this only makes sure the binary exists.
 redis-server:
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
-	  else \
-	    echo "redis-server is missing: run 'sudo apt-get install redis-server' and retry"; exit 1; \
-	  fi; }
+	@$(call ensure,command -v redis-server,redis-server)
+
+# Tests create a throwaway PostgreSQL cluster (initdb + postgres on a free port, never 5432);
+# this only makes sure the binaries exist (pg_config --bindir, or /usr/lib/postgresql/*/bin).
+postgresql:
+	@$(call ensure,command -v pg_config && test -x "$$(pg_config --bindir)/initdb" || ls /usr/lib/postgresql/*/bin/initdb,postgresql)
 
 # The benchmark suite (bench/suite.py, < 10 minutes): needs wrk, redis-server and matplotlib.
 BENCH_STAMP := $(VENV)/.bench-installed
@@ -44,12 +53,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	@touch $(BENCH_STAMP)
 
 wrk:
-	@command -v wrk >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
-	  else \
-	    echo "wrk is missing: run 'sudo apt-get install wrk' and retry"; exit 1; \
-	  fi; }
+	@$(call ensure,command -v wrk,wrk)
 
 bench: $(BENCH_STAMP) wrk redis-server
 	$(BIN)/python bench/suite.py

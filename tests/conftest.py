@@ -11,4 +11,9 @@ from promptrelay.settings import Settings
 for _name in Settings.model_fields:
     os.environ.pop(_name.upper(), None)
 
-pytest_plugins = ["tests.fixtures_upstream", "tests.fixtures_redis", "tests.fixtures_gateway"]
+pytest_plugins = [
+    "tests.fixtures_upstream",
+    "tests.fixtures_redis",
+    "tests.fixtures_gateway",
+    "tests.fixtures_postgres",
+]

@@ -25,6 +25,8 @@ from promptrelay.core.batch_jobs import BatchJobs
 from promptrelay.core.batcher import MicroBatcher, WindowPolicy
 from promptrelay.core.events import BreakerMoved, EventBus, RedisMoved
 from promptrelay.core.gateway import Gateway, Reply
+from promptrelay.core.generate import GenerateFront
+from promptrelay.core.providers import Providers
 from promptrelay.core.resilient import ResilientUpstream
 from promptrelay.resilience.breaker import BreakerMachine, BreakerTransition
 from promptrelay.resilience.redis_state import RedisBreakerState
@@ -33,6 +35,10 @@ from promptrelay.resilience.shared import CircuitBreaker
 from promptrelay.settings import Settings
 from promptrelay.telemetry.batches import BatchStats
 from promptrelay.telemetry.savings import CacheSavings
+from promptrelay.templates.render import Renderer
+from promptrelay.templates.sandbox import Limits
+from promptrelay.templates.service import TemplateService
+from promptrelay.templates.store import open_store
 from promptrelay.upstream.client import UpstreamClient
 from promptrelay.upstream.offline import HOW_TO_GO_LIVE, OfflineProvider
 
@@ -68,7 +74,15 @@ class Runtime:
             events=self.events,
         )
         self.gateway = Gateway(resilient, OfflineProvider(), self.cache, self.events)
-        self.hot = HotRoutes(settings, self.gateway, self.keys)
+        self.providers = Providers.from_settings(settings, self.cache)
+        limits = Limits(settings.template_max_steps, settings.template_max_output_bytes)
+        self.templates = TemplateService(
+            open_store(settings.database_url), self.cache, Renderer(limits)
+        )
+        self.front = GenerateFront(
+            self.providers, self.templates, default_max_tokens=settings.default_max_tokens
+        )
+        self.hot = HotRoutes(settings, self.gateway, self.keys, self.providers, self.front)
         self.batch_stats = BatchStats()
         self.events.subscribe(self.batch_stats)
         window = WindowPolicy(settings.batch_max_size, settings.batch_window_ms / 1000)
@@ -114,6 +128,9 @@ class Runtime:
 
     async def start(self) -> None:
         await self.cache.start()
+        await self.providers.start()
+        if self.settings.templates_dir:
+            await self.templates.seed(self.settings.templates_dir)
 
     @property
     def mode(self) -> str:
@@ -127,6 +144,7 @@ class Runtime:
     async def close(self) -> None:
         await self.batcher.close()
         await self.upstream.close()
+        await self.templates.close()
         await self.cache.close()
 
     async def upstream_status(self) -> dict[str, Any]:

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///promptrelay.db"
     providers_file: str | None = None
 
+    # Templates.
+    templates_dir: str | None = None
+    template_max_steps: PositiveInt = 200_000
+    template_max_output_bytes: PositiveInt = 1024 * 1024
+
     @field_validator("promptrelay_api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
@@ -142,6 +147,16 @@ class Settings(BaseSettings):
         if value is not None and urlsplit(value).scheme not in ("http", "https"):
             raise ValueError("must be an http(s) URL")
         return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme.lower()
+        if scheme == "sqlite" and value.startswith("sqlite:///") and len(value) > 10:
+            return value
+        if scheme in ("postgresql", "postgres") and urlsplit(value).hostname:
+            return value
+        raise ValueError("use sqlite:///file.db or postgresql://user:password@host:port/db")
 
     @field_validator("anthropic_api_key", "admin_api_key", "redis_password", "redis_url")
     @classmethod

@@ -59,7 +59,7 @@ async def test_messages_bad_input(gateway, fake_upstream, body, needle):
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
-        ({}, "exactly one of prompt or messages"),
+        ({}, "exactly one of prompt, messages or template"),
         ({"prompt": "a", "messages": [{"role": "user", "content": "b"}]}, "exactly one"),
         ({"prompt": ""}, "prompt"),
         ({"prompt": "a", "max_tokens": 0}, "max_tokens"),

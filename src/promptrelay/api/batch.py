@@ -89,8 +89,7 @@ def _context(rt: Runtime, request: Request) -> BatchContext:
         creds=creds,
         version=version.decode("latin-1") if version else rt.settings.anthropic_version,
         beta=beta.decode("latin-1") if beta else None,
-        default_model=rt.settings.default_model,
-        default_max_tokens=rt.settings.default_max_tokens,
+        front=rt.front,
     )
 
 

@@ -29,8 +29,9 @@ from promptrelay.api.asgi import (
 from promptrelay.core.auth import Credentials, KeyResolver
 from promptrelay.core.cache_control import CacheControl, parse_cache_control
 from promptrelay.core.gateway import Gateway, MessagesCall, Reply
-from promptrelay.core.generate import generate_answer, generate_call
-from promptrelay.core.request import parse_generate, parse_json_object, validate_messages_body
+from promptrelay.core.generate import GenerateFront, generate_answer
+from promptrelay.core.providers import Providers
+from promptrelay.core.request import parse_json_object, validate_messages_body
 from promptrelay.core.sse import encode_event
 from promptrelay.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
 from promptrelay.settings import Settings
@@ -43,13 +44,20 @@ _NO_RETRY = (b"x-should-retry", b"false")
 
 
 class HotRoutes:
-    def __init__(self, settings: Settings, gateway: Gateway, keys: KeyResolver) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        gateway: Gateway,
+        keys: KeyResolver,
+        providers: Providers,
+        front: GenerateFront,
+    ) -> None:
         self._gateway = gateway
         self._keys = keys
+        self._providers = providers
+        self._front = front
         self._limit = settings.max_body_bytes
         self._version = settings.anthropic_version
-        self._default_model = settings.default_model
-        self._default_max_tokens = settings.default_max_tokens
 
     async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -93,6 +101,7 @@ class HotRoutes:
             version=version.decode("latin-1") if version else self._version,
             beta=beta.decode("latin-1") if beta else None,
             control=control,
+            timeout=self._providers.timeout(str(body.get("model", ""))),
         )
 
     async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -103,6 +112,11 @@ class HotRoutes:
         raw = await read_body(scope, receive, self._limit)
         body = parse_json_object(raw)
         validate_messages_body(body)
+        await self._providers.refresh()
+        model = self._providers.resolve(body["model"])
+        if model != body["model"]:  # an alias: the resolved model goes upstream and into the key
+            body = {**body, "model": model}
+            raw = orjson.dumps(body)
         control = parse_cache_control(headers.get(b"cache-control"))
         call = self._call(headers, raw, body, creds, control)
         await _send_reply(send, receive, await self._gateway.messages(call))
@@ -113,19 +127,15 @@ class HotRoutes:
         started = time.perf_counter()
         headers = request_headers(scope)
         creds = self._keys.resolve(headers)
-        raw = await read_body(scope, receive, self._limit)
-        request = parse_generate(
-            raw, default_model=self._default_model, default_max_tokens=self._default_max_tokens
-        )
-        control = parse_cache_control(headers.get(b"cache-control"))
+        prepared = await self._front.prepare(await read_body(scope, receive, self._limit))
         version = headers.get(b"anthropic-version")
         beta = headers.get(b"anthropic-beta")
-        call = generate_call(
-            request,
+        call = self._front.call(
+            prepared,
             creds,
             version=version.decode("latin-1") if version else self._version,
             beta=beta.decode("latin-1") if beta else None,
-            control=control,
+            control=parse_cache_control(headers.get(b"cache-control")),
         )
         reply = await self._gateway.messages(call)
         if reply.status != 200:
@@ -136,6 +146,7 @@ class HotRoutes:
             cached=reply.cache == "HIT",
             offline=(b"x-promptrelay-provider", b"offline") in reply.headers,
             latency_ms=(time.perf_counter() - started) * 1000,
+            template=prepared.template,
         )
         cache_header = (b"x-cache", reply.cache.encode())
         await send_response(send, 200, [JSON_CONTENT, cache_header], orjson.dumps(answer))

@@ -139,6 +139,14 @@ class MemoryTier:
         self._hits += 1
         return _entry(slot)
 
+    def peek(self, key: str) -> CacheEntry | None:
+        """The live entry without counting a lookup or refreshing its LRU place (for
+        components that follow a configuration entry on every request)."""
+        slot = self._data.get(key)
+        if slot is None or slot[_EXPIRES] <= self._clock():
+            return None
+        return _entry(slot)
+
     def set_now(self, key: str, entry: CacheEntry, ttl: float) -> bool:
         """Store ``entry`` for ``ttl`` seconds; False when it is not admitted."""
         old = self._data.pop(key, None)

@@ -21,12 +21,11 @@ import orjson
 
 from promptrelay.core.auth import Credentials
 from promptrelay.core.batcher import MicroBatcher
-from promptrelay.core.gateway import Gateway, Reply
-from promptrelay.core.generate import generate_answer, generate_call, upstream_error
-from promptrelay.core.request import GenerateRequest, parse_generate
+from promptrelay.core.gateway import Gateway, MessagesCall, Reply
+from promptrelay.core.generate import GenerateFront, Prepared, generate_answer, upstream_error
 from promptrelay.errors import GatewayError, InvalidRequest
 
-__all__ = ["BatchContext", "parse_item", "run_sync_batch", "summarize"]
+__all__ = ["BatchContext", "item_call", "prepare_item", "run_sync_batch", "summarize"]
 
 log = logging.getLogger("promptrelay.batch")
 
@@ -40,28 +39,29 @@ class BatchContext:
     creds: Credentials
     version: str
     beta: str | None
-    default_model: str
-    default_max_tokens: int
+    front: GenerateFront
 
 
-def parse_item(item: Any, context: BatchContext) -> GenerateRequest:
-    """One batch item, parsed by the very function /api/generate uses."""
+async def prepare_item(item: Any, context: BatchContext) -> Prepared:
+    """One batch item, prepared by the very code /api/generate uses (templates too)."""
     if not isinstance(item, dict):
         raise InvalidRequest("must be an /api/generate request object")
     try:
         raw = orjson.dumps(item)
     except TypeError as error:
         raise InvalidRequest(f"not JSON-serialisable: {error}") from None
-    return parse_generate(
-        raw, default_model=context.default_model, default_max_tokens=context.default_max_tokens
-    )
+    return await context.front.prepare(raw)
+
+
+def item_call(prepared: Prepared, context: BatchContext) -> MessagesCall:
+    return context.front.call(prepared, context.creds, version=context.version, beta=context.beta)
 
 
 def _error(error: GatewayError) -> dict[str, Any]:
     return {"type": error.type, "message": error.message, "status": error.status}
 
 
-def _from_reply(index: int, reply: Reply, started: float) -> dict[str, Any]:
+def _from_reply(index: int, reply: Reply, prepared: Prepared, started: float) -> dict[str, Any]:
     if reply.status != 200:
         return {"index": index, "ok": False, "error": upstream_error(reply.status, reply.body)}
     answer = generate_answer(
@@ -69,6 +69,7 @@ def _from_reply(index: int, reply: Reply, started: float) -> dict[str, Any]:
         cached=reply.cache == "HIT",
         offline=_OFFLINE in reply.headers,
         latency_ms=(time.perf_counter() - started) * 1000,
+        template=prepared.template,
     )
     return {"index": index, "ok": True, "result": answer}
 
@@ -83,11 +84,9 @@ async def _one(
 ) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        request = parse_item(item, context)
-        call = generate_call(request, context.creds, version=context.version, beta=context.beta)
-        reply = await batcher.submit(
-            str(request.body["model"]), lambda: gateway.messages(call), limit
-        )
+        prepared = await prepare_item(item, context)
+        call = item_call(prepared, context)
+        reply = await batcher.submit(str(call.body["model"]), lambda: gateway.messages(call), limit)
     except GatewayError as error:
         where = f"requests.{index}: " if isinstance(error, InvalidRequest) else ""
         return {
@@ -99,7 +98,7 @@ async def _one(
         log.exception("batch item %d failed unexpectedly", index)
         message = "internal error on this item"
         return {"index": index, "ok": False, "error": {"type": "api_error", "message": message}}
-    return _from_reply(index, reply, started)
+    return _from_reply(index, reply, prepared, started)
 
 
 async def run_sync_batch(

@@ -28,10 +28,11 @@ from typing import Any
 
 import orjson
 
-from promptrelay.core.batch import BatchContext, parse_item, summarize
+from promptrelay.core.batch import BatchContext, item_call, prepare_item, summarize
 from promptrelay.core.gateway import Gateway, MessagesCall, upstream_headers
-from promptrelay.core.generate import generate_answer, generate_call, upstream_error
+from promptrelay.core.generate import generate_answer, upstream_error
 from promptrelay.errors import GatewayError, NotFound, OfflineUnsupported, UpstreamUnavailable
+from promptrelay.templates.render import Rendered
 from promptrelay.upstream.client import UpstreamResponse
 
 __all__ = ["BatchJobs", "UpstreamRefused", "results_path"]
@@ -49,6 +50,15 @@ class UpstreamRefused(GatewayError):
         self.type = detail["type"]
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """An item sent in the Message Batch, waiting for its result."""
+
+    index: int
+    call: MessagesCall
+    template: Rendered | None
+
+
 @dataclass(slots=True)
 class _Job:
     id: str
@@ -57,7 +67,7 @@ class _Job:
     created: datetime
     started: float  # perf_counter, for summary.duration_ms
     results: dict[int, dict[str, Any]] = field(default_factory=dict)
-    pending: dict[str, tuple[int, MessagesCall]] = field(default_factory=dict)
+    pending: dict[str, _Pending] = field(default_factory=dict)
     upstream_id: str | None = None
     status: str = "in_progress"
     request_counts: dict[str, Any] | None = None
@@ -111,25 +121,29 @@ class BatchJobs:
     async def _prepare(self, job: _Job, index: int, item: Any) -> None:
         context = job.context
         try:
-            request = parse_item(item, context)
+            prepared = await prepare_item(item, context)
         except GatewayError as error:
             job.results[index] = _failed(index, error.type, f"requests.{index}: {error.message}")
             return
-        call = generate_call(request, context.creds, version=context.version, beta=context.beta)
+        call = item_call(prepared, context)
         if call.control.lookup:
             entry = await self._gateway.cache.get(self._gateway.key_for(call))
             if entry is not None:
                 answer = generate_answer(
-                    orjson.loads(entry.value), cached=True, offline=False, latency_ms=0.0
+                    orjson.loads(entry.value),
+                    cached=True,
+                    offline=False,
+                    latency_ms=0.0,
+                    template=prepared.template,
                 )
                 job.results[index] = {"index": index, "ok": True, "result": answer}
                 return
-        job.pending[f"item-{index}"] = (index, call)
+        job.pending[f"item-{index}"] = _Pending(index, call, prepared.template)
 
     async def _create_upstream(self, job: _Job) -> None:
         requests = [
-            {"custom_id": custom_id, "params": call.body}
-            for custom_id, (_, call) in job.pending.items()
+            {"custom_id": custom_id, "params": pending.call.body}
+            for custom_id, pending in job.pending.items()
         ]
         response = await self._request(job, "POST", _BATCHES, orjson.dumps({"requests": requests}))
         batch = _object(response)
@@ -171,20 +185,20 @@ class BatchJobs:
                 continue
             pending = job.pending.pop(str(record.get("custom_id")), None)
             if pending is not None:
-                job.results[pending[0]] = await self._result(pending, record.get("result") or {})
-        for index, _ in job.pending.values():
+                job.results[pending.index] = await self._result(pending, record.get("result") or {})
+        for index in (pending.index for pending in job.pending.values()):
             job.results[index] = _failed(index, "api_error", "no result in the Message Batch")
         job.pending.clear()
 
-    async def _result(
-        self, pending: tuple[int, MessagesCall], result: dict[str, Any]
-    ) -> dict[str, Any]:
-        index, call = pending
+    async def _result(self, pending: _Pending, result: dict[str, Any]) -> dict[str, Any]:
+        index = pending.index
         kind = result.get("type")
         if kind == "succeeded" and isinstance(result.get("message"), dict):
             message = result["message"]
-            await self._gateway.remember(call, message)
-            answer = generate_answer(message, cached=False, offline=False, latency_ms=0.0)
+            await self._gateway.remember(pending.call, message)
+            answer = generate_answer(
+                message, cached=False, offline=False, latency_ms=0.0, template=pending.template
+            )
             return {"index": index, "ok": True, "result": answer}
         if kind == "errored":
             wrapper = result.get("error")

@@ -56,6 +56,7 @@ class MessagesCall:
     version: str
     beta: str | None = None
     control: CacheControl = DEFAULT
+    timeout: float | None = None  # seconds for the upstream call; None: UPSTREAM_TIMEOUT
 
 
 @dataclass(slots=True)
@@ -235,7 +236,12 @@ class Gateway:
         started = time.perf_counter()
         headers = upstream_headers(call.creds.upstream_key, call.version, call.beta)
         sent = await self._upstream.send(
-            "POST", "/v1/messages", headers=headers, body=call.raw, stream=call.stream
+            "POST",
+            "/v1/messages",
+            headers=headers,
+            body=call.raw,
+            stream=call.stream,
+            budget=call.timeout,
         )
         self._events.emit(
             UpstreamFinished(sent.response.status, time.perf_counter() - started, sent.attempts)

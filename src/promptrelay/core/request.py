@@ -15,7 +15,13 @@ import orjson
 
 from promptrelay.errors import InvalidRequest
 
-__all__ = ["GenerateRequest", "parse_generate", "parse_json_object", "validate_messages_body"]
+__all__ = [
+    "GenerateRequest",
+    "TemplateCall",
+    "parse_generate",
+    "parse_json_object",
+    "validate_messages_body",
+]
 
 # Fields that would let a caller point the gateway (and its key) at another host.
 _REDIRECTING = ("api_base", "base_url")
@@ -83,16 +89,51 @@ def validate_messages_body(body: dict[str, Any]) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class TemplateCall:
+    """`{"template", "version"?, "variables"}`: render a stored template for the prompt."""
+
+    name: str
+    version: int | None
+    variables: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class GenerateRequest:
-    """POST /api/generate, translated into a Messages API body."""
+    """POST /api/generate, translated into a Messages API body.
+
+    With a template, `body` holds only what the caller set explicitly (model, max_tokens,
+    system, temperature): the rendered template supplies messages and its defaults.
+    """
 
     body: dict[str, Any]
     use_cache: bool
+    template: TemplateCall | None = None
 
 
 _GENERATE_FIELDS = frozenset(
     {"prompt", "messages", "system", "model", "max_tokens", "temperature", "cache", "metadata"}
+    | {"template", "version", "variables"}
 )
+
+
+def _template_call(data: dict[str, Any]) -> TemplateCall | None:
+    name = data.get("template")
+    if name is None:
+        for field in ("version", "variables"):
+            if field in data:
+                raise InvalidRequest(f"{field}: only used with template")
+        return None
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest("template: must be a template name")
+    version = data.get("version")
+    if version is not None and (not _is_int(version) or version < 1):
+        raise InvalidRequest("version: must be an integer >= 1")
+    variables = data.get("variables", {})
+    if variables is None:
+        variables = {}
+    if not isinstance(variables, dict):
+        raise InvalidRequest("variables: must be an object of name: value")
+    return TemplateCall(name=name, version=version, variables=variables)
 
 
 def parse_generate(raw: bytes, *, default_model: str, default_max_tokens: int) -> GenerateRequest:
@@ -101,24 +142,31 @@ def parse_generate(raw: bytes, *, default_model: str, default_max_tokens: int) -
     unknown = sorted(set(data) - _GENERATE_FIELDS)
     if unknown:
         raise InvalidRequest(f"{unknown[0]}: unknown field for /api/generate")
+    template = _template_call(data)
     sources = [name for name in ("prompt", "messages") if data.get(name) is not None]
-    if len(sources) != 1:
-        raise InvalidRequest("send exactly one of prompt or messages")
-    if sources[0] == "prompt":
+    if len(sources) + (template is not None) != 1:
+        raise InvalidRequest("send exactly one of prompt, messages or template")
+    if template is not None:
+        messages: list[Any] = []
+    elif sources[0] == "prompt":
         prompt = data["prompt"]
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidRequest("prompt: must be a non-empty string")
-        messages: list[Any] = [{"role": "user", "content": prompt}]
+        messages = [{"role": "user", "content": prompt}]
     else:
         messages = data["messages"]
         _check_messages(messages)
-    model = data.get("model", default_model)
-    if not isinstance(model, str) or not model:
+    # A template brings its own model and max_tokens: only explicit values override them.
+    fallback = template is None
+    model = data.get("model", default_model if fallback else None)
+    if (model is not None or fallback) and (not isinstance(model, str) or not model):
         raise InvalidRequest("model: must be a non-empty string")
-    max_tokens = data.get("max_tokens", default_max_tokens)
-    if not _is_int(max_tokens) or max_tokens < 1:
+    max_tokens: Any = data.get("max_tokens", default_max_tokens if fallback else None)
+    if (max_tokens is not None or fallback) and (not _is_int(max_tokens) or max_tokens < 1):
         raise InvalidRequest("max_tokens: must be an integer >= 1")
     body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
+    if not fallback:
+        body = {name: value for name, value in body.items() if value}
     if data.get("system") is not None:
         if not isinstance(data["system"], str):
             raise InvalidRequest("system: must be a string")
@@ -130,4 +178,4 @@ def parse_generate(raw: bytes, *, default_model: str, default_max_tokens: int) -
     use_cache = data.get("cache", True)
     if not isinstance(use_cache, bool):
         raise InvalidRequest("cache: must be true or false")
-    return GenerateRequest(body=body, use_cache=use_cache)
+    return GenerateRequest(body=body, use_cache=use_cache, template=template)

@@ -65,9 +65,12 @@ class ResilientUpstream:
         headers: Mapping[str, str],
         body: bytes | None,
         stream: bool,
+        budget: float | None = None,
     ) -> Sent:
-        """Raises CircuitOpen, UpstreamTimeout or UpstreamUnavailable when no answer came."""
-        deadline = self._clock() + self._budget
+        """Raises CircuitOpen, UpstreamTimeout or UpstreamUnavailable when no answer came.
+
+        `budget` (a model's timeout from the providers file) narrows UPSTREAM_TIMEOUT."""
+        deadline = self._clock() + min(budget or self._budget, self._budget)
 
         async def attempt() -> Outcome[UpstreamResponse]:
             left = deadline - self._clock()

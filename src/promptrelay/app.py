@@ -29,6 +29,7 @@ from promptrelay.resilience.retry import RetryPolicy
 from promptrelay.resilience.shared import CircuitBreaker
 from promptrelay.settings import Settings
 from promptrelay.telemetry.savings import CacheSavings
+from promptrelay.telemetry.service import Sources, Telemetry
 from promptrelay.upstream.client import UpstreamClient
 from promptrelay.upstream.offline import HOW_TO_GO_LIVE, OfflineProvider
 
@@ -64,9 +65,25 @@ class Runtime:
             events=self.events,
         )
         self.gateway = Gateway(resilient, OfflineProvider(), self.cache, self.events)
-        self.hot = HotRoutes(settings, self.gateway, self.keys)
+        self.hot = HotRoutes(settings, self.gateway, self.keys, self.events)
         self._probe: tuple[float, dict[str, Any]] | None = None
         self.redis_state = "disabled" if self.cache.redis is None else "starting"
+        self.telemetry: Telemetry | None = None
+        if settings.telemetry_enabled:
+            # price=None: the built-in table until a providers file supplies prices
+            self.telemetry = Telemetry(settings, self.events, self._telemetry_sources())
+
+    def _telemetry_sources(self) -> Sources:
+        redis = self.cache.redis
+        return Sources(
+            pool=self.upstream.pool_stats,
+            breaker=self.breaker.snapshot,
+            redis_state=lambda: self.redis_state,
+            in_flight=lambda: (self.hot.in_flight, self.hot.in_flight_bytes),
+            cache_memory=lambda: (len(self.cache.memory), self.cache.memory.bytes),
+            trim_memory=self.cache.memory.trim,
+            redis=lambda: redis.client if redis is not None else None,
+        )
 
     def _build_breaker(self, settings: Settings) -> CircuitBreaker:
         def moved(transition: BreakerTransition) -> None:
@@ -103,6 +120,8 @@ class Runtime:
 
     async def start(self) -> None:
         await self.cache.start()
+        if self.telemetry is not None:
+            await self.telemetry.start()
 
     @property
     def mode(self) -> str:
@@ -114,6 +133,8 @@ class Runtime:
         return "offline+passthrough"
 
     async def close(self) -> None:
+        if self.telemetry is not None:
+            await self.telemetry.close()
         await self.upstream.close()
         await self.cache.close()
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from promptrelay.app import Runtime
 
-__all__ = ["build_admin_router"]
+__all__ = ["admin_guard", "build_admin_router"]
 
 _NAME = r"^[A-Za-z0-9_*?\[\]-]+$"  # glob characters, but never ':' (segment separator)
 
@@ -52,7 +52,9 @@ class WarmRequest(BaseModel):
     )
 
 
-def build_admin_router(runtime: Callable[[], Runtime]) -> APIRouter:
+def admin_guard(runtime: Callable[[], Runtime]) -> Callable[[Request], None]:
+    """The admin rule as a FastAPI dependency (see the module docstring)."""
+
     def require_admin(request: Request) -> None:
         rt = runtime()
         admin = rt.settings.admin_api_key
@@ -71,6 +73,11 @@ def build_admin_router(runtime: Callable[[], Runtime]) -> APIRouter:
             raise Forbidden("a client key cannot use admin routes")
         raise Unauthorized("invalid admin key")
 
+    return require_admin
+
+
+def build_admin_router(runtime: Callable[[], Runtime]) -> APIRouter:
+    require_admin = admin_guard(runtime)
     router = APIRouter(prefix="/api/cache", dependencies=[Depends(require_admin)], tags=["cache"])
 
     @router.get("/stats", summary="Hits, misses, entries, bytes, Redis state, savings")

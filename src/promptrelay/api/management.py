@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 
 from promptrelay import __version__
 from promptrelay.api.admin import build_admin_router
+from promptrelay.api.telemetry_routes import build_telemetry_router
 from promptrelay.errors import GatewayError, error_body
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ def build_management_app(runtime: Callable[[], Runtime]) -> FastAPI:
     )
     _install_error_handlers(app)
     app.include_router(build_admin_router(runtime))
+    app.include_router(build_telemetry_router(runtime))
 
     @app.get("/api/health", summary="Liveness and the state of the upstream and provider")
     async def health() -> dict[str, Any]:

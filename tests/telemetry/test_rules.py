@@ -331,7 +331,7 @@ def test_window_counter_and_histogram_forget_old_slots():
     clock = Clock(0.0)
     counter = WindowCounter(60, 6, clock)
     recent = WindowedHistogram(60, 6, clock)
-    for t in range(0, 120):  # one event a second for two minutes
+    for t in range(120):  # one event a second for two minutes
         clock.now = float(t)
         counter.add(clock.now)
         recent.record(clock.now, 0.001 * (t + 1))
@@ -431,3 +431,20 @@ def test_parse_window(text, seconds):
 def test_parse_window_refuses(text):
     with pytest.raises(ValueError, match="window"):
         parse_window(text)
+
+
+def test_a_silenced_alert_does_not_escalate_inside_the_cooldown_and_speaks_after():
+    clock = Clock()
+    manager = AlertManager(cooldown=60, escalate_after=2, clock=clock)
+    lagging = Snapshot(loop_lag_ms=200)
+    assert run(manager, lagging) == [("firing", "loop_lag", "medium")]
+    clock.advance(5)
+    run(manager, CALM)
+    notices = []
+    for _ in range(10):  # 50 s more, all inside the cooldown
+        clock.advance(5)
+        notices += run(manager, lagging)
+    assert notices == []
+    assert manager.active()[0]["severity"] == "critical"  # escalated, silently
+    clock.advance(10)  # 65 s after the first firing
+    assert run(manager, lagging) == [("firing", "loop_lag", "critical")]

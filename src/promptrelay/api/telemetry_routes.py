@@ -59,6 +59,7 @@ def build_telemetry_router(runtime: Callable[[], Runtime]) -> APIRouter:
 
     @router.get("/metrics", summary="Prometheus exposition", response_class=Response)
     async def metrics() -> Response:
-        return Response(telemetry().prometheus.render(), media_type=CONTENT_TYPE_LATEST)
+        found = telemetry()
+        return Response(found.prometheus.render(found.stats), media_type=CONTENT_TYPE_LATEST)
 
     return router

@@ -16,7 +16,8 @@ a key, a base severity, the measured value and the threshold:
 
 State (`AlertManager.step`), once per sampling period:
 - a new condition fires (notice "firing") unless the same key fired less than
-  `cooldown` seconds ago: then it is active but silent (no notice, no resolved notice);
+  `cooldown` seconds ago: then it is active but silent (no notice, no escalation, no
+  resolved notice) until the cooldown is over, when it fires if it still holds;
 - a condition that holds `escalate_after` consecutive periods goes up one severity
   (notice "escalated"), again after each further `escalate_after`, up to critical;
 - a condition that no longer holds is resolved (notice "resolved" if its firing was
@@ -248,12 +249,19 @@ class AlertManager:
         severity = _raise(condition.severity, steps)
         worse = SEVERITIES.index(severity) > SEVERITIES.index(active.severity)
         active.condition = condition
-        if not worse:
+        if worse:
+            active.severity = severity
+        if active.delivered:
+            if not worse:
+                return []
+            self._fired_at[condition.key] = now
+            return [self._notice("escalated", active, now)]
+        # silenced by the cooldown when it opened: speak once the cooldown is over
+        if now - self._fired_at.get(condition.key, now) < self.cooldown:
             return []
-        active.severity = severity
-        active.delivered = True
         self._fired_at[condition.key] = now
-        return [self._notice("escalated", active, now)]
+        active.delivered = True
+        return [self._notice("firing", active, now)]
 
     def _notice(self, kind: str, active: _Active, now: float) -> Notice:
         c = active.condition

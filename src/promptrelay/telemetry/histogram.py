@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Callable
 
-__all__ = ["LatencyHistogram", "WindowCounter", "WindowedHistogram"]
+__all__ = ["LatencyHistogram", "WindowCounter", "WindowedHistogram", "bucket_index", "upper_edge"]
 
 _MIN = 1e-5  # seconds; everything faster lands in bucket 0
 _GROWTH = 1.05
@@ -25,13 +25,14 @@ _BUCKETS = 420  # _MIN * 1.05**419 ~ 7,600 s
 _SCALE = 1 / math.log(_GROWTH)
 
 
-def _bucket(seconds: float) -> int:
+def bucket_index(seconds: float) -> int:
+    """The bucket `seconds` falls in: values in (upper_edge(i - 1), upper_edge(i)]."""
     if seconds <= _MIN:
         return 0
     return min(_BUCKETS - 1, int(math.log(seconds / _MIN) * _SCALE) + 1)
 
 
-def _upper(index: int) -> float:
+def upper_edge(index: int) -> float:
     return _MIN * _GROWTH**index
 
 
@@ -45,7 +46,15 @@ class LatencyHistogram:
         self.max = 0.0
 
     def record(self, seconds: float) -> None:
-        self.counts[_bucket(seconds)] += 1
+        self.counts[bucket_index(seconds)] += 1
+        self.count += 1
+        self.total += seconds
+        if seconds > self.max:
+            self.max = seconds
+
+    def record_at(self, index: int, seconds: float) -> None:
+        """record() with the bucket already known (one log for several histograms)."""
+        self.counts[index] += 1
         self.count += 1
         self.total += seconds
         if seconds > self.max:
@@ -74,7 +83,7 @@ class LatencyHistogram:
         for index, value in enumerate(self.counts):
             seen += value
             if seen >= rank:
-                return min(_upper(index), self.max)
+                return min(upper_edge(index), self.max)
         return self.max
 
     def summary(self) -> dict[str, float | int]:
@@ -127,11 +136,15 @@ class WindowCounter:
                 self._counts[index] = 0
         self._counts[ring.epoch % ring.slots] += amount
 
-    def total(self, now: float | None = None) -> int:
+    def total(self, now: float | None = None, last: float | None = None) -> int:
+        """Events in the window, or in its newest `last` seconds (whole slots)."""
         ring = self._ring
         for index in ring.advance(ring.clock() if now is None else now):
             self._counts[index] = 0
-        return sum(self._counts)
+        if last is None:
+            return sum(self._counts)
+        slots = min(ring.slots, max(1, round(last / ring.width)))
+        return sum(self._counts[(ring.epoch - k) % ring.slots] for k in range(slots))
 
 
 class WindowedHistogram:
@@ -143,12 +156,15 @@ class WindowedHistogram:
         self._ring = _Ring(window, slots, clock)
         self._slots = [LatencyHistogram() for _ in range(slots)]
 
-    def record(self, now: float, seconds: float) -> None:
+    def record_at(self, now: float, index: int, seconds: float) -> None:
         ring = self._ring
         if now >= (ring.epoch + 1) * ring.width:
-            for index in ring.advance(now):
-                self._slots[index].clear()
-        self._slots[ring.epoch % ring.slots].record(seconds)
+            for slot in ring.advance(now):
+                self._slots[slot].clear()
+        self._slots[ring.epoch % ring.slots].record_at(index, seconds)
+
+    def record(self, now: float, seconds: float) -> None:
+        self.record_at(now, bucket_index(seconds), seconds)
 
     def merged(self, now: float | None = None) -> LatencyHistogram:
         ring = self._ring

@@ -1,8 +1,12 @@
 """Prometheus exposition (`GET /metrics`) through prometheus-client.
 
 Every metric lives in this exporter's own `CollectorRegistry` (no module-level
-metrics: two apps in one process do not collide). Counters and histograms follow the
-events; gauges are set once per sampling period.
+metrics: two apps in one process do not collide). Nothing here runs per request:
+`sync(stats)` copies what `RequestStats` counted since the last sync into the
+prometheus-client metrics, once per sampling period and before each scrape; gauges
+are set once per sampling period. Histogram bucket bounds are edges of the stats'
+log-spaced sketch (1.03 ms, 2.6 ms, ..., 60.3 s; rounded to 3 digits), so the copied
+counts are exact up to that rounding.
 
 Several uvicorn workers: each worker is its own process with its own counters, and a
 scrape reaches one of them. With `PROMETHEUS_MULTIPROC_DIR` set (`promptrelay serve
@@ -26,33 +30,26 @@ from prometheus_client import (
     multiprocess,
 )
 
-from promptrelay.core.events import (
-    BatchFlushed,
-    BreakerMoved,
-    CacheLookup,
-    Coalesced,
-    Event,
-    MemoryGuardActed,
-    RedisMoved,
-    RequestFinished,
-    Retried,
-    UpstreamFinished,
-)
+from promptrelay.telemetry.histogram import LatencyHistogram, bucket_index, upper_edge
+from promptrelay.telemetry.stats import RequestStats
 from promptrelay.telemetry.system import SystemSample
 
 __all__ = ["CONTENT_TYPE_LATEST", "PrometheusExporter"]
 
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_NICE = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# (sketch bucket index, bound): the sketch bucket holding each nice value, and its edge
+_EDGES = tuple((bucket_index(v), upper_edge(bucket_index(v))) for v in _NICE)
+# shown with 3 significant digits: 1.03 ms, 2.6 ms, ... (the sketch's edges, rounded)
+_LATENCY_BUCKETS = tuple(float(f"{bound:.3g}") for _, bound in _EDGES)
 
 
 class PrometheusExporter:
-    """Event listener + gauge setter + `render()` for the scrape."""
+    """`sync(stats)` + `sampled(...)` + `render()` for the scrape."""
 
     def __init__(self, multiproc_dir: str | None = None) -> None:
         self.multiproc_dir = multiproc_dir
         r = self.registry = CollectorRegistry(auto_describe=False)
-        self._request_children: dict[tuple[str, int, str], Any] = {}
-        self._route_children: dict[str, Any] = {}
+        self._synced: dict[Any, Any] = {}  # what was copied last time, per metric child
         # requests
         self.requests = Counter(
             "promptrelay_requests",
@@ -177,51 +174,61 @@ class PrometheusExporter:
     ) -> Gauge:
         return Gauge(name, documentation, registry=self.registry, multiprocess_mode=mode)
 
-    # -- events ----------------------------------------------------------------------
+    # -- from the stats ---------------------------------------------------------------
 
-    def __call__(self, event: Event) -> None:
-        if type(event) is RequestFinished:
-            self._request(event)
-        elif type(event) is CacheLookup:
-            self.lookups.labels("hit" if event.hit else "miss").inc()
-            if event.hit:
-                self.saved_seconds.inc(event.saved_ms / 1000)
-                self.saved_tokens.inc(event.saved_tokens)
-        elif type(event) is UpstreamFinished:
-            self.upstream_duration.observe(event.seconds)
-            status = str(event.status) if event.status is not None else "failed"
-            self.upstream_calls.labels(status).inc()
-        elif type(event) is Retried:
-            self.retries.inc()
-        elif type(event) is Coalesced:
-            self.coalesced.inc()
-        elif type(event) is BreakerMoved:
-            self.breaker_moves.labels(event.new).inc()
-            self.breaker_open.set(1 if event.new == "open" else 0)
-        elif type(event) is RedisMoved:
-            self.redis_up.set(1 if event.state == "up" else 0)
-        elif type(event) is BatchFlushed:
-            self.batches.inc()
-            self.batched.inc(event.size)
-        elif type(event) is MemoryGuardActed:
-            self.guard_actions.labels(event.action).inc()
+    def sync(self, stats: RequestStats) -> None:
+        """Copy what the stats counted since the last sync (counters only grow)."""
+        for (route, status, cache), count in list(stats.request_counts.items()):
+            self._count(self.requests.labels(route, str(status), cache or "none"), count)
+        for route, histogram in list(stats.by_route.items()):
+            self._histogram(self.duration.labels(route), histogram)
+        self._histogram(self.added, stats.added)
+        self._histogram(self.upstream_duration, stats.upstream)
+        self._count(self.request_bytes, stats.request_bytes)
+        self._count(self.response_bytes, stats.response_bytes)
+        self._count(self.lookups.labels("hit"), stats.hits)
+        self._count(self.lookups.labels("miss"), stats.misses)
+        self._count(self.saved_seconds, stats.saved_seconds)
+        self._count(self.saved_tokens, stats.saved_tokens)
+        self._count(self.coalesced, stats.coalesced)
+        for outcome, count in list(stats.upstream_counts.items()):
+            self._count(self.upstream_calls.labels(outcome), count)
+        self._count(self.retries, stats.retries)
+        for state, count in list(stats.breaker_counts.items()):
+            self._count(self.breaker_moves.labels(state), count)
+        self._count(self.batches, stats.batches)
+        self._count(self.batched, stats.batched_items)
+        for action, count in list(stats.guard_actions.items()):
+            self._count(self.guard_actions.labels(action), count)
 
-    def _request(self, event: RequestFinished) -> None:
-        key = (event.route, event.status, event.cache)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self.requests.labels(event.route, str(event.status), event.cache or "none")
-            self._request_children[key] = child
-        child.inc()
-        route = self._route_children.get(event.route)
-        if route is None:
-            route = self._route_children[event.route] = self.duration.labels(event.route)
-        route.observe(event.seconds)
-        self.added.observe(max(0.0, event.ttfb - event.upstream_seconds))
-        if event.request_bytes:
-            self.request_bytes.inc(event.request_bytes)
-        if event.response_bytes:
-            self.response_bytes.inc(event.response_bytes)
+    def _count(self, counter: Any, total: float) -> None:
+        delta = total - self._synced.get(counter, 0)
+        if delta > 0:
+            counter.inc(delta)
+            self._synced[counter] = total
+
+    def _histogram(self, child: Any, histogram: LatencyHistogram) -> None:
+        """Add the sketch's new counts to a prometheus-client histogram child.
+
+        prometheus-client has no public "observe many"; its children keep one value
+        per bucket (`_buckets`, not cumulative) and `_sum`, stable since its first
+        releases, and in multiprocess mode those values are the shared files.
+        """
+        counts = histogram.counts
+        per_bucket, previous = [], -1
+        for index, _ in _EDGES:
+            per_bucket.append(sum(counts[previous + 1 : index + 1]))
+            previous = index
+        per_bucket.append(sum(counts[previous + 1 :]))
+        last_buckets, last_total = self._synced.get(child, ([0] * len(per_bucket), 0.0))
+        for value, (now, before) in zip(
+            child._buckets, zip(per_bucket, last_buckets, strict=True), strict=True
+        ):
+            if now > before:
+                value.inc(now - before)
+        if histogram.total > last_total:
+            child._sum.inc(histogram.total - last_total)
+        self._synced[child] = (per_bucket, histogram.total)
 
     # -- per period ------------------------------------------------------------------
 
@@ -251,7 +258,9 @@ class PrometheusExporter:
 
     # -- scrape ----------------------------------------------------------------------
 
-    def render(self) -> bytes:
+    def render(self, stats: RequestStats | None = None) -> bytes:
+        if stats is not None:
+            self.sync(stats)
         if self.multiproc_dir is None:
             return generate_latest(self.registry)
         registry = CollectorRegistry()

@@ -82,8 +82,7 @@ class Telemetry:
         self._clock, self._wall = clock, wall
         self.stats = RequestStats(error_window=settings.alert_error_window, price=price)
         self.prometheus = PrometheusExporter(settings.prometheus_multiproc_dir)
-        events.subscribe(self.stats)
-        events.subscribe(self.prometheus)
+        events.subscribe(self.stats)  # the one per-event listener; Prometheus syncs from it
         self.history = History()
         self.thresholds = Thresholds(
             memory_fraction=settings.memory_threshold,
@@ -168,6 +167,7 @@ class Telemetry:
         snapshot = self.snapshot(system)
         self.guard.check(system.memory_fraction)
         self.prometheus.sampled(system, self._gauges(snapshot))
+        self.prometheus.sync(self.stats)
         self.history.add(self._wall(), self._point(system, snapshot))
         for notice in self.alerts.step(evaluate(snapshot, self.thresholds)):
             self.prometheus.alerted(notice.key, notice.kind)
@@ -231,7 +231,7 @@ class Telemetry:
             round(system.memory_fraction, 4),
             round(system.cpu_percent, 1),
             round(system.loop_lag_ms, 2),
-            round(self.stats.last_1m.total(now) / 60.0, 3),
+            round(self.stats.throughput.total(now, last=60.0) / 60.0, 3),
             round(snapshot.error_rate, 4),
             round(self.stats.recent_added.merged(now).quantile(0.95) * 1000, 3),
             round(snapshot.hit_ratio, 4),

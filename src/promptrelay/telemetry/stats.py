@@ -1,9 +1,9 @@
 """Request, cache, upstream, breaker, batching and memory-guard statistics from events.
 
-`RequestStats` is an event listener. Each event costs a few integer updates and at
-most three histogram records (O(1), no allocation beyond the first request on a new
-route or status class); everything else (percentiles, rates, dollars) is worked out
-when someone asks, in `snapshot()`.
+`RequestStats` is the one per-event listener. An event costs a few integer updates,
+two logarithms and no allocation beyond the first request with a new (route, status,
+cache) combination; percentiles, rates, dollars and the Prometheus metrics
+(`PrometheusExporter.sync`) are worked out from these counts when someone asks.
 """
 
 from __future__ import annotations
@@ -25,7 +25,12 @@ from promptrelay.core.events import (
     Retried,
     UpstreamFinished,
 )
-from promptrelay.telemetry.histogram import LatencyHistogram, WindowCounter, WindowedHistogram
+from promptrelay.telemetry.histogram import (
+    LatencyHistogram,
+    WindowCounter,
+    WindowedHistogram,
+    bucket_index,
+)
 from promptrelay.telemetry.prices import PriceFn, chain_prices
 
 __all__ = ["RequestStats"]
@@ -58,13 +63,12 @@ class RequestStats:
         self.latency = LatencyHistogram()
         self.by_route: dict[str, LatencyHistogram] = {}
         self.by_cache: dict[str, LatencyHistogram] = {}
-        self.statuses: dict[str, int] = {}
+        self.request_counts: dict[tuple[str, int, str], int] = {}  # (route, status, cache)
         self.requests = 0
         self.errors = 0
         self.request_bytes = 0
         self.response_bytes = 0
-        self.last_1m = WindowCounter(60.0, 12, clock)
-        self.last_5m = WindowCounter(300.0, 30, clock)
+        self.throughput = WindowCounter(300.0, 30, clock)
         self.recent_requests = WindowCounter(error_window, 6, clock)
         self.recent_errors = WindowCounter(error_window, 6, clock)
         self.recent_added = WindowedHistogram(error_window, 6, clock)
@@ -80,11 +84,12 @@ class RequestStats:
         self.coalesced = 0
         # upstream
         self.upstream = LatencyHistogram()
-        self.upstream_statuses: dict[str, int] = {}
+        self.upstream_counts: dict[str, int] = {}  # by status, "failed": no answer
         self.upstream_attempts = 0
         self.retries = 0
         # breaker, redis, batching, memory guard
         self.breaker_moves: deque[tuple[float, str, str, str]] = deque(maxlen=50)
+        self.breaker_counts: dict[str, int] = {}  # transitions by new state
         self.redis_moves = 0
         self.redis_state = ""
         self.batches = 0
@@ -101,8 +106,8 @@ class RequestStats:
             self._lookup(event)
         elif type(event) is UpstreamFinished:
             self.upstream.record(event.seconds)
-            name = _status_class(event.status) if event.status is not None else "failed"
-            self.upstream_statuses[name] = self.upstream_statuses.get(name, 0) + 1
+            name = str(event.status) if event.status is not None else "failed"
+            self.upstream_counts[name] = self.upstream_counts.get(name, 0) + 1
             self.upstream_attempts += event.attempts
         elif type(event) is Retried:
             self.retries += 1
@@ -110,6 +115,7 @@ class RequestStats:
             self.coalesced += 1
         elif type(event) is BreakerMoved:
             self.breaker_moves.append((self._clock(), event.old, event.new, event.reason))
+            self.breaker_counts[event.new] = self.breaker_counts.get(event.new, 0) + 1
         elif type(event) is RedisMoved:
             self.redis_moves += 1
             self.redis_state = event.state
@@ -122,30 +128,34 @@ class RequestStats:
 
     def _request(self, event: RequestFinished) -> None:
         now = self._clock()
+        seconds = event.seconds
+        index = bucket_index(seconds)
         self.requests += 1
-        self.latency.record(event.seconds)
+        self.latency.record_at(index, seconds)
         route = self.by_route.get(event.route)
         if route is None:
             route = self.by_route[event.route] = LatencyHistogram()
-        route.record(event.seconds)
+        route.record_at(index, seconds)
         if event.cache:
             by_cache = self.by_cache.get(event.cache)
             if by_cache is None:
                 by_cache = self.by_cache[event.cache] = LatencyHistogram()
-            by_cache.record(event.seconds)
-        name = _status_class(event.status) if event.status != 499 else "client_gone"
-        self.statuses[name] = self.statuses.get(name, 0) + 1
+            by_cache.record_at(index, seconds)
+        key = (event.route, event.status, event.cache)
+        self.request_counts[key] = self.request_counts.get(key, 0) + 1
         self.request_bytes += event.request_bytes
         self.response_bytes += event.response_bytes
-        self.last_1m.add(now)
-        self.last_5m.add(now)
+        self.throughput.add(now)
         self.recent_requests.add(now)
         if event.status >= 500:
             self.errors += 1
             self.recent_errors.add(now)
-        added = max(0.0, event.ttfb - event.upstream_seconds)
-        self.added.record(added)
-        self.recent_added.record(now, added)
+        added = event.ttfb - event.upstream_seconds
+        if added < 0.0:
+            added = 0.0
+        index = bucket_index(added)
+        self.added.record_at(index, added)
+        self.recent_added.record_at(now, index, added)
         if event.stream:
             self.recent_stream_ttfb.record(now, event.ttfb)
 
@@ -183,6 +193,14 @@ class RequestStats:
         since = self._clock() - within
         return sum(1 for at, _, new, _ in self.breaker_moves if new == "open" and at >= since)
 
+    def statuses(self) -> dict[str, int]:
+        """Requests by status class; 499 (the client left) on its own."""
+        found: dict[str, int] = {}
+        for (_, status, _), count in self.request_counts.items():
+            name = _status_class(status) if status != 499 else "client_gone"
+            found[name] = found.get(name, 0) + count
+        return found
+
     def snapshot(self) -> dict[str, Any]:
         now = self._clock()
         rate, recent, recent_errors = self.error_rate()
@@ -190,10 +208,10 @@ class RequestStats:
         return {
             "total": self.requests,
             "errors": self.errors,
-            "statuses": dict(self.statuses),
+            "statuses": self.statuses(),
             "throughput": {
-                "last_1m_per_s": round(self.last_1m.total(now) / 60.0, 3),
-                "last_5m_per_s": round(self.last_5m.total(now) / 300.0, 3),
+                "last_1m_per_s": round(self.throughput.total(now, last=60.0) / 60.0, 3),
+                "last_5m_per_s": round(self.throughput.total(now) / 300.0, 3),
             },
             "error_rate": {
                 "window_s": self.error_window,
@@ -222,7 +240,7 @@ class RequestStats:
             },
             "upstream": {
                 "latency": self.upstream.summary(),
-                "statuses": dict(self.upstream_statuses),
+                "statuses": dict(self.upstream_counts),
                 "attempts": self.upstream_attempts,
                 "retries": self.retries,
             },

@@ -2,14 +2,13 @@
 --   wrk -t1 -c16 -d5s -s bench/same_post.lua http://127.0.0.1:PORT
 -- done() prints the WRK_RESULT line bench/benchkit.py-style parsers read (latencies in µs).
 
-function init(args)
-  wrk.method = "POST"
-  wrk.headers["content-type"] = "application/json"
-  wrk.headers["x-api-key"] = "bench-key"
-  wrk.headers["anthropic-version"] = "2023-06-01"
-  wrk.body = '{"model":"claude-sonnet-4-6","max_tokens":64,"messages":'
-    .. '[{"role":"user","content":"the telemetry bench asks the same thing every time"}]}'
-end
+wrk.method = "POST"
+wrk.path = "/v1/messages"
+wrk.headers["content-type"] = "application/json"
+wrk.headers["x-api-key"] = "bench-key"
+wrk.headers["anthropic-version"] = "2023-06-01"
+wrk.body = '{"model":"claude-sonnet-4-6","max_tokens":64,"messages":'
+  .. '[{"role":"user","content":"the telemetry bench asks the same thing every time"}]}'
 
 function done(summary, latency, requests)
   local e = summary.errors

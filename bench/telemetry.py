@@ -93,16 +93,19 @@ def main() -> None:
     fake_url = service_url(fake)
     on, off = promptrelay(fake_url, True), promptrelay(fake_url, False)
     runs: dict[str, list[LoadResult]] = {ON: [], OFF: []}
+    cpu: dict[str, float] = {ON: 0.0, OFF: 0.0}  # CPU seconds of the server in timed runs
     with services([fake, on, off]):
         for service in (on, off):  # warm-up: the first request stores the answer
             wrk_hits(wrk, service_url(service), args.concurrency, 1)
         for round_ in range(args.rounds):
             order = (on, off) if round_ % 2 == 0 else (off, on)
             for service in order:
+                before = service.cpu_seconds()
                 result = wrk_hits(wrk, service_url(service), args.concurrency, args.duration)
+                cpu[service.name] += service.cpu_seconds() - before
                 log(f"  round {round_ + 1} {service.name}: {result.rps:,.0f} req/s")
                 runs[service.name].append(result)
-    text, data = report(runs, args)
+    text, data = report(runs, cpu, args)
     write_outputs(text, data, args.markdown, args.json)
 
 
@@ -111,8 +114,14 @@ def _rps(results: list[LoadResult]) -> float:
     return sum(r.requests for r in results) / seconds if seconds else 0.0
 
 
-def report(runs: dict[str, list[LoadResult]], args: argparse.Namespace) -> tuple[str, Any]:
+def report(
+    runs: dict[str, list[LoadResult]], cpu: dict[str, float], args: argparse.Namespace
+) -> tuple[str, Any]:
     rows = []
+    cpu_us = {
+        name: cpu[name] * 1e6 / max(1, sum(r.requests for r in results))
+        for name, results in runs.items()
+    }
     for name, results in runs.items():
         rows.append(
             [
@@ -121,11 +130,20 @@ def report(runs: dict[str, list[LoadResult]], args: argparse.Namespace) -> tuple
                 f"{_rps(results):,.0f}",
                 f"{sorted(r.p50_ms for r in results)[len(results) // 2]:.2f}",
                 f"{max(r.p99_ms for r in results):.2f}",
+                f"{cpu_us[name]:.1f}",
                 str(sum(r.errors for r in results)),
             ]
         )
     ratio = _rps(runs[ON]) / _rps(runs[OFF]) if _rps(runs[OFF]) else float("nan")
-    header = ["target", "req/s per run", "req/s overall", "median p50 ms", "worst p99 ms", "errors"]
+    header = [
+        "target",
+        "req/s per run",
+        "req/s overall",
+        "median p50 ms",
+        "worst p99 ms",
+        "server CPU µs/req",
+        "errors",
+    ]
     lines = [
         "# Telemetry overhead on cache hits (TELEMETRY_ENABLED=true vs false)",
         "",
@@ -137,12 +155,15 @@ def report(runs: dict[str, list[LoadResult]], args: argparse.Namespace) -> tuple
         "",
         f"- throughput with telemetry on / off: **{ratio:.3f}** "
         f"({(1 - ratio) * 100:+.1f}% cost; negative means on was faster: noise)",
+        f"- server CPU per request on / off: {cpu_us[ON]:.1f} / {cpu_us[OFF]:.1f} µs "
+        f"({cpu_us[ON] - cpu_us[OFF]:+.1f} µs per request for telemetry)",
         "- the machine is shared (2 cores, other jobs running): differences of a few percent "
         "between runs are within its noise; rerun for a distribution.",
     ]
     data = {
         "machine": machine_lines(sys.argv),
         "ratio_on_off": ratio,
+        "cpu_us_per_request": cpu_us,
         "runs": {k: [r.__dict__ | {"rps": r.rps} for r in v] for k, v in runs.items()},
     }
     return "\n".join(lines), data

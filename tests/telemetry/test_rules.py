@@ -15,7 +15,7 @@ from promptrelay.core.events import (
 )
 from promptrelay.telemetry.alerts import AlertManager, Thresholds, evaluate
 from promptrelay.telemetry.guard import GuardPolicy, MemoryGuard
-from promptrelay.telemetry.histogram import LatencyHistogram, WindowCounter, WindowedHistogram
+from promptrelay.telemetry.histogram import LatencyHistogram, WindowedHistogram
 from promptrelay.telemetry.history import FIELDS, History, parse_window
 from promptrelay.telemetry.prices import builtin_price, chain_prices
 from promptrelay.telemetry.recommend import recommend
@@ -327,19 +327,16 @@ def test_histogram_percentiles_are_close_and_bounded():
     assert len(histogram.counts) == 420  # memory does not grow with traffic
 
 
-def test_window_counter_and_histogram_forget_old_slots():
+def test_windowed_histogram_forgets_old_slots():
     clock = Clock(0.0)
-    counter = WindowCounter(60, 6, clock)
     recent = WindowedHistogram(60, 6, clock)
     for t in range(120):  # one event a second for two minutes
         clock.now = float(t)
-        counter.add(clock.now)
         recent.record(clock.now, 0.001 * (t + 1))
-    assert 50 <= counter.total() <= 60
+    assert 50 <= recent.merged().count <= 60
     assert recent.merged().max == pytest.approx(0.12)
     assert recent.merged().quantile(0.0001) > 0.05  # the first minute is gone
     clock.now = 500.0
-    assert counter.total() == 0
     assert recent.merged().count == 0
 
 
@@ -372,14 +369,24 @@ def test_request_stats_rates_savings_and_bytes():
     )
     rate, requests, errors = stats.error_rate()
     assert (rate, requests, errors) == (0.3, 10, 3)
+    stats.mark()  # the sampler's mark, after those requests
     snap = stats.snapshot()
     assert snap["bytes"] == {"request": 1000, "response": 4000}
     assert snap["cache"]["saved"]["dollars"] == pytest.approx((1000 * 3 + 2000 * 15) / 1e6)
     assert snap["cache"]["saved"]["upstream_seconds"] == 1.5
     assert snap["added_latency"]["p50_ms"] == pytest.approx(10, rel=0.06)
     assert snap["by_route"]["/v1/messages"]["count"] == 10
-    clock.advance(15)
+    assert snap["statuses"] == {"5xx": 3, "2xx": 7}
+    assert stats.recent_added().count == 10
+    clock.advance(5)
+    stats.mark()
+    assert stats.error_rate() == (0.3, 10, 3)  # still inside the 10 s window
+    clock.advance(10)
+    stats.mark()
     assert stats.error_rate() == (0.0, 0, 0)  # slid out of the window
+    assert stats.recent_added().count == 0
+    assert stats.added.count == 10
+    assert stats.rate(60) == pytest.approx(10 / 15)
 
 
 def test_breaker_opens_are_counted_in_a_window():

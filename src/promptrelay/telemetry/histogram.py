@@ -2,9 +2,9 @@
 
 `LatencyHistogram` keeps counts in fixed log-spaced buckets (each 5% wider than the one
 before, 10 µs to ~2 h: 420 integers), so recording is O(1) and a percentile is within
-~5% of the true value whatever the traffic. `WindowedHistogram` and `WindowCounter` keep
-a ring of such slots and drop the oldest as time passes: "the last minute" without
-remembering individual requests.
+~5% of the true value whatever the traffic. `WindowedHistogram` keeps a ring of such
+slots and drops the oldest as time passes: "the last minute" without remembering
+individual requests.
 
     h = LatencyHistogram()
     h.record(0.012)
@@ -17,19 +17,21 @@ import math
 import time
 from collections.abc import Callable
 
-__all__ = ["LatencyHistogram", "WindowCounter", "WindowedHistogram", "bucket_index", "upper_edge"]
+__all__ = ["LatencyHistogram", "WindowedHistogram", "bucket_index", "upper_edge"]
 
 _MIN = 1e-5  # seconds; everything faster lands in bucket 0
 _GROWTH = 1.05
 _BUCKETS = 420  # _MIN * 1.05**419 ~ 7,600 s
 _SCALE = 1 / math.log(_GROWTH)
+_LOG_MIN = math.log(_MIN)
 
 
 def bucket_index(seconds: float) -> int:
     """The bucket `seconds` falls in: values in (upper_edge(i - 1), upper_edge(i)]."""
     if seconds <= _MIN:
         return 0
-    return min(_BUCKETS - 1, int(math.log(seconds / _MIN) * _SCALE) + 1)
+    index = int((math.log(seconds) - _LOG_MIN) * _SCALE) + 1
+    return index if index < _BUCKETS else _BUCKETS - 1
 
 
 def upper_edge(index: int) -> float:
@@ -117,34 +119,6 @@ class _Ring:
         stale = min(epoch - self.epoch, self.slots)
         self.epoch = epoch
         return [(epoch - k) % self.slots for k in range(stale)]
-
-
-class WindowCounter:
-    """Events in the last `window` seconds, in `slots` slots (granularity window/slots)."""
-
-    def __init__(
-        self, window: float, slots: int = 6, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._ring = _Ring(window, slots, clock)
-        self._counts = [0] * slots
-        self.window = window
-
-    def add(self, now: float, amount: int = 1) -> None:
-        ring = self._ring
-        if now >= (ring.epoch + 1) * ring.width:
-            for index in ring.advance(now):
-                self._counts[index] = 0
-        self._counts[ring.epoch % ring.slots] += amount
-
-    def total(self, now: float | None = None, last: float | None = None) -> int:
-        """Events in the window, or in its newest `last` seconds (whole slots)."""
-        ring = self._ring
-        for index in ring.advance(ring.clock() if now is None else now):
-            self._counts[index] = 0
-        if last is None:
-            return sum(self._counts)
-        slots = min(ring.slots, max(1, round(last / ring.width)))
-        return sum(self._counts[(ring.epoch - k) % ring.slots] for k in range(slots))
 
 
 class WindowedHistogram:

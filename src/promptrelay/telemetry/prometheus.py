@@ -178,9 +178,10 @@ class PrometheusExporter:
 
     def sync(self, stats: RequestStats) -> None:
         """Copy what the stats counted since the last sync (counters only grow)."""
-        for (route, status, cache), count in list(stats.request_counts.items()):
+        stats.drain()
+        for (route, status, cache), count in stats.request_counts().items():
             self._count(self.requests.labels(route, str(status), cache or "none"), count)
-        for route, histogram in list(stats.by_route.items()):
+        for route, histogram in stats.by_route().items():
             self._histogram(self.duration.labels(route), histogram)
         self._histogram(self.added, stats.added)
         self._histogram(self.upstream_duration, stats.upstream)

@@ -164,6 +164,7 @@ class Telemetry:
     async def tick(self) -> Snapshot:
         assert self._probe is not None, "start() first"
         system = self._probe.sample()
+        self.stats.mark()
         snapshot = self.snapshot(system)
         self.guard.check(system.memory_fraction)
         self.prometheus.sampled(system, self._gauges(snapshot))
@@ -179,10 +180,10 @@ class Telemetry:
         return snapshot
 
     def snapshot(self, system: SystemSample) -> Snapshot:
-        stats, now = self.stats, self._clock()
+        stats = self.stats
         pool = self.sources.pool()
         _, recent, errors = stats.error_rate()
-        miss = stats.by_cache.get("MISS")
+        miss = stats.by_cache().get("MISS")
         entries_bytes = self.sources.cache_memory()
         return Snapshot(
             at=self._wall(),
@@ -194,8 +195,8 @@ class Telemetry:
             requests_window=recent,
             errors_window=errors,
             error_window_s=stats.error_window,
-            added_p95_ms=stats.recent_added.merged(now).quantile(0.95) * 1000,
-            stream_ttfb_p95_ms=stats.recent_stream_ttfb.merged(now).quantile(0.95) * 1000,
+            added_p95_ms=stats.recent_added().quantile(0.95) * 1000,
+            stream_ttfb_p95_ms=stats.recent_stream_ttfb().quantile(0.95) * 1000,
             miss_p50_ms=miss.quantile(0.5) * 1000 if miss is not None else 0.0,
             hits=stats.hits,
             misses=stats.misses,
@@ -225,15 +226,14 @@ class Telemetry:
         }
 
     def _point(self, system: SystemSample, snapshot: Snapshot) -> tuple[float, ...]:
-        now = self._clock()
         return (
             float(system.rss_bytes),
             round(system.memory_fraction, 4),
             round(system.cpu_percent, 1),
             round(system.loop_lag_ms, 2),
-            round(self.stats.throughput.total(now, last=60.0) / 60.0, 3),
+            round(self.stats.rate(60.0), 3),
             round(snapshot.error_rate, 4),
-            round(self.stats.recent_added.merged(now).quantile(0.95) * 1000, 3),
+            round(self.stats.recent_added().quantile(0.95) * 1000, 3),
             round(snapshot.hit_ratio, 4),
             float(self.sources.in_flight()[0]),
         )

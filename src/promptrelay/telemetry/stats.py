@@ -1,9 +1,12 @@
 """Request, cache, upstream, breaker, batching and memory-guard statistics from events.
 
-`RequestStats` is the one per-event listener. An event costs a few integer updates,
-two logarithms and no allocation beyond the first request with a new (route, status,
-cache) combination; percentiles, rates, dollars and the Prometheus metrics
-(`PrometheusExporter.sync`) are worked out from these counts when someone asks.
+`RequestStats` is the one per-event listener. On the request path it only appends the
+event to a short list (at most `_BATCH` long); the list is folded into the counts in one
+warm loop when it is full or when anything is read. Folding a request costs two
+logarithms, two histogram increments and a few integer updates (a new histogram only
+for a new (route, status, cache) combination); percentiles, windows, rates, dollars and
+the Prometheus metrics (`PrometheusExporter.sync`) are worked out from the counts when
+someone asks.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from promptrelay.core.events import (
     BatchFlushed,
@@ -27,15 +30,15 @@ from promptrelay.core.events import (
 )
 from promptrelay.telemetry.histogram import (
     LatencyHistogram,
-    WindowCounter,
-    WindowedHistogram,
     bucket_index,
+    upper_edge,
 )
 from promptrelay.telemetry.prices import PriceFn, chain_prices
 
 __all__ = ["RequestStats"]
 
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+_BATCH = 256  # events held before folding them in: bounds memory, amortises the work
 
 
 def _status_class(status: int) -> str:
@@ -43,10 +46,15 @@ def _status_class(status: int) -> str:
 
 
 class RequestStats:
-    """Listener: subscribe it to the EventBus, read `snapshot()`.
+    """Listener: subscribe it to the EventBus, call `mark()` once per sampling period,
+    read `snapshot()`.
 
-    `error_window` is the sliding window of the error rate (and of the "recent"
-    latencies the alert rules read); a request is an error when its status is >= 500.
+    Per request only all-time counts are touched: one latency histogram per (route,
+    status, cache) combination and one of promptrelay's added time. Windows ("the last
+    minute") are differences against the marks the sampler leaves, so their edges move
+    in steps of one sampling period. `error_window` is the window of the error rate and
+    of the recent added time the alert rules read; a request is an error when its
+    status is >= 500.
     """
 
     def __init__(
@@ -60,27 +68,27 @@ class RequestStats:
         self._price = chain_prices(price)
         self.error_window = error_window
         self.started = clock()
-        self.latency = LatencyHistogram()
-        self.by_route: dict[str, LatencyHistogram] = {}
-        self.by_cache: dict[str, LatencyHistogram] = {}
-        self.request_counts: dict[tuple[str, int, str], int] = {}  # (route, status, cache)
+        self.series: dict[tuple[str, int, str], LatencyHistogram] = {}  # route, status, cache
         self.requests = 0
         self.errors = 0
         self.request_bytes = 0
         self.response_bytes = 0
-        self.throughput = WindowCounter(300.0, 30, clock)
-        self.recent_requests = WindowCounter(error_window, 6, clock)
-        self.recent_errors = WindowCounter(error_window, 6, clock)
-        self.recent_added = WindowedHistogram(error_window, 6, clock)
-        self.recent_stream_ttfb = WindowedHistogram(error_window, 6, clock)
         self.added = LatencyHistogram()
+        self.stream_ttfb = LatencyHistogram()
+        self._pending: list[RequestFinished | CacheLookup] = []
+        # (time, requests, errors) and (time, added counts, stream TTFB counts) at each
+        # mark, oldest first
+        empty = [0] * len(self.added.counts)
+        self._rate_marks: deque[tuple[float, int, int]] = deque([(self.started, 0, 0)])
+        self._latency_marks: deque[tuple[float, list[int], list[int]]] = deque(
+            [(self.started, empty, empty)]
+        )
         # cache
         self.hits = 0
         self.misses = 0
         self.saved_seconds = 0.0
         self.saved_tokens = 0
-        self.saved_dollars = 0.0
-        self.unpriced_hits = 0
+        self.saved_by_model: dict[str, list[int]] = {}  # model -> [input, output, hits]
         self.coalesced = 0
         # upstream
         self.upstream = LatencyHistogram()
@@ -100,11 +108,17 @@ class RequestStats:
         self.guard_collect_seconds = 0.0
 
     def __call__(self, event: Event) -> None:
-        if type(event) is RequestFinished:
-            self._request(event)
-        elif type(event) is CacheLookup:
-            self._lookup(event)
-        elif type(event) is UpstreamFinished:
+        if type(event) is RequestFinished or type(event) is CacheLookup:
+            pending = self._pending
+            pending.append(event)
+            if len(pending) >= _BATCH:
+                self.drain()
+            return
+        self._rare(event)
+
+    def _rare(self, event: Event) -> None:
+        """Events that come seldom enough to be counted at once."""
+        if type(event) is UpstreamFinished:
             self.upstream.record(event.seconds)
             name = str(event.status) if event.status is not None else "failed"
             self.upstream_counts[name] = self.upstream_counts.get(name, 0) + 1
@@ -126,38 +140,34 @@ class RequestStats:
         elif type(event) is MemoryGuardActed:
             self._guard(event)
 
+    def drain(self) -> None:
+        """Fold the pending events into the counts (readers call this first)."""
+        pending, self._pending = self._pending, []
+        request, lookup = self._request, self._lookup
+        for event in pending:
+            if type(event) is RequestFinished:
+                request(event)
+            else:
+                lookup(event)  # type: ignore[arg-type]  # only these two are pending
+
     def _request(self, event: RequestFinished) -> None:
-        now = self._clock()
         seconds = event.seconds
-        index = bucket_index(seconds)
-        self.requests += 1
-        self.latency.record_at(index, seconds)
-        route = self.by_route.get(event.route)
-        if route is None:
-            route = self.by_route[event.route] = LatencyHistogram()
-        route.record_at(index, seconds)
-        if event.cache:
-            by_cache = self.by_cache.get(event.cache)
-            if by_cache is None:
-                by_cache = self.by_cache[event.cache] = LatencyHistogram()
-            by_cache.record_at(index, seconds)
         key = (event.route, event.status, event.cache)
-        self.request_counts[key] = self.request_counts.get(key, 0) + 1
-        self.request_bytes += event.request_bytes
-        self.response_bytes += event.response_bytes
-        self.throughput.add(now)
-        self.recent_requests.add(now)
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = LatencyHistogram()
+        series.record_at(bucket_index(seconds), seconds)
+        self.requests += 1
         if event.status >= 500:
             self.errors += 1
-            self.recent_errors.add(now)
+        self.request_bytes += event.request_bytes
+        self.response_bytes += event.response_bytes
         added = event.ttfb - event.upstream_seconds
         if added < 0.0:
             added = 0.0
-        index = bucket_index(added)
-        self.added.record_at(index, added)
-        self.recent_added.record_at(now, index, added)
+        self.added.record_at(bucket_index(added), added)
         if event.stream:
-            self.recent_stream_ttfb.record(now, event.ttfb)
+            self.stream_ttfb.record(event.ttfb)
 
     def _lookup(self, event: CacheLookup) -> None:
         if not event.hit:
@@ -166,13 +176,32 @@ class RequestStats:
         self.hits += 1
         self.saved_seconds += event.saved_ms / 1000
         self.saved_tokens += event.saved_tokens
-        price = self._price(event.model) if event.model else None
-        if price is None or not (event.saved_input_tokens or event.saved_output_tokens):
-            self.unpriced_hits += 1
-            return
-        self.saved_dollars += (
-            event.saved_input_tokens * price[0] + event.saved_output_tokens * price[1]
-        ) / 1e6
+        tokens = self.saved_by_model.get(event.model)
+        if tokens is None:
+            tokens = self.saved_by_model[event.model] = [0, 0, 0]
+        tokens[0] += event.saved_input_tokens
+        tokens[1] += event.saved_output_tokens
+        tokens[2] += 1
+
+    def saved_dollars(self) -> tuple[float, int]:
+        """(dollars saved by hits on priced models, hits on models without a price)."""
+        self.drain()
+        dollars, unpriced = 0.0, 0
+        for model, (input_tokens, output_tokens, hits) in list(self.saved_by_model.items()):
+            price = self._price(model) if model else None
+            if price is None or not (input_tokens or output_tokens):
+                unpriced += hits
+                continue
+            dollars += (input_tokens * price[0] + output_tokens * price[1]) / 1e6
+        return dollars, unpriced
+
+    def overall(self) -> LatencyHistogram:
+        """All routes together (merged when asked, not recorded twice)."""
+        self.drain()
+        merged = LatencyHistogram()
+        for histogram in list(self.series.values()):
+            merged.add(histogram)
+        return merged
 
     def _guard(self, event: MemoryGuardActed) -> None:
         self.guard_actions[event.action] = self.guard_actions.get(event.action, 0) + 1
@@ -181,12 +210,71 @@ class RequestStats:
 
     # -- reading ---------------------------------------------------------------------
 
+    # -- marks and windows ------------------------------------------------------------
+
+    def mark(self, now: float | None = None) -> None:
+        """Leave a mark (the sampler does, once a period); old marks are dropped."""
+        self.drain()
+        now = self._clock() if now is None else now
+        self._rate_marks.append((now, self.requests, self.errors))
+        self._latency_marks.append((now, list(self.added.counts), list(self.stream_ttfb.counts)))
+        _prune(self._rate_marks, now - max(300.0, self.error_window))
+        _prune(self._latency_marks, now - self.error_window)
+
     def error_rate(self) -> tuple[float, int, int]:
-        """(rate, requests, errors) over the sliding error window."""
-        now = self._clock()
-        requests = self.recent_requests.total(now)
-        errors = self.recent_errors.total(now)
+        """(rate, requests, errors) since the newest mark at least `error_window` old."""
+        self.drain()
+        _, requests, errors = _base(self._rate_marks, self._clock() - self.error_window)
+        requests, errors = self.requests - requests, self.errors - errors
         return (errors / requests if requests else 0.0), requests, errors
+
+    def rate(self, last: float) -> float:
+        """Requests per second over about the last `last` seconds."""
+        self.drain()
+        now = self._clock()
+        at, requests, _ = _base(self._rate_marks, now - last)
+        return (self.requests - requests) / (now - at) if now > at else 0.0
+
+    def recent_added(self) -> LatencyHistogram:
+        """promptrelay's added time over about the last `error_window` seconds."""
+        return self._recent(self.added, 1)
+
+    def recent_stream_ttfb(self) -> LatencyHistogram:
+        """Streams' time to first byte over about the last `error_window` seconds."""
+        return self._recent(self.stream_ttfb, 2)
+
+    def _recent(self, histogram: LatencyHistogram, position: int) -> LatencyHistogram:
+        self.drain()
+        mark = _base(self._latency_marks, self._clock() - self.error_window)
+        before_counts: list[int] = mark[position]  # type: ignore[assignment]  # a counts list
+        recent = LatencyHistogram()
+        for index, (now, before) in enumerate(zip(histogram.counts, before_counts, strict=True)):
+            if now > before:
+                recent.counts[index] = now - before
+                recent.count += now - before
+                recent.max = upper_edge(index)
+        return recent
+
+    # -- views ------------------------------------------------------------------------
+
+    def _merged(self, position: int) -> dict[str, LatencyHistogram]:
+        self.drain()
+        merged: dict[str, LatencyHistogram] = {}
+        for key, histogram in list(self.series.items()):
+            name = str(key[position])
+            if name:
+                merged.setdefault(name, LatencyHistogram()).add(histogram)
+        return merged
+
+    def by_route(self) -> dict[str, LatencyHistogram]:
+        return self._merged(0)
+
+    def by_cache(self) -> dict[str, LatencyHistogram]:
+        return self._merged(2)
+
+    def request_counts(self) -> dict[tuple[str, int, str], int]:
+        self.drain()
+        return {key: histogram.count for key, histogram in list(self.series.items())}
 
     def breaker_opens(self, within: float) -> int:
         """How often the breaker opened in the last `within` seconds (flapping)."""
@@ -196,22 +284,23 @@ class RequestStats:
     def statuses(self) -> dict[str, int]:
         """Requests by status class; 499 (the client left) on its own."""
         found: dict[str, int] = {}
-        for (_, status, _), count in self.request_counts.items():
+        for (_, status, _), count in self.request_counts().items():
             name = _status_class(status) if status != 499 else "client_gone"
             found[name] = found.get(name, 0) + count
         return found
 
     def snapshot(self) -> dict[str, Any]:
-        now = self._clock()
+        self.drain()
         rate, recent, recent_errors = self.error_rate()
         lookups = self.hits + self.misses
+        dollars, unpriced = self.saved_dollars()
         return {
             "total": self.requests,
             "errors": self.errors,
             "statuses": self.statuses(),
             "throughput": {
-                "last_1m_per_s": round(self.throughput.total(now, last=60.0) / 60.0, 3),
-                "last_5m_per_s": round(self.throughput.total(now) / 300.0, 3),
+                "last_1m_per_s": round(self.rate(60.0), 3),
+                "last_5m_per_s": round(self.rate(300.0), 3),
             },
             "error_rate": {
                 "window_s": self.error_window,
@@ -219,12 +308,12 @@ class RequestStats:
                 "errors": recent_errors,
                 "rate": round(rate, 4),
             },
-            "latency": self.latency.summary(),
-            "by_route": {name: h.summary() for name, h in sorted(self.by_route.items())},
-            "by_cache": {name: h.summary() for name, h in sorted(self.by_cache.items())},
+            "latency": self.overall().summary(),
+            "by_route": {name: h.summary() for name, h in sorted(self.by_route().items())},
+            "by_cache": {name: h.summary() for name, h in sorted(self.by_cache().items())},
             "added_latency": self.added.summary(),
-            "recent_added_latency": self.recent_added.merged(now).summary(),
-            "recent_stream_ttfb": self.recent_stream_ttfb.merged(now).summary(),
+            "recent_added_latency": self.recent_added().summary(),
+            "recent_stream_ttfb": self.recent_stream_ttfb().summary(),
             "bytes": {"request": self.request_bytes, "response": self.response_bytes},
             "cache": {
                 "hits": self.hits,
@@ -234,8 +323,8 @@ class RequestStats:
                 "saved": {
                     "upstream_seconds": round(self.saved_seconds, 3),
                     "tokens": self.saved_tokens,
-                    "dollars": round(self.saved_dollars, 6),
-                    "unpriced_hits": self.unpriced_hits,
+                    "dollars": round(dollars, 6),
+                    "unpriced_hits": unpriced,
                 },
             },
             "upstream": {
@@ -245,3 +334,20 @@ class RequestStats:
                 "retries": self.retries,
             },
         }
+
+
+_Mark = TypeVar("_Mark", tuple[float, int, int], tuple[float, list[int], list[int]])
+
+
+def _prune(marks: deque[_Mark], horizon: float) -> None:
+    """Drop marks older than needed, keeping the newest one at or before `horizon`."""
+    while len(marks) > 1 and marks[1][0] <= horizon:
+        marks.popleft()
+
+
+def _base(marks: deque[_Mark], since: float) -> _Mark:
+    """The newest mark at or before `since` (else the oldest: the window is still young)."""
+    for mark in reversed(marks):
+        if mark[0] <= since:
+            return mark
+    return marks[0]

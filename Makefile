@@ -40,6 +40,7 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null 2>&1; } || true
 	$(BIN)/python bench/overhead.py --json bench/results/overhead.json --markdown bench/results/overhead.md
 	$(BIN)/python bench/cache.py --json bench/results/cache.json --markdown bench/results/cache.md
+	$(BIN)/python bench/telemetry.py --json bench/results/telemetry.json --markdown bench/results/telemetry.md
 
 fake-upstream: $(STAMP)
 	$(BIN)/promptrelay fake-upstream --port 8099

@@ -252,6 +252,7 @@ class RequestStats:
             if now > before:
                 recent.counts[index] = now - before
                 recent.count += now - before
+                recent.total += (now - before) * upper_edge(index)  # mean within ~5%
                 recent.max = upper_edge(index)
         return recent
 

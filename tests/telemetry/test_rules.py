@@ -455,3 +455,23 @@ def test_a_silenced_alert_does_not_escalate_inside_the_cooldown_and_speaks_after
     assert manager.active()[0]["severity"] == "critical"  # escalated, silently
     clock.advance(10)  # 65 s after the first firing
     assert run(manager, lagging) == [("firing", "loop_lag", "critical")]
+
+
+# -- memory limit ------------------------------------------------------------------------
+
+
+def test_memory_limit_prefers_setting_then_cgroup_then_ram(tmp_path):
+    import psutil
+
+    from promptrelay.telemetry.system import memory_limit
+
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    assert memory_limit(123, (v2, v1)) == (123, "setting")
+    assert memory_limit(None, (v2, v1)) == (psutil.virtual_memory().total, "total_ram")
+    v2.write_text("max\n")  # cgroup v2 without a limit
+    v1.write_text(f"{1 << 62}\n")  # cgroup v1 "unlimited"
+    assert memory_limit(None, (v2, v1))[1] == "total_ram"
+    v1.write_text("536870912\n")
+    assert memory_limit(None, (v2, v1)) == (536870912, "cgroup")
+    v2.write_text("268435456\n")
+    assert memory_limit(None, (v2, v1)) == (268435456, "cgroup")

@@ -35,6 +35,7 @@ from promptrelay.resilience.shared import CircuitBreaker
 from promptrelay.settings import Settings
 from promptrelay.telemetry.batches import BatchStats
 from promptrelay.telemetry.savings import CacheSavings
+from promptrelay.telemetry.service import Sources, Telemetry
 from promptrelay.templates.render import Renderer
 from promptrelay.templates.sandbox import Limits
 from promptrelay.templates.service import TemplateService
@@ -82,7 +83,9 @@ class Runtime:
         self.front = GenerateFront(
             self.providers, self.templates, default_max_tokens=settings.default_max_tokens
         )
-        self.hot = HotRoutes(settings, self.gateway, self.keys, self.providers, self.front)
+        self.hot = HotRoutes(
+            settings, self.gateway, self.keys, self.providers, self.front, self.events
+        )
         self.batch_stats = BatchStats()
         self.events.subscribe(self.batch_stats)
         window = WindowPolicy(settings.batch_max_size, settings.batch_window_ms / 1000)
@@ -92,6 +95,28 @@ class Runtime:
         self.batch_jobs = BatchJobs(self.gateway, max_jobs=settings.batch_jobs_max)
         self._probe: tuple[float, dict[str, Any]] | None = None
         self.redis_state = "disabled" if self.cache.redis is None else "starting"
+        self.telemetry: Telemetry | None = None
+        if settings.telemetry_enabled:
+            self.telemetry = Telemetry(
+                settings, self.events, self._telemetry_sources(), price=self._price
+            )
+
+    def _price(self, model: str) -> tuple[float, float] | None:
+        """The providers file's price, for the dollars the cache saved."""
+        price = self.providers.price(model)
+        return None if price is None else (price.input_per_mtok, price.output_per_mtok)
+
+    def _telemetry_sources(self) -> Sources:
+        redis = self.cache.redis
+        return Sources(
+            pool=self.upstream.pool_stats,
+            breaker=self.breaker.snapshot,
+            redis_state=lambda: self.redis_state,
+            in_flight=lambda: (self.hot.in_flight, self.hot.in_flight_bytes),
+            cache_memory=lambda: (len(self.cache.memory), self.cache.memory.bytes),
+            trim_memory=self.cache.memory.trim,
+            redis=lambda: redis.client if redis is not None else None,
+        )
 
     def _build_breaker(self, settings: Settings) -> CircuitBreaker:
         def moved(transition: BreakerTransition) -> None:
@@ -131,6 +156,8 @@ class Runtime:
         await self.providers.start()
         if self.settings.templates_dir:
             await self.templates.seed(self.settings.templates_dir)
+        if self.telemetry is not None:
+            await self.telemetry.start()
 
     @property
     def mode(self) -> str:
@@ -143,6 +170,8 @@ class Runtime:
 
     async def close(self) -> None:
         await self.batcher.close()
+        if self.telemetry is not None:
+            await self.telemetry.close()
         await self.upstream.close()
         await self.templates.close()
         await self.cache.close()

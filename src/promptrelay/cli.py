@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -56,7 +59,10 @@ def serve(
     if settings.workers > 1:
         # Workers are new processes: they rebuild Settings from the environment.
         export_overrides({k: v for k, v in overrides.items() if v is not None})
-        uvicorn.run("promptrelay.app:create_app", factory=True, workers=settings.workers, **common)
+        with _metrics_dir(settings):
+            uvicorn.run(
+                "promptrelay.app:create_app", factory=True, workers=settings.workers, **common
+            )
         return
     from promptrelay.app import build_app
 
@@ -64,6 +70,21 @@ def serve(
     # place; exiting 0 from that handler makes a graceful stop a successful exit.
     signal.signal(signal.SIGTERM, _exit_ok)
     uvicorn.run(build_app(settings, own_process=True), **common)
+
+
+@contextlib.contextmanager
+def _metrics_dir(settings: Settings) -> Iterator[None]:
+    """Several workers share /metrics through prometheus-client's multiprocess mode.
+
+    Unless PROMETHEUS_MULTIPROC_DIR is set, a fresh temporary directory owned by this
+    command holds the workers' metric files; it is removed when the server stops.
+    """
+    if settings.prometheus_multiproc_dir is not None or not settings.telemetry_enabled:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="promptrelay-metrics-") as path:
+        export_overrides({"prometheus_multiproc_dir": path})
+        yield
 
 
 def _exit_ok(signum: int, frame: object) -> None:

@@ -107,6 +107,21 @@ class Settings(BaseSettings):
     memory_limit_bytes: PositiveInt | None = None
     alert_webhook_url: str | None = None
 
+    # Telemetry (README, "Telemetry").
+    telemetry_enabled: bool = True
+    telemetry_interval: PositiveFloat = 5.0
+    gc_critical_threshold: Fraction = 0.9
+    gc_min_interval: PositiveFloat = 30.0
+    alert_cooldown: Annotated[float, Field(ge=0)] = 60.0
+    alert_escalate_after: PositiveInt = 3
+    alert_error_rate: Fraction = 0.1
+    alert_error_window: PositiveFloat = 60.0
+    alert_min_requests: PositiveInt = 10
+    alert_cpu_percent: PositiveFloat = 90.0
+    alert_slow_seconds: PositiveFloat = 5.0
+    alert_loop_lag_ms: PositiveFloat = 100.0
+    prometheus_multiproc_dir: str | None = None
+
     # Access.
     admin_api_key: SecretStr | None = None
     promptrelay_api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()

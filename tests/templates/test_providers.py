@@ -174,3 +174,24 @@ async def test_following_the_config_entry_counts_no_cache_hits(
         stats = await (await s.get(f"{gateway.url}/api/cache/stats")).json()
     assert stats["memory"]["hits"] == 0
     assert "provider_config" not in stats["by_content_type"]
+
+
+async def test_the_files_prices_value_what_the_cache_saved(
+    gateway_factory, fake_upstream, tmp_path: Path
+):
+    path = tmp_path / "providers.yaml"  # ten times the built-in list price, to tell them apart
+    path.write_text("models:\n  claude-haiku-4-5: {input_per_mtok: 10.0, output_per_mtok: 50.0}\n")
+    gateway = gateway_factory(
+        anthropic_api_key="k", anthropic_base_url=fake_upstream.url, providers_file=str(path)
+    )
+    async with aiohttp.ClientSession() as s:
+        first = await s.post(f"{gateway.url}/v1/messages", json=_body("claude-haiku-4-5"))
+        usage = (await first.json())["usage"]
+        hit = await s.post(f"{gateway.url}/v1/messages", json=_body("claude-haiku-4-5"))
+        assert hit.headers["x-cache"] == "HIT"
+        await hit.read()
+        performance = await (await s.get(f"{gateway.url}/api/performance")).json()
+    saved = performance["cache"]["saved"]
+    expected = (usage["input_tokens"] * 10.0 + usage["output_tokens"] * 50.0) / 1e6
+    assert saved["dollars"] == pytest.approx(expected, abs=1e-6)
+    assert saved["unpriced_hits"] == 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -28,6 +28,7 @@ from promptrelay.api.asgi import (
 )
 from promptrelay.core.auth import Credentials, KeyResolver
 from promptrelay.core.cache_control import CacheControl, parse_cache_control
+from promptrelay.core.events import EventBus, RequestFinished
 from promptrelay.core.gateway import Gateway, MessagesCall, Reply
 from promptrelay.core.generate import GenerateFront, generate_answer
 from promptrelay.core.providers import Providers
@@ -43,6 +44,32 @@ log = logging.getLogger("promptrelay.api")
 _NO_RETRY = (b"x-should-retry", b"false")
 
 
+class _Trace:
+    """What one request did, filled in along the way, emitted once as RequestFinished."""
+
+    __slots__ = (
+        "cache",
+        "first",
+        "request_bytes",
+        "response_bytes",
+        "status",
+        "stream",
+        "upstream",
+    )
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.cache = ""
+        self.first = 0.0  # perf_counter when the status line went out
+        self.upstream = 0.0
+        self.request_bytes = 0
+        self.response_bytes = 0
+        self.stream = False
+
+
+_Handler = Callable[[Scope, Receive, Send, _Trace], Awaitable[None]]
+
+
 class HotRoutes:
     def __init__(
         self,
@@ -51,37 +78,63 @@ class HotRoutes:
         keys: KeyResolver,
         providers: Providers,
         front: GenerateFront,
+        events: EventBus,
     ) -> None:
         self._gateway = gateway
         self._keys = keys
         self._providers = providers
         self._front = front
+        self._events = events
+        self.in_flight = 0  # requests inside a handler now
+        self.in_flight_bytes = 0  # their request bodies, held in memory
         self._limit = settings.max_body_bytes
         self._version = settings.anthropic_version
 
     async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self._messages(scope, receive, send)
-        except ClientGone:
-            return
-        except GatewayError as error:
-            await send_error(send, error, _error_headers(error))
+        await self._serve("/v1/messages", self._messages, scope, receive, send)
 
     async def generate(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self._generate(scope, receive, send)
-        except ClientGone:
-            return
-        except GatewayError as error:
-            await send_error(send, error, _error_headers(error))
+        await self._serve("/api/generate", self._generate, scope, receive, send)
 
     async def forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._serve("/v1/*", self._forward, scope, receive, send)
+
+    async def _serve(
+        self, route: str, handler: _Handler, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        started = time.perf_counter()
+        trace = _Trace()
+        self.in_flight += 1
         try:
-            await self._forward(scope, receive, send)
+            await handler(scope, receive, send, trace)
         except ClientGone:
-            return
+            trace.status = 499
         except GatewayError as error:
+            trace.status, trace.first = error.status, time.perf_counter()
+            trace.response_bytes = len(error.body())
             await send_error(send, error, _error_headers(error))
+        finally:
+            self.in_flight -= 1
+            self.in_flight_bytes -= trace.request_bytes
+        if self._events.active:
+            ended = time.perf_counter()
+            self._events.emit(
+                RequestFinished(
+                    route,
+                    trace.status,
+                    trace.cache,
+                    ended - started,
+                    (trace.first or ended) - started,
+                    trace.upstream,
+                    trace.request_bytes,
+                    trace.response_bytes,
+                    trace.stream,
+                )
+            )
+
+    def _received(self, trace: _Trace, raw: bytes) -> None:
+        trace.request_bytes = len(raw)
+        self.in_flight_bytes += trace.request_bytes
 
     def _call(
         self,
@@ -104,12 +157,13 @@ class HotRoutes:
             timeout=self._providers.timeout(str(body.get("model", ""))),
         )
 
-    async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _messages(self, scope: Scope, receive: Receive, send: Send, trace: _Trace) -> None:
         if scope["method"] != "POST":
             raise NotFound("use POST /v1/messages")
         headers = request_headers(scope)
         creds = self._keys.resolve(headers)  # refuse a bad key before reading a large body
         raw = await read_body(scope, receive, self._limit)
+        self._received(trace, raw)
         body = parse_json_object(raw)
         validate_messages_body(body)
         await self._providers.refresh()
@@ -119,15 +173,17 @@ class HotRoutes:
             raw = orjson.dumps(body)
         control = parse_cache_control(headers.get(b"cache-control"))
         call = self._call(headers, raw, body, creds, control)
-        await _send_reply(send, receive, await self._gateway.messages(call))
+        await _send_reply(send, receive, await self._gateway.messages(call), trace)
 
-    async def _generate(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _generate(self, scope: Scope, receive: Receive, send: Send, trace: _Trace) -> None:
         if scope["method"] != "POST":
             raise NotFound("use POST /api/generate")
         started = time.perf_counter()
         headers = request_headers(scope)
         creds = self._keys.resolve(headers)
-        prepared = await self._front.prepare(await read_body(scope, receive, self._limit))
+        raw = await read_body(scope, receive, self._limit)
+        self._received(trace, raw)
+        prepared = await self._front.prepare(raw)
         version = headers.get(b"anthropic-version")
         beta = headers.get(b"anthropic-beta")
         call = self._front.call(
@@ -138,7 +194,10 @@ class HotRoutes:
             control=parse_cache_control(headers.get(b"cache-control")),
         )
         reply = await self._gateway.messages(call)
+        trace.status, trace.cache = reply.status, reply.cache
+        trace.upstream = reply.upstream_seconds
         if reply.status != 200:
+            trace.first, trace.response_bytes = time.perf_counter(), len(reply.body)
             await send_response(send, reply.status, reply.headers, reply.body)
             return
         answer = generate_answer(
@@ -149,12 +208,15 @@ class HotRoutes:
             template=prepared.template,
         )
         cache_header = (b"x-cache", reply.cache.encode())
-        await send_response(send, 200, [JSON_CONTENT, cache_header], orjson.dumps(answer))
+        encoded = orjson.dumps(answer)
+        trace.first, trace.response_bytes = time.perf_counter(), len(encoded)
+        await send_response(send, 200, [JSON_CONTENT, cache_header], encoded)
 
-    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, trace: _Trace) -> None:
         headers = request_headers(scope)
         creds = self._keys.resolve(headers)
         raw = await read_body(scope, receive, self._limit)
+        self._received(trace, raw)
         content_type = headers.get(b"content-type")
         if raw and content_type and content_type.startswith(b"application/json"):
             # same guard as /v1/messages: the upstream is set by configuration only
@@ -176,7 +238,7 @@ class HotRoutes:
             beta=beta.decode("latin-1") if beta else None,
             content_type=content_type.decode("latin-1") if content_type else None,
         )
-        await _send_reply(send, receive, reply)
+        await _send_reply(send, receive, reply, trace)
 
 
 def _error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:
@@ -184,23 +246,31 @@ def _error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:
     return [_NO_RETRY] if isinstance(error, UpstreamError) else []
 
 
-async def _send_reply(send: Send, receive: Receive, reply: Reply) -> None:
+async def _send_reply(send: Send, receive: Receive, reply: Reply, trace: _Trace) -> None:
+    trace.status, trace.cache, trace.upstream = reply.status, reply.cache, reply.upstream_seconds
+    trace.first = time.perf_counter()
     if reply.chunks is None:
+        trace.response_bytes = len(reply.body)
         await send_response(send, reply.status, reply.headers, reply.body)
         return
+    trace.stream = True
     try:
-        await stream_response(send, receive, reply.status, reply.headers, _guard(reply.chunks))
+        guarded = _guard(reply.chunks, trace)
+        await stream_response(send, receive, reply.status, reply.headers, guarded)
     finally:
         await reply.aclose()
 
 
-async def _guard(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _guard(chunks: AsyncIterator[bytes], trace: _Trace) -> AsyncIterator[bytes]:
     """After the first byte the status is sent: a failure becomes an SSE error event."""
     try:
         async for chunk in chunks:
+            trace.response_bytes += len(chunk)
             yield chunk
     except UpstreamError as error:
         log.warning("upstream stream failed midway: %s", error.message)
-        yield encode_event(
+        event = encode_event(
             "error", {"type": "error", "error": {"type": error.type, "message": error.message}}
         )
+        trace.response_bytes += len(event)
+        yield event

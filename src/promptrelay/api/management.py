@@ -17,6 +17,7 @@ from promptrelay import __version__
 from promptrelay.api.admin import build_admin_router
 from promptrelay.api.batch import build_batch_router
 from promptrelay.api.providers import build_providers_router
+from promptrelay.api.telemetry_routes import build_telemetry_router
 from promptrelay.api.templates import build_templates_router
 from promptrelay.errors import GatewayError, error_body
 
@@ -74,6 +75,7 @@ def build_management_app(runtime: Callable[[], Runtime]) -> FastAPI:
     app.include_router(build_batch_router(runtime))
     app.include_router(build_templates_router(runtime))
     app.include_router(build_providers_router(runtime))
+    app.include_router(build_telemetry_router(runtime))
 
     @app.get("/api/health", summary="Liveness and the state of the upstream and provider")
     async def health() -> dict[str, Any]:

@@ -18,6 +18,7 @@ __all__ = [
     "Coalesced",
     "Event",
     "EventBus",
+    "MemoryGuardActed",
     "RedisMoved",
     "RequestFinished",
     "Retried",
@@ -33,6 +34,9 @@ class CacheLookup:
     content_type: str
     saved_ms: float = 0.0  # the upstream time the stored answer took originally
     saved_tokens: int = 0
+    model: str = ""  # of the stored answer, to price what a hit saved
+    saved_input_tokens: int = 0
+    saved_output_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +80,33 @@ class RedisMoved:
 
 
 @dataclass(frozen=True, slots=True)
+class MemoryGuardActed:
+    """The memory guard did something: trim, collect, aggressive_on, aggressive_off."""
+
+    action: str
+    pressure: float  # RSS / memory limit when it acted
+    freed_bytes: int = 0  # trim: bytes shed from the memory tier
+    seconds: float = 0.0  # collect: how long the collection stalled the loop
+
+
+@dataclass(frozen=True, slots=True)
 class RequestFinished:
+    """One HTTP request on a hot route, timed in stages.
+
+    `ttfb` runs until the status line went out; `upstream_seconds` is the part of it
+    spent waiting for the upstream (or a shared call), so `ttfb - upstream_seconds` is
+    promptrelay's own added time. Status 499: the client left before the answer.
+    """
+
     route: str
     status: int
     cache: str
     seconds: float
+    ttfb: float = 0.0
+    upstream_seconds: float = 0.0
+    request_bytes: int = 0
+    response_bytes: int = 0
+    stream: bool = False
 
 
 Event = (
@@ -92,6 +118,7 @@ Event = (
     | BatchFlushed
     | RedisMoved
     | RequestFinished
+    | MemoryGuardActed
 )
 Listener = Callable[[Event], None]
 
@@ -102,6 +129,11 @@ class EventBus:
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    @property
+    def active(self) -> bool:
+        """Anyone listening? Emitters may skip building an event when not."""
+        return bool(self._listeners)
 
     def emit(self, event: Event) -> None:
         for listener in self._listeners:

@@ -69,6 +69,7 @@ class Reply:
     chunks: AsyncIterator[bytes] | None = None
     cache: str = "MISS"
     close: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
+    upstream_seconds: float = 0.0  # waited for the upstream or a shared call (telemetry)
 
     async def aclose(self) -> None:
         if self.close is not None:
@@ -140,8 +141,11 @@ class Gateway:
             self._events.emit(CacheLookup(hit=False, content_type=CLAUDE_RESPONSE))
         label = "BYPASS" if control.bypass else "MISS"
         joinable = control.lookup and control.store
+        waited = time.perf_counter()
         if call.stream:
-            return await self._stream(call, key, label, joinable)
+            reply = await self._stream(call, key, label, joinable)
+            reply.upstream_seconds = time.perf_counter() - waited
+            return reply
         if joinable:
             answer, follower = await self._answers.run(key, lambda: self._fetch(call, key))
         else:
@@ -150,7 +154,9 @@ class Gateway:
         if follower:
             headers.append(_COALESCED)
             self._events.emit(Coalesced(stream=False))
-        return Reply(answer.status, headers, answer.body, cache=label)
+        reply = Reply(answer.status, headers, answer.body, cache=label)
+        reply.upstream_seconds = time.perf_counter() - waited
+        return reply
 
     async def remember(self, call: MessagesCall, message: dict[str, Any]) -> bool:
         """Store an answer fetched outside `messages` (a Message Batch result) under the key
@@ -185,6 +191,7 @@ class Gateway:
             headers["content-type"] = content_type
         else:
             del headers["content-type"]
+        waited = time.perf_counter()
         response = await self._upstream.upstream.request(
             method, target, headers=headers, body=body or None, stream=True
         )
@@ -194,6 +201,7 @@ class Gateway:
             response.body,
             chunks=response.chunks,
             close=response.aclose,
+            upstream_seconds=time.perf_counter() - waited,
         )
 
     # -- hits ------------------------------------------------------------------------------
@@ -206,6 +214,9 @@ class Gateway:
                 content_type=CLAUDE_RESPONSE,
                 saved_ms=float(meta.get("upstream_ms", 0.0)),
                 saved_tokens=int(meta.get("tokens", 0)),
+                model=str(meta.get("model", "")),
+                saved_input_tokens=int(meta.get("input_tokens", 0)),
+                saved_output_tokens=int(meta.get("output_tokens", 0)),
             )
         )
         age = (b"age", str(max(0, int(time.time() - entry.stored_at))).encode())
@@ -267,6 +278,9 @@ class Gateway:
             meta={
                 "upstream_ms": round((time.perf_counter() - started) * 1000, 2),
                 "tokens": int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0)),
+                "input_tokens": int(usage.get("input_tokens", 0)),
+                "output_tokens": int(usage.get("output_tokens", 0)),
+                "model": str(message.get("model", "")),
                 "offline": int(offline),
             },
         )

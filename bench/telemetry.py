@@ -1,0 +1,173 @@
+"""What telemetry costs: cache-hit throughput with TELEMETRY_ENABLED=true vs false.
+
+Starts the fake Anthropic API and two `promptrelay serve` processes pointed at it, one
+with telemetry on (listeners, sampler every TELEMETRY_INTERVAL s, Prometheus) and one
+with it off, then drives both with wrk posting the same prompt (bench/same_post.lua:
+after the first request every answer is a memory-cache hit, the path where a fixed
+per-request cost shows most). The targets alternate for `--rounds` rounds so drifts in
+the machine's load hit both; the result is the ratio of the summed req/s.
+
+    .venv/bin/python bench/telemetry.py [--duration 3] [--rounds 3] [--concurrency 16]
+        [--json PATH] [--markdown PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+from benchkit import (
+    API_KEY,
+    BENCH_DIR,
+    BIN_DIR,
+    LoadResult,
+    Service,
+    fake_upstream,
+    free_port,
+    log,
+    machine_lines,
+    markdown_table,
+    service_url,
+    services,
+    write_outputs,
+)
+
+_RESULT = re.compile(r"^WRK_RESULT (.*)$", re.MULTILINE)
+ON, OFF = "telemetry on", "telemetry off"
+
+
+def promptrelay(upstream_url: str, telemetry: bool) -> Service:
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        HOST="127.0.0.1",
+        PORT=str(port),
+        ANTHROPIC_API_KEY=API_KEY,
+        ANTHROPIC_BASE_URL=upstream_url,
+        REDIS_ENABLED="false",
+        LOG_LEVEL="warning",
+        TELEMETRY_ENABLED=str(telemetry).lower(),
+    )
+    env.pop("PROMPTRELAY_API_KEYS", None)
+    argv = [str(BIN_DIR / "promptrelay"), "serve"]
+    name = ON if telemetry else OFF
+    return Service(name, argv, f"http://127.0.0.1:{port}/api/health", env)
+
+
+def wrk_hits(wrk: str, url: str, concurrency: int, seconds: float) -> LoadResult:
+    argv = [wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "10s"]
+    argv += ["-s", str(BENCH_DIR / "same_post.lua"), url]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    match = _RESULT.search(done.stdout)
+    if done.returncode != 0 or match is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    fields = {k: float(v) for k, v in (kv.split("=") for kv in match.group(1).split())}
+    errors = sum(fields[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return LoadResult(
+        requests=int(fields["requests"] - fields["status"]),
+        errors=int(errors),
+        seconds=fields["duration_us"] / 1e6,
+        p50_ms=fields["p50_us"] / 1e3,
+        p99_ms=fields["p99_us"] / 1e3,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=3, help="on/off pairs, alternating")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--markdown", metavar="PATH")
+    args = parser.parse_args()
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        sys.exit("wrk is not installed: run `sudo apt-get install wrk`")
+
+    fake = fake_upstream()
+    fake_url = service_url(fake)
+    on, off = promptrelay(fake_url, True), promptrelay(fake_url, False)
+    runs: dict[str, list[LoadResult]] = {ON: [], OFF: []}
+    cpu: dict[str, float] = {ON: 0.0, OFF: 0.0}  # CPU seconds of the server in timed runs
+    with services([fake, on, off]):
+        for service in (on, off):  # warm-up: the first request stores the answer
+            wrk_hits(wrk, service_url(service), args.concurrency, 1)
+        for round_ in range(args.rounds):
+            order = (on, off) if round_ % 2 == 0 else (off, on)
+            for service in order:
+                before = service.cpu_seconds()
+                result = wrk_hits(wrk, service_url(service), args.concurrency, args.duration)
+                cpu[service.name] += service.cpu_seconds() - before
+                log(f"  round {round_ + 1} {service.name}: {result.rps:,.0f} req/s")
+                runs[service.name].append(result)
+    text, data = report(runs, cpu, args)
+    write_outputs(text, data, args.markdown, args.json)
+
+
+def _rps(results: list[LoadResult]) -> float:
+    seconds = sum(r.seconds for r in results)
+    return sum(r.requests for r in results) / seconds if seconds else 0.0
+
+
+def report(
+    runs: dict[str, list[LoadResult]], cpu: dict[str, float], args: argparse.Namespace
+) -> tuple[str, Any]:
+    rows = []
+    cpu_us = {
+        name: cpu[name] * 1e6 / max(1, sum(r.requests for r in results))
+        for name, results in runs.items()
+    }
+    for name, results in runs.items():
+        rows.append(
+            [
+                name,
+                ", ".join(f"{r.rps:,.0f}" for r in results),
+                f"{_rps(results):,.0f}",
+                f"{sorted(r.p50_ms for r in results)[len(results) // 2]:.2f}",
+                f"{max(r.p99_ms for r in results):.2f}",
+                f"{cpu_us[name]:.1f}",
+                str(sum(r.errors for r in results)),
+            ]
+        )
+    ratio = _rps(runs[ON]) / _rps(runs[OFF]) if _rps(runs[OFF]) else float("nan")
+    header = [
+        "target",
+        "req/s per run",
+        "req/s overall",
+        "median p50 ms",
+        "worst p99 ms",
+        "server CPU µs/req",
+        "errors",
+    ]
+    lines = [
+        "# Telemetry overhead on cache hits (TELEMETRY_ENABLED=true vs false)",
+        "",
+        *(f"- {line}" for line in machine_lines(sys.argv)),
+        f"- wrk, 1 thread, c={args.concurrency}, bench/same_post.lua (one prompt: all memory "
+        f"hits after the first); {args.rounds} alternating rounds of {args.duration:g} s",
+        "",
+        markdown_table(header, rows),
+        "",
+        f"- throughput with telemetry on / off: **{ratio:.3f}** "
+        f"({(1 - ratio) * 100:+.1f}% cost; negative means on was faster: noise)",
+        f"- server CPU per request on / off: {cpu_us[ON]:.1f} / {cpu_us[OFF]:.1f} µs "
+        f"({cpu_us[ON] - cpu_us[OFF]:+.1f} µs per request for telemetry)",
+        "- the machine is shared (2 cores, other jobs running): differences of a few percent "
+        "between runs are within its noise; rerun for a distribution.",
+    ]
+    data = {
+        "machine": machine_lines(sys.argv),
+        "ratio_on_off": ratio,
+        "cpu_us_per_request": cpu_us,
+        "runs": {k: [r.__dict__ | {"rps": r.rps} for r in v] for k, v in runs.items()},
+    }
+    return "\n".join(lines), data
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,354 @@
+"""Request, cache, upstream, breaker, batching and memory-guard statistics from events.
+
+`RequestStats` is the one per-event listener. On the request path it only appends the
+event to a short list (at most `_BATCH` long); the list is folded into the counts in one
+warm loop when it is full or when anything is read. Folding a request costs two
+logarithms, two histogram increments and a few integer updates (a new histogram only
+for a new (route, status, cache) combination); percentiles, windows, rates, dollars and
+the Prometheus metrics (`PrometheusExporter.sync`) are worked out from the counts when
+someone asks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from promptrelay.core.events import (
+    BatchFlushed,
+    BreakerMoved,
+    CacheLookup,
+    Coalesced,
+    Event,
+    MemoryGuardActed,
+    RedisMoved,
+    RequestFinished,
+    Retried,
+    UpstreamFinished,
+)
+from promptrelay.telemetry.histogram import (
+    LatencyHistogram,
+    bucket_index,
+    upper_edge,
+)
+from promptrelay.telemetry.prices import PriceFn, chain_prices
+
+__all__ = ["RequestStats"]
+
+_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+_BATCH = 256  # events held before folding them in: bounds memory, amortises the work
+
+
+def _status_class(status: int) -> str:
+    return _CLASSES[status // 100 - 1] if 100 <= status < 600 else "other"
+
+
+class RequestStats:
+    """Listener: subscribe it to the EventBus, call `mark()` once per sampling period,
+    read `snapshot()`.
+
+    Per request only all-time counts are touched: one latency histogram per (route,
+    status, cache) combination and one of promptrelay's added time. Windows ("the last
+    minute") are differences against the marks the sampler leaves, so their edges move
+    in steps of one sampling period. `error_window` is the window of the error rate and
+    of the recent added time the alert rules read; a request is an error when its
+    status is >= 500.
+    """
+
+    def __init__(
+        self,
+        *,
+        error_window: float = 60.0,
+        price: PriceFn | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
+        self._price = chain_prices(price)
+        self.error_window = error_window
+        self.started = clock()
+        self.series: dict[tuple[str, int, str], LatencyHistogram] = {}  # route, status, cache
+        self.requests = 0
+        self.errors = 0
+        self.request_bytes = 0
+        self.response_bytes = 0
+        self.added = LatencyHistogram()
+        self.stream_ttfb = LatencyHistogram()
+        self._pending: list[RequestFinished | CacheLookup] = []
+        # (time, requests, errors) and (time, added counts, stream TTFB counts) at each
+        # mark, oldest first
+        empty = [0] * len(self.added.counts)
+        self._rate_marks: deque[tuple[float, int, int]] = deque([(self.started, 0, 0)])
+        self._latency_marks: deque[tuple[float, list[int], list[int]]] = deque(
+            [(self.started, empty, empty)]
+        )
+        # cache
+        self.hits = 0
+        self.misses = 0
+        self.saved_seconds = 0.0
+        self.saved_tokens = 0
+        self.saved_by_model: dict[str, list[int]] = {}  # model -> [input, output, hits]
+        self.coalesced = 0
+        # upstream
+        self.upstream = LatencyHistogram()
+        self.upstream_counts: dict[str, int] = {}  # by status, "failed": no answer
+        self.upstream_attempts = 0
+        self.retries = 0
+        # breaker, redis, batching, memory guard
+        self.breaker_moves: deque[tuple[float, str, str, str]] = deque(maxlen=50)
+        self.breaker_counts: dict[str, int] = {}  # transitions by new state
+        self.redis_moves = 0
+        self.redis_state = ""
+        self.batches = 0
+        self.batched_items = 0
+        self.batch_wait = LatencyHistogram()
+        self.guard_actions: dict[str, int] = {}
+        self.guard_freed_bytes = 0
+        self.guard_collect_seconds = 0.0
+
+    def __call__(self, event: Event) -> None:
+        if type(event) is RequestFinished or type(event) is CacheLookup:
+            pending = self._pending
+            pending.append(event)
+            if len(pending) >= _BATCH:
+                self.drain()
+            return
+        self._rare(event)
+
+    def _rare(self, event: Event) -> None:
+        """Events that come seldom enough to be counted at once."""
+        if type(event) is UpstreamFinished:
+            self.upstream.record(event.seconds)
+            name = str(event.status) if event.status is not None else "failed"
+            self.upstream_counts[name] = self.upstream_counts.get(name, 0) + 1
+            self.upstream_attempts += event.attempts
+        elif type(event) is Retried:
+            self.retries += 1
+        elif type(event) is Coalesced:
+            self.coalesced += 1
+        elif type(event) is BreakerMoved:
+            self.breaker_moves.append((self._clock(), event.old, event.new, event.reason))
+            self.breaker_counts[event.new] = self.breaker_counts.get(event.new, 0) + 1
+        elif type(event) is RedisMoved:
+            self.redis_moves += 1
+            self.redis_state = event.state
+        elif type(event) is BatchFlushed:
+            self.batches += 1
+            self.batched_items += event.size
+            self.batch_wait.record(event.waited_ms / 1000)
+        elif type(event) is MemoryGuardActed:
+            self._guard(event)
+
+    def drain(self) -> None:
+        """Fold the pending events into the counts (readers call this first)."""
+        pending, self._pending = self._pending, []
+        request, lookup = self._request, self._lookup
+        for event in pending:
+            if type(event) is RequestFinished:
+                request(event)
+            else:
+                lookup(event)  # type: ignore[arg-type]  # only these two are pending
+
+    def _request(self, event: RequestFinished) -> None:
+        seconds = event.seconds
+        key = (event.route, event.status, event.cache)
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = LatencyHistogram()
+        series.record_at(bucket_index(seconds), seconds)
+        self.requests += 1
+        if event.status >= 500:
+            self.errors += 1
+        self.request_bytes += event.request_bytes
+        self.response_bytes += event.response_bytes
+        added = event.ttfb - event.upstream_seconds
+        if added < 0.0:
+            added = 0.0
+        self.added.record_at(bucket_index(added), added)
+        if event.stream:
+            self.stream_ttfb.record(event.ttfb)
+
+    def _lookup(self, event: CacheLookup) -> None:
+        if not event.hit:
+            self.misses += 1
+            return
+        self.hits += 1
+        self.saved_seconds += event.saved_ms / 1000
+        self.saved_tokens += event.saved_tokens
+        tokens = self.saved_by_model.get(event.model)
+        if tokens is None:
+            tokens = self.saved_by_model[event.model] = [0, 0, 0]
+        tokens[0] += event.saved_input_tokens
+        tokens[1] += event.saved_output_tokens
+        tokens[2] += 1
+
+    def saved_dollars(self) -> tuple[float, int]:
+        """(dollars saved by hits on priced models, hits on models without a price)."""
+        self.drain()
+        dollars, unpriced = 0.0, 0
+        for model, (input_tokens, output_tokens, hits) in list(self.saved_by_model.items()):
+            price = self._price(model) if model else None
+            if price is None or not (input_tokens or output_tokens):
+                unpriced += hits
+                continue
+            dollars += (input_tokens * price[0] + output_tokens * price[1]) / 1e6
+        return dollars, unpriced
+
+    def overall(self) -> LatencyHistogram:
+        """All routes together (merged when asked, not recorded twice)."""
+        self.drain()
+        merged = LatencyHistogram()
+        for histogram in list(self.series.values()):
+            merged.add(histogram)
+        return merged
+
+    def _guard(self, event: MemoryGuardActed) -> None:
+        self.guard_actions[event.action] = self.guard_actions.get(event.action, 0) + 1
+        self.guard_freed_bytes += event.freed_bytes
+        self.guard_collect_seconds += event.seconds
+
+    # -- reading ---------------------------------------------------------------------
+
+    # -- marks and windows ------------------------------------------------------------
+
+    def mark(self, now: float | None = None) -> None:
+        """Leave a mark (the sampler does, once a period); old marks are dropped."""
+        self.drain()
+        now = self._clock() if now is None else now
+        self._rate_marks.append((now, self.requests, self.errors))
+        self._latency_marks.append((now, list(self.added.counts), list(self.stream_ttfb.counts)))
+        _prune(self._rate_marks, now - max(300.0, self.error_window))
+        _prune(self._latency_marks, now - self.error_window)
+
+    def error_rate(self) -> tuple[float, int, int]:
+        """(rate, requests, errors) since the newest mark at least `error_window` old."""
+        self.drain()
+        _, requests, errors = _base(self._rate_marks, self._clock() - self.error_window)
+        requests, errors = self.requests - requests, self.errors - errors
+        return (errors / requests if requests else 0.0), requests, errors
+
+    def rate(self, last: float) -> float:
+        """Requests per second over about the last `last` seconds."""
+        self.drain()
+        now = self._clock()
+        at, requests, _ = _base(self._rate_marks, now - last)
+        return (self.requests - requests) / (now - at) if now > at else 0.0
+
+    def recent_added(self) -> LatencyHistogram:
+        """promptrelay's added time over about the last `error_window` seconds."""
+        return self._recent(self.added, 1)
+
+    def recent_stream_ttfb(self) -> LatencyHistogram:
+        """Streams' time to first byte over about the last `error_window` seconds."""
+        return self._recent(self.stream_ttfb, 2)
+
+    def _recent(self, histogram: LatencyHistogram, position: int) -> LatencyHistogram:
+        self.drain()
+        mark = _base(self._latency_marks, self._clock() - self.error_window)
+        before_counts: list[int] = mark[position]  # type: ignore[assignment]  # a counts list
+        recent = LatencyHistogram()
+        for index, (now, before) in enumerate(zip(histogram.counts, before_counts, strict=True)):
+            if now > before:
+                recent.counts[index] = now - before
+                recent.count += now - before
+                recent.total += (now - before) * upper_edge(index)  # mean within ~5%
+                recent.max = upper_edge(index)
+        return recent
+
+    # -- views ------------------------------------------------------------------------
+
+    def _merged(self, position: int) -> dict[str, LatencyHistogram]:
+        self.drain()
+        merged: dict[str, LatencyHistogram] = {}
+        for key, histogram in list(self.series.items()):
+            name = str(key[position])
+            if name:
+                merged.setdefault(name, LatencyHistogram()).add(histogram)
+        return merged
+
+    def by_route(self) -> dict[str, LatencyHistogram]:
+        return self._merged(0)
+
+    def by_cache(self) -> dict[str, LatencyHistogram]:
+        return self._merged(2)
+
+    def request_counts(self) -> dict[tuple[str, int, str], int]:
+        self.drain()
+        return {key: histogram.count for key, histogram in list(self.series.items())}
+
+    def breaker_opens(self, within: float) -> int:
+        """How often the breaker opened in the last `within` seconds (flapping)."""
+        since = self._clock() - within
+        return sum(1 for at, _, new, _ in self.breaker_moves if new == "open" and at >= since)
+
+    def statuses(self) -> dict[str, int]:
+        """Requests by status class; 499 (the client left) on its own."""
+        found: dict[str, int] = {}
+        for (_, status, _), count in self.request_counts().items():
+            name = _status_class(status) if status != 499 else "client_gone"
+            found[name] = found.get(name, 0) + count
+        return found
+
+    def snapshot(self) -> dict[str, Any]:
+        self.drain()
+        rate, recent, recent_errors = self.error_rate()
+        lookups = self.hits + self.misses
+        dollars, unpriced = self.saved_dollars()
+        return {
+            "total": self.requests,
+            "errors": self.errors,
+            "statuses": self.statuses(),
+            "throughput": {
+                "last_1m_per_s": round(self.rate(60.0), 3),
+                "last_5m_per_s": round(self.rate(300.0), 3),
+            },
+            "error_rate": {
+                "window_s": self.error_window,
+                "requests": recent,
+                "errors": recent_errors,
+                "rate": round(rate, 4),
+            },
+            "latency": self.overall().summary(),
+            "by_route": {name: h.summary() for name, h in sorted(self.by_route().items())},
+            "by_cache": {name: h.summary() for name, h in sorted(self.by_cache().items())},
+            "added_latency": self.added.summary(),
+            "recent_added_latency": self.recent_added().summary(),
+            "recent_stream_ttfb": self.recent_stream_ttfb().summary(),
+            "bytes": {"request": self.request_bytes, "response": self.response_bytes},
+            "cache": {
+                "hits": self.hits,
+                "misses": self.misses,
+                "hit_ratio": round(self.hits / lookups, 4) if lookups else 0.0,
+                "coalesced": self.coalesced,
+                "saved": {
+                    "upstream_seconds": round(self.saved_seconds, 3),
+                    "tokens": self.saved_tokens,
+                    "dollars": round(dollars, 6),
+                    "unpriced_hits": unpriced,
+                },
+            },
+            "upstream": {
+                "latency": self.upstream.summary(),
+                "statuses": dict(self.upstream_counts),
+                "attempts": self.upstream_attempts,
+                "retries": self.retries,
+            },
+        }
+
+
+_Mark = TypeVar("_Mark", tuple[float, int, int], tuple[float, list[int], list[int]])
+
+
+def _prune(marks: deque[_Mark], horizon: float) -> None:
+    """Drop marks older than needed, keeping the newest one at or before `horizon`."""
+    while len(marks) > 1 and marks[1][0] <= horizon:
+        marks.popleft()
+
+
+def _base(marks: deque[_Mark], since: float) -> _Mark:
+    """The newest mark at or before `since` (else the oldest: the window is still young)."""
+    for mark in reversed(marks):
+        if mark[0] <= since:
+            return mark
+    return marks[0]

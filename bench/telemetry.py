@@ -163,6 +163,7 @@ def report(
     data = {
         "machine": machine_lines(sys.argv),
         "ratio_on_off": ratio,
+        "cost_pct": (1 - ratio) * 100,  # what bench/suite.py checks against < 5%
         "cpu_us_per_request": cpu_us,
         "runs": {k: [r.__dict__ | {"rps": r.rps} for r in v] for k, v in runs.items()},
     }

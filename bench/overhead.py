@@ -231,7 +231,7 @@ def main() -> None:
     args = parser.parse_args()
     spy = py_spy()
     if args.profile and spy is None:
-        sys.exit("--profile needs py-spy (bench only): .venv/bin/pip install py-spy")
+        sys.exit("--profile needs py-spy, from the bench extra: pip install -e .[bench]")
     load = pick_load_generator(args.load)
     log(f"load generator: {load.name}")
 

@@ -1,6 +1,6 @@
 """Sample a running server with py-spy under load and summarise where its CPU goes.
 
-py-spy is a bench-only tool (`.venv/bin/pip install py-spy`). It reads the target's
+py-spy comes with the `bench` extra (`make bench` installs it). It reads the target's
 stacks from outside (ptrace), so the server needs no changes; sampling does slow it a
 little, which is why profiles are taken in their own load window, never a timed one.
 """

@@ -34,7 +34,13 @@ from promptrelay.core.generate import GenerateFront, generate_answer
 from promptrelay.core.providers import Providers
 from promptrelay.core.request import parse_json_object, validate_messages_body
 from promptrelay.core.sse import encode_event
-from promptrelay.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
+from promptrelay.errors import (
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 from promptrelay.settings import Settings
 
 __all__ = ["HotRoutes"]
@@ -110,27 +116,37 @@ class HotRoutes:
         except ClientGone:
             trace.status = 499
         except GatewayError as error:
-            trace.status, trace.first = error.status, time.perf_counter()
-            trace.response_bytes = len(error.body())
-            await send_error(send, error, _error_headers(error))
+            await self._send_error(send, error, trace)
+        except Exception:  # a bug: logged and counted as a 500, never a bare stack trace
+            log.exception("%s failed unexpectedly", route)
+            if trace.first:
+                trace.status = 500
+                raise  # the status line is out: the server can only cut the connection
+            await self._send_error(send, GatewayError("internal error; see the log"), trace)
         finally:
             self.in_flight -= 1
             self.in_flight_bytes -= trace.request_bytes
-        if self._events.active:
-            ended = time.perf_counter()
-            self._events.emit(
-                RequestFinished(
-                    route,
-                    trace.status,
-                    trace.cache,
-                    ended - started,
-                    (trace.first or ended) - started,
-                    trace.upstream,
-                    trace.request_bytes,
-                    trace.response_bytes,
-                    trace.stream,
+            if self._events.active:
+                ended = time.perf_counter()
+                self._events.emit(
+                    RequestFinished(
+                        route,
+                        trace.status,
+                        trace.cache,
+                        ended - started,
+                        (trace.first or ended) - started,
+                        trace.upstream,
+                        trace.request_bytes,
+                        trace.response_bytes,
+                        trace.stream,
+                    )
                 )
-            )
+
+    @staticmethod
+    async def _send_error(send: Send, error: GatewayError, trace: _Trace) -> None:
+        trace.status, trace.first = error.status, time.perf_counter()
+        trace.response_bytes = len(error.body())
+        await send_error(send, error, _error_headers(error))
 
     def _received(self, trace: _Trace, raw: bytes) -> None:
         trace.request_bytes = len(raw)
@@ -200,8 +216,11 @@ class HotRoutes:
             trace.first, trace.response_bytes = time.perf_counter(), len(reply.body)
             await send_response(send, reply.status, reply.headers, reply.body)
             return
+        message = _json_object(reply.body)
+        if message is None:
+            raise UpstreamUnavailable("the upstream answered 200 with a body that is not JSON")
         answer = generate_answer(
-            orjson.loads(reply.body),
+            message,
             cached=reply.cache == "HIT",
             offline=(b"x-promptrelay-provider", b"offline") in reply.headers,
             latency_ms=(time.perf_counter() - started) * 1000,
@@ -239,6 +258,14 @@ class HotRoutes:
             content_type=content_type.decode("latin-1") if content_type else None,
         )
         await _send_reply(send, receive, reply, trace)
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:

@@ -32,7 +32,7 @@ async def test_an_unexpected_error_is_an_enveloped_500_and_is_counted(
             finished.append(event)
 
     runtime.events.subscribe(listen)
-    runtime.hot._front = _BrokenFront()  # type: ignore[assignment]
+    runtime.hot._front = _BrokenFront()
     with caplog.at_level(logging.ERROR, logger="promptrelay.api"):
         async with aiohttp.ClientSession() as session:
             response = await session.post(f"{gateway.url}/api/generate", json={"prompt": "x"})

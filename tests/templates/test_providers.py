@@ -195,3 +195,26 @@ async def test_the_files_prices_value_what_the_cache_saved(
     expected = (usage["input_tokens"] * 10.0 + usage["output_tokens"] * 50.0) / 1e6
     assert saved["dollars"] == pytest.approx(expected, abs=1e-6)
     assert saved["unpriced_hits"] == 0
+
+
+async def test_the_marker_survives_cache_churn_and_a_clear_rereads_the_file(
+    gateway_factory, fake_upstream, providers_file
+):
+    gateway = gateway_factory(
+        anthropic_api_key="k",
+        anthropic_base_url=fake_upstream.url,
+        providers_file=str(providers_file),
+        memory_cache_max_bytes=64 << 10,
+    )
+    async with aiohttp.ClientSession() as s:
+        providers_file.write_text(PROVIDERS.replace("claude-haiku-4-5", "claude-haiku-7"))
+        for index in range(300):  # each answer is stored; the small tier evicts again and again
+            await (await s.post(f"{gateway.url}/v1/messages", json=_body("m", str(index)))).read()
+        stats = await (await s.get(f"{gateway.url}/api/cache/stats")).json()
+        assert stats["memory"]["evictions"] > 0
+        answer = await (await s.post(f"{gateway.url}/v1/messages", json=_body("fast"))).json()
+        assert answer["model"] == "claude-haiku-4-5"  # not evicted: the file was not re-read
+        cleared = await s.post(f"{gateway.url}/api/cache/clear", json={})
+        assert cleared.status == 200
+        answer = await (await s.post(f"{gateway.url}/v1/messages", json=_body("fast", "2"))).json()
+        assert answer["model"] == "claude-haiku-7"

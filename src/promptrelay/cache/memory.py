@@ -139,13 +139,14 @@ class MemoryTier:
         self._hits += 1
         return _entry(slot)
 
-    def peek(self, key: str) -> CacheEntry | None:
-        """The live entry without counting a lookup or refreshing its LRU place (for
-        components that follow a configuration entry on every request)."""
+    def touch(self, key: str) -> bool:
+        """Whether a live entry is stored under ``key``; keeps it at the fresh end of the
+        LRU without counting a lookup (for markers checked on every request)."""
         slot = self._data.get(key)
         if slot is None or slot[_EXPIRES] <= self._clock():
-            return None
-        return _entry(slot)
+            return False
+        self._data.move_to_end(key)
+        return True
 
     def set_now(self, key: str, entry: CacheEntry, ttl: float) -> bool:
         """Store ``entry`` for ``ttl`` seconds; False when it is not admitted."""

@@ -9,21 +9,23 @@
 
     providers = Providers.from_settings(settings, cache)
     await providers.start()                   # reads and validates: ProviderConfigError
-    await providers.refresh()                 # per request: cheap unless the entry moved
+    await providers.refresh()                 # per request: one lookup unless it expired
     providers.resolve("fast")                 # -> "claude-haiku-4-5"
     providers.price("claude-sonnet-4-6")      # -> Price(3.0, 15.0) or None
     await providers.reload()                  # admin route: re-read the file now
 
-The parsed file lives in the tiered cache (content type `provider_config`, its TTL):
-when the entry expires the file is read again, so an edited file takes effect within
-the TTL even without a reload. A reload stores the new entry and invalidates the old one
-in every process (pub/sub), which then read the new entry from Redis (or the file). A
-file that turns invalid after start-up never replaces a good configuration: the reload
-answers 400 naming file and field, and the old configuration stays in use.
+The parsed file lives here; a marker in this process's memory tier (content type
+`provider_config`, its TTL) says when to read the file again, so an edited file takes
+effect within the TTL even without a reload. The file is read off the event loop. A reload
+re-reads it and drops the marker in every process (cache pub/sub), which then read the
+file themselves: it is local to each machine, so the parsed file is never shared through
+Redis. A file that turns invalid after start-up never replaces a good configuration: the
+reload answers 400 naming file and field, and the old configuration stays in use.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -33,7 +35,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import yaml
 
 from promptrelay.cache.base import CacheEntry, ContentType
@@ -198,7 +199,7 @@ class Providers:
         self._fallback_model = fallback_model
         self._max_timeout = max_timeout
         self.config = ProviderConfig()
-        self._stamp: float | None = None
+        self._reading = asyncio.Lock()
         digest = hashlib.sha256((path or "").encode()).hexdigest()[:16]
         self._key = f"pr:global:{ContentType.PROVIDER_CONFIG}:{digest}"
 
@@ -220,34 +221,34 @@ class Providers:
         """Re-read the file now; every process drops its copy. Bad file: old one stays."""
         if self.path is None:
             return self.config
-        config = read_file(self.path)
-        await self._cache.delete(self._key)
+        config = await asyncio.to_thread(read_file, self.path)
+        await self._cache.delete(self._key)  # and in every other process's memory tier
         await self._store(config)
         return config
 
     async def refresh(self) -> None:
-        """Follow the cached entry: a hit on the same entry costs one dictionary lookup."""
-        if self.path is None:
+        """Re-read the file when its marker in the memory tier has expired or was cleared
+        (reload in any process, cache clear, memory guard trim); otherwise one lookup.
+
+        The parsed configuration lives here, not in the cache: the file is local to this
+        machine, so the marker is never shared through Redis either.
+        """
+        if self.path is None or self._cache.memory.touch(self._key):
             return
-        entry = self._cache.memory.peek(self._key)  # no hit counted per request
-        if entry is not None and entry.stored_at == self._stamp:
-            return
-        if entry is None:
-            entry = await self._cache.get(self._key)
-        if entry is None:
+        async with self._reading:  # one read for a burst of requests
+            if self._cache.memory.touch(self._key):
+                return
             try:
-                await self._store(read_file(self.path))
+                config = await asyncio.to_thread(read_file, self.path)
             except ProviderConfigError as error:
                 log.error("providers file is invalid, keeping the last good one: %s", error)
-                await self._store(self.config)
-            return
-        self.config = ProviderConfig.parse(orjson.loads(entry.value), self.path)
-        self._stamp = entry.stored_at
+                config = self.config
+            await self._store(config)
 
     async def _store(self, config: ProviderConfig) -> None:
-        entry = CacheEntry(orjson.dumps(config.to_json()), time.time(), ContentType.PROVIDER_CONFIG)
-        await self._cache.set(self._key, entry, shared=True)
-        self.config, self._stamp = config, entry.stored_at
+        entry = CacheEntry(b"1", time.time(), ContentType.PROVIDER_CONFIG)
+        await self._cache.set(self._key, entry, shared=False)
+        self.config = config
 
     # -- reading (plain, synchronous) ------------------------------------------------------
 

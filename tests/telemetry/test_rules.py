@@ -475,3 +475,22 @@ def test_memory_limit_prefers_setting_then_cgroup_then_ram(tmp_path):
     assert memory_limit(None, (v2, v1)) == (536870912, "cgroup")
     v2.write_text("268435456\n")
     assert memory_limit(None, (v2, v1)) == (268435456, "cgroup")
+
+
+def test_savings_by_model_stay_bounded_whatever_models_clients_name():
+    stats = RequestStats(clock=Clock())
+    for index in range(500):  # model names are client input (the offline provider echoes them)
+        model = "claude-sonnet-4-6" if index % 2 else f"made-up-{index}"
+        stats(
+            CacheLookup(
+                hit=True,
+                content_type="claude_response",
+                model=model,
+                saved_input_tokens=1000,
+                saved_output_tokens=2000,
+            )
+        )
+    dollars, unpriced = stats.saved_dollars()
+    assert len(stats.saved_by_model) <= 64
+    assert unpriced == 250  # every made-up model, tracked or folded
+    assert dollars == pytest.approx(250 * (1000 * 3 + 2000 * 15) / 1e6)

@@ -39,6 +39,7 @@ __all__ = ["RequestStats"]
 
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _BATCH = 256  # events held before folding them in: bounds memory, amortises the work
+_MAX_MODELS = 64  # model names are client input: beyond this many, hits are valued at once
 
 
 def _status_class(status: int) -> str:
@@ -89,6 +90,7 @@ class RequestStats:
         self.saved_seconds = 0.0
         self.saved_tokens = 0
         self.saved_by_model: dict[str, list[int]] = {}  # model -> [input, output, hits]
+        self._folded = [0.0, 0]  # dollars, unpriced hits of models beyond _MAX_MODELS
         self.coalesced = 0
         # upstream
         self.upstream = LatencyHistogram()
@@ -177,6 +179,13 @@ class RequestStats:
         self.saved_seconds += event.saved_ms / 1000
         self.saved_tokens += event.saved_tokens
         tokens = self.saved_by_model.get(event.model)
+        if tokens is None and len(self.saved_by_model) >= _MAX_MODELS:
+            dollars, unpriced = self._value(
+                event.model, event.saved_input_tokens, event.saved_output_tokens, 1
+            )
+            self._folded[0] += dollars
+            self._folded[1] += unpriced
+            return
         if tokens is None:
             tokens = self.saved_by_model[event.model] = [0, 0, 0]
         tokens[0] += event.saved_input_tokens
@@ -186,14 +195,20 @@ class RequestStats:
     def saved_dollars(self) -> tuple[float, int]:
         """(dollars saved by hits on priced models, hits on models without a price)."""
         self.drain()
-        dollars, unpriced = 0.0, 0
+        dollars, unpriced = self._folded[0], int(self._folded[1])
         for model, (input_tokens, output_tokens, hits) in list(self.saved_by_model.items()):
-            price = self._price(model) if model else None
-            if price is None or not (input_tokens or output_tokens):
-                unpriced += hits
-                continue
-            dollars += (input_tokens * price[0] + output_tokens * price[1]) / 1e6
+            more_dollars, more_unpriced = self._value(model, input_tokens, output_tokens, hits)
+            dollars += more_dollars
+            unpriced += more_unpriced
         return dollars, unpriced
+
+    def _value(
+        self, model: str, input_tokens: int, output_tokens: int, hits: int
+    ) -> tuple[float, int]:
+        price = self._price(model) if model else None
+        if price is None or not (input_tokens or output_tokens):
+            return 0.0, hits
+        return (input_tokens * price[0] + output_tokens * price[1]) / 1e6, 0
 
     def overall(self) -> LatencyHistogram:
         """All routes together (merged when asked, not recorded twice)."""

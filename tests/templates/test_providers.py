@@ -218,3 +218,22 @@ async def test_the_marker_survives_cache_churn_and_a_clear_rereads_the_file(
         assert cleared.status == 200
         answer = await (await s.post(f"{gateway.url}/v1/messages", json=_body("fast", "2"))).json()
         assert answer["model"] == "claude-haiku-7"
+
+
+async def test_warming_an_alias_fills_the_key_messages_reads(
+    gateway_factory, fake_upstream, providers_file
+):
+    gateway = gateway_factory(
+        anthropic_api_key="k",
+        anthropic_base_url=fake_upstream.url,
+        providers_file=str(providers_file),
+    )
+    async with aiohttp.ClientSession() as s:
+        warmed = await s.post(
+            f"{gateway.url}/api/cache/warm", json={"requests": [_body("fast", "warm me")]}
+        )
+        assert (await warmed.json())["stored"] == 1
+        hit = await s.post(f"{gateway.url}/v1/messages", json=_body("claude-haiku-4-5", "warm me"))
+        assert (await hit.json())["model"] == "claude-haiku-4-5"
+        assert hit.headers["x-cache"] == "HIT"
+    assert fake_upstream.stats()["by_path"]["/v1/messages"] == 1

@@ -103,7 +103,10 @@ def build_admin_router(runtime: Callable[[], Runtime]) -> APIRouter:
             async with limit:
                 try:
                     validate_messages_body(item)
+                    await rt.providers.refresh()
                     payload = {k: v for k, v in item.items() if k != "stream"}
+                    # as /v1/messages does: the alias resolved before the key is computed
+                    payload["model"] = rt.providers.resolve(payload["model"])
                     call = MessagesCall(
                         body=payload,
                         raw=_dumps(payload),
@@ -111,6 +114,7 @@ def build_admin_router(runtime: Callable[[], Runtime]) -> APIRouter:
                         creds=creds,
                         version=rt.settings.anthropic_version,
                         control=DEFAULT,
+                        timeout=rt.providers.timeout(payload["model"]),
                     )
                     reply = await rt.gateway.messages(call)
                 except GatewayError as error:

@@ -169,12 +169,17 @@ class Runtime:
         return "offline+passthrough"
 
     async def close(self) -> None:
-        await self.batcher.close()
+        """Close everything, each step on its own: one that fails (or never started) must
+        not keep the others from closing (the cache's write-behind flush comes last)."""
+        steps = [self.batcher.close]
         if self.telemetry is not None:
-            await self.telemetry.close()
-        await self.upstream.close()
-        await self.templates.close()
-        await self.cache.close()
+            steps.append(self.telemetry.close)
+        steps += [self.upstream.close, self.templates.close, self.cache.close]
+        for step in steps:
+            try:
+                await step()
+            except Exception:
+                log.exception("shutdown: %s failed", step.__qualname__)
 
     async def upstream_status(self) -> dict[str, Any]:
         pool = self.upstream.pool_stats()
@@ -242,12 +247,15 @@ class PromptRelay:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                runtime = None
                 try:
                     runtime = Runtime(self.settings)
                     await runtime.start()
                     self.runtime = runtime
                 except Exception as error:  # report, don't crash the server loop
                     log.exception("startup failed")
+                    if runtime is not None:
+                        await runtime.close()  # what did start (pools, sweepers) stops again
                     await send({"type": "lifespan.startup.failed", "message": str(error)})
                     return
                 _log_startup(self.settings, self.runtime)

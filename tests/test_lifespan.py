@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,8 @@ async def test_a_failed_startup_reports_and_stops_what_it_started(tmp_path: Path
     outbox: list[dict[str, Any]] = []
     await inbox.put({"type": "lifespan.startup"})
 
-    async def send(message: dict[str, Any]) -> None:
-        outbox.append(message)
+    async def send(message: MutableMapping[str, Any]) -> None:
+        outbox.append(dict(message))
 
     before = {task.get_name() for task in asyncio.all_tasks()}
     await app({"type": "lifespan"}, inbox.get, send)

@@ -20,7 +20,7 @@ from promptrelay.api.asgi import Receive, Scope, Send
 from promptrelay.api.hot import HotRoutes
 from promptrelay.api.management import build_management_app
 from promptrelay.cache.tiered import TieredCache
-from promptrelay.core.auth import KeyResolver
+from promptrelay.core.auth import KeyMode, KeyResolver
 from promptrelay.core.batch_jobs import BatchJobs
 from promptrelay.core.batcher import MicroBatcher, WindowPolicy
 from promptrelay.core.events import BreakerMoved, EventBus, RedisMoved
@@ -199,6 +199,11 @@ class Runtime:
         return status
 
     async def _reachability(self) -> dict[str, Any]:
+        """A TCP connect to the upstream, at most every _PROBE_EVERY seconds, and only
+        once the upstream is in use: an offline gateway reaches out to nobody."""
+        in_use = self.mode == "live" or self.gateway.served_by_mode[KeyMode.CLIENT.value] > 0
+        if not in_use:
+            return {"reachable": None, "probe": "skipped: offline, no upstream call yet"}
         now = time.monotonic()
         if self._probe is not None and now - self._probe[0] < _PROBE_EVERY:
             return self._probe[1]

@@ -66,3 +66,12 @@ async def test_health_reports_live_upstream(gateway_factory, fake_upstream):
     assert payload["upstream"]["reachable"] is True
     assert payload["upstream"]["pool"]["limit"] == 50
     assert "secret-k" not in str(payload)
+
+
+async def test_an_offline_gateway_probes_no_upstream(gateway_factory):
+    gateway = gateway_factory()  # no key; the default upstream is api.anthropic.com
+    async with aiohttp.ClientSession() as session:
+        payload = await (await session.get(f"{gateway.url}/api/health")).json()
+    assert payload["mode"].startswith("offline")
+    assert payload["upstream"]["reachable"] is None
+    assert payload["upstream"]["probe"].startswith("skipped")

@@ -247,6 +247,17 @@ async def test_fail_next_counts_down_exactly(fake, session):
     assert fake.stats()["by_status"] == {"529": 3, "200": 2}
 
 
+async def test_garbage_next_answers_an_html_200_then_json(fake, session):
+    url = fake.url + "/_fake/config"
+    async with session.post(url, json={"garbage_next": 1}) as resp:
+        assert resp.status == 200 and (await resp.json())["garbage_next"] == 1
+    async with session.post(fake.url + "/v1/messages", json=BODY, headers=KEY) as resp:
+        status, kind, text = resp.status, resp.headers["content-type"], await resp.text()
+    assert status == 200 and kind.startswith("text/html") and text.startswith("<html>")
+    assert fake.config.garbage_next == 0
+    assert (await post(session, fake.url, BODY))[0] == 200
+
+
 async def test_no_retry_after_unless_configured(fake, session):
     fake.configure(fail_status=429, fail_rate=1.0, retry_after=0.5)
     _, headers, _ = await post(session, fake.url, BODY)
@@ -478,7 +489,8 @@ def test_validate_knobs():
         "latency_ms": 5.0,
         "fail_status": None,
     }
-    for bad in ({"nope": 1}, {"stream_chunks": 0}, {"fail_next": 1.5}, {"fail_status": 42}):
+    bad_knobs = ({"nope": 1}, {"stream_chunks": 0}, {"fail_next": 1.5}, {"garbage_next": -1})
+    for bad in (*bad_knobs, {"fail_status": 42}):
         with pytest.raises(ValueError):
             validate_knobs(bad)
 

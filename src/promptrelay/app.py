@@ -92,7 +92,11 @@ class Runtime:
         self.batcher: MicroBatcher[Reply] = MicroBatcher(
             window, budget=settings.batch_max_concurrency, events=self.events
         )
-        self.batch_jobs = BatchJobs(self.gateway, max_jobs=settings.batch_jobs_max)
+        self.batch_jobs = BatchJobs(
+            self.gateway,
+            max_jobs=settings.batch_jobs_max,
+            max_bytes=settings.batch_jobs_max_bytes,
+        )
         self._probe: tuple[float, dict[str, Any]] | None = None
         self.redis_state = "disabled" if self.cache.redis is None else "starting"
         self.telemetry: Telemetry | None = None

@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     batch_max_concurrency: PositiveInt = 20  # cap of a batch call's `concurrency`
     batch_max_items: PositiveInt = 100  # items per POST /api/generate/batch
     batch_jobs_max: PositiveInt = 1000  # async batch jobs remembered in memory
+    batch_jobs_max_bytes: PositiveInt = 64 * 1024 * 1024  # all async jobs' bodies + results
 
     # Circuit breaker.
     circuit_failure_threshold: PositiveInt = 5

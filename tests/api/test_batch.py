@@ -147,6 +147,28 @@ async def test_five_failing_items_do_not_fail_the_other_ninety_five(gateway_fact
     assert all(set(item["result"]) >= {"id", "text", "usage", "cached"} for item in ok)
 
 
+async def test_a_200_that_is_not_json_fails_only_its_item(gateway_factory, fake_upstream):
+    gateway = _live(gateway_factory, fake_upstream)
+    fake_upstream.configure(garbage_next=1)  # one 200 text/html page, then real answers
+    requests = [{"prompt": f"item {i}"} for i in range(3)]
+    async with aiohttp.ClientSession() as session:
+        status, body = await _batch(session, gateway.url, {"requests": requests})
+        failed = [item for item in body["results"] if not item["ok"]]
+        assert len(failed) == 1, body
+        again = requests[failed[0]["index"]]
+        async with session.post(f"{gateway.url}/api/generate", json=again) as r:
+            retry_cache, retry = r.headers["x-cache"], await r.json()
+    assert status == 200
+    assert failed[0]["error"] == {
+        "type": "api_error",
+        "status": 502,
+        "message": "the upstream answered 200 but its body is not a JSON object",
+    }
+    assert body["summary"] == {**body["summary"], "total": 3, "succeeded": 2, "failed": 1}
+    assert retry_cache == "MISS" and retry["text"]  # the page was never cached
+    assert _messages_calls(fake_upstream) == 4
+
+
 async def test_items_have_generates_shape_and_hits_are_counted(gateway_factory, fake_upstream):
     gateway = _live(gateway_factory, fake_upstream)
     async with aiohttp.ClientSession() as session:

@@ -6,6 +6,11 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import orjson
+
+from promptrelay.core.batch import BatchContext, prepare_item
+from promptrelay.core.batch_jobs import BatchJobs
+from promptrelay.core.generate import Prepared
 
 
 def _live(gateway_factory, fake_upstream, **overrides: Any):
@@ -138,3 +143,136 @@ async def test_upstream_refusal_is_passed_on(gateway_factory, fake_upstream):
     assert status == 529
     assert body["error"]["type"] == "overloaded_error"
     assert body["error"]["message"].startswith("Message Batches: ")
+
+
+# -- memory bound: jobs keep little, and all of them together at most BATCH_JOBS_MAX_BYTES --
+
+
+async def _submit(
+    session: aiohttp.ClientSession, url: str, requests: list[Any]
+) -> tuple[int, dict[str, Any]]:
+    body = {"requests": requests, "mode": "async"}
+    async with session.post(f"{url}/api/generate/batch", json=body) as r:
+        return r.status, await r.json()
+
+
+async def _job_status(session: aiohttp.ClientSession, url: str, job_id: str) -> int:
+    async with session.get(f"{url}/api/batches/{job_id}") as r:
+        return r.status
+
+
+async def test_jobs_over_the_byte_budget_forget_the_oldest(gateway_factory, fake_upstream):
+    fake_upstream.configure(batch_processing_ms=60_000)  # items stay pending while we look
+    # Each job below keeps one ~3 KB prompt waiting for its result: two fit, three do not.
+    gateway = _live(gateway_factory, fake_upstream, batch_jobs_max_bytes=8000)
+    jobs = []
+    async with aiohttp.ClientSession() as session:
+        for letter in "abc":
+            status, job = await _submit(session, gateway.url, [{"prompt": letter * 3000}])
+            assert status == 202 and job["status"] == "in_progress"
+            jobs.append(job["id"])
+            if letter == "b":  # a and b together are under the budget: both kept
+                assert [await _job_status(session, gateway.url, j) for j in jobs] == [200, 200]
+        kept = [await _job_status(session, gateway.url, j) for j in jobs]
+        async with session.get(f"{gateway.url}/api/batches/{jobs[0]}") as r:
+            gone = (await r.json())["error"]["message"]
+        async with session.get(f"{gateway.url}/api/batches/stats") as r:
+            stats = await r.json()
+    assert kept == [404, 200, 200]  # the oldest went first
+    assert "8000 bytes" in gone and "BATCH_JOBS_MAX_BYTES" in gone
+    assert stats["jobs"] == 2
+
+
+async def test_a_slimmed_job_still_ends_with_its_results_and_hits(
+    gateway_factory, fake_upstream, tmp_path
+):
+    fake_upstream.configure(batch_processing_ms=200)
+    gateway = _live(gateway_factory, fake_upstream, database_url=f"sqlite:///{tmp_path}/t.db")
+    template = {"body": "Greet {{ who }}", "variables": ["who"], "system": "warm"}
+    greet = {"template": "greet", "variables": {"who": "Ada"}}
+    async with aiohttp.ClientSession() as session:
+        async with session.put(f"{gateway.url}/api/templates/greet", json=template) as r:
+            assert r.status in (200, 201), await r.text()
+        status, job = await _submit(
+            session, gateway.url, [greet, {"prompt": "plain", "cache": False}]
+        )
+        assert status == 202
+        _, view = await _poll(session, gateway.url, job["id"])
+        async with session.post(f"{gateway.url}/api/generate", json=greet) as r:
+            greet_cache, later = r.headers["x-cache"], await r.json()
+        async with session.post(f"{gateway.url}/api/generate", json={"prompt": "plain"}) as r:
+            plain_cache = r.headers["x-cache"]
+    first, second = view["results"]
+    assert first["ok"] and second["ok"]
+    assert first["result"]["template"] == "greet" and first["result"]["template_version"] == 1
+    assert first["result"]["text"].startswith("Echo: Greet Ada")
+    assert "template" not in second["result"]
+    assert greet_cache == "HIT" and later["text"] == first["result"]["text"]
+    assert plain_cache == "MISS"  # "cache": false was not stored by the batch either
+
+
+# -- one item's failure is its own ----------------------------------------------------------
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "deep"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _deepest_item() -> dict[str, Any]:
+    """The most deeply nested item orjson still encodes: valid on its own, too deep once
+    wrapped in a Message Batch entry ({"custom_id", "params": ...})."""
+    depth = 1
+    while True:
+        try:
+            orjson.dumps({"messages": [{"role": "user", "content": _nested(depth + 1)}]})
+        except TypeError:
+            return {"messages": [{"role": "user", "content": _nested(depth)}]}
+        depth += 1
+
+
+async def test_an_item_too_deep_for_the_message_batch_fails_alone(gateway_factory, fake_upstream):
+    gateway = _live(gateway_factory, fake_upstream)
+    requests = [{"prompt": "first"}, _deepest_item(), {"prompt": "last"}]
+    async with aiohttp.ClientSession() as session:
+        status, job = await _submit(session, gateway.url, requests)
+        assert status == 202, job
+        _, view = await _poll(session, gateway.url, job["id"])
+    assert [item["ok"] for item in view["results"]] == [True, False, True]
+    error = view["results"][1]["error"]
+    assert error["type"] == "invalid_request_error" and error["status"] == 400
+    assert error["message"].startswith("requests.1: cannot be sent in a Message Batch")
+    assert view["request_counts"]["succeeded"] == 2  # the other two were submitted
+
+
+async def test_a_bug_preparing_one_item_costs_that_item_only(gateway_factory, fake_upstream):
+    gateway = _live(gateway_factory, fake_upstream)
+    runtime = gateway.app.runtime
+    assert runtime is not None
+
+    async def faulty(item: Any, context: BatchContext) -> Prepared:
+        if item.get("prompt") == "boom":
+            raise RuntimeError("a bug in preparation")
+        return await prepare_item(item, context)
+
+    settings = runtime.settings
+    runtime.batch_jobs = BatchJobs(
+        runtime.gateway,
+        max_jobs=settings.batch_jobs_max,
+        max_bytes=settings.batch_jobs_max_bytes,
+        prepare=faulty,
+    )
+    requests = [{"prompt": "one"}, {"prompt": "boom"}, {"prompt": "three"}]
+    async with aiohttp.ClientSession() as session:
+        status, job = await _submit(session, gateway.url, requests)
+        assert status == 202, job
+        _, view = await _poll(session, gateway.url, job["id"])
+    assert [item["ok"] for item in view["results"]] == [True, False, True]
+    assert view["results"][1]["error"] == {
+        "type": "api_error",
+        "message": "internal error on this item",
+    }
+    assert view["request_counts"]["succeeded"] == 2
+    assert fake_upstream.stats()["by_path"]["/v1/messages/batches"] == 1

@@ -5,8 +5,9 @@
              the shared budget and this call's `concurrency`
           -> {"results": [{"index", "ok", "result" | "error"}], "summary": {...}}
 
-An item never fails another: parse errors, upstream errors and our own upstream failures
-(timeouts, open breaker) are all reported in that item's `error`.
+An item never fails another: parse errors, upstream errors (a 200 whose body is not JSON
+too: 502), our own upstream failures (timeouts, open breaker) and bugs are all reported in
+that item's `error`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from promptrelay.core.gateway import Gateway, MessagesCall, Reply
 from promptrelay.core.generate import GenerateFront, Prepared, generate_answer, upstream_error
 from promptrelay.errors import GatewayError, InvalidRequest
 
-__all__ = ["BatchContext", "item_call", "prepare_item", "run_sync_batch", "summarize"]
+__all__ = [
+    "BatchContext",
+    "item_call",
+    "item_failure",
+    "prepare_item",
+    "run_sync_batch",
+    "summarize",
+]
 
 log = logging.getLogger("promptrelay.batch")
 
@@ -61,17 +69,49 @@ def _error(error: GatewayError) -> dict[str, Any]:
     return {"type": error.type, "message": error.message, "status": error.status}
 
 
+def item_failure(index: int, error: Exception) -> dict[str, Any]:
+    """One item's failure, in the shape both modes answer. A GatewayError says what went
+    wrong (an invalid item names where); anything else is a bug, logged here with its
+    traceback, that must cost this one item, never the whole batch (no 500)."""
+    if isinstance(error, GatewayError):
+        where = f"requests.{index}: " if isinstance(error, InvalidRequest) else ""
+        return {
+            "index": index,
+            "ok": False,
+            "error": {**_error(error), "message": where + error.message},
+        }
+    log.error("batch item %d failed unexpectedly", index, exc_info=error)
+    message = "internal error on this item"
+    return {"index": index, "ok": False, "error": {"type": "api_error", "message": message}}
+
+
 def _from_reply(index: int, reply: Reply, prepared: Prepared, started: float) -> dict[str, Any]:
     if reply.status != 200:
         return {"index": index, "ok": False, "error": upstream_error(reply.status, reply.body)}
+    message = _json_object(reply.body)
+    if message is None:  # a proxy's HTML page, say: the upstream's fault, not ours
+        text = "the upstream answered 200 but its body is not a JSON object"
+        return {"index": index, "ok": False, "error": _bad_gateway(text)}
     answer = generate_answer(
-        orjson.loads(reply.body),
+        message,
         cached=reply.cache == "HIT",
         offline=_OFFLINE in reply.headers,
         latency_ms=(time.perf_counter() - started) * 1000,
         template=prepared.template,
     )
     return {"index": index, "ok": True, "result": answer}
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _bad_gateway(message: str) -> dict[str, Any]:
+    return {"type": "api_error", "message": message, "status": 502}
 
 
 async def _one(
@@ -87,18 +127,9 @@ async def _one(
         prepared = await prepare_item(item, context)
         call = item_call(prepared, context)
         reply = await batcher.submit(str(call.body["model"]), lambda: gateway.messages(call), limit)
-    except GatewayError as error:
-        where = f"requests.{index}: " if isinstance(error, InvalidRequest) else ""
-        return {
-            "index": index,
-            "ok": False,
-            "error": {**_error(error), "message": where + error.message},
-        }
-    except Exception:  # a bug must cost one item, never the whole batch (no 500)
-        log.exception("batch item %d failed unexpectedly", index)
-        message = "internal error on this item"
-        return {"index": index, "ok": False, "error": {"type": "api_error", "message": message}}
-    return _from_reply(index, reply, prepared, started)
+        return _from_reply(index, reply, prepared, started)
+    except Exception as error:  # item_failure logs a bug: it costs this item only
+        return item_failure(index, error)
 
 
 async def run_sync_batch(

@@ -9,11 +9,17 @@
                /api/generate would use (so that prompt is later a HIT), then
                per-item results in the sync mode's shape
 
-Job state lives in this process's memory, at most BATCH_JOBS_MAX jobs (the oldest is
-forgotten first); a job is visible only to the cache namespace (client key) that made it.
-The job keeps the credentials that created it, in memory only: polling must use the key
-the batch belongs to. Results are fetched only from the configured upstream's origin, so
-our key never follows a results_url elsewhere.
+Job state lives in this process's memory, at most BATCH_JOBS_MAX jobs and
+BATCH_JOBS_MAX_BYTES for all of them together (the oldest are forgotten first; the newest
+job is always kept). A waiting item keeps only its Messages body (to store its result
+under the key /api/generate would use) and its template's name and version; its size is
+that of its Message Batch entry, a result's that of its JSON. A job is visible only to the
+cache namespace (client key) that made it. The job keeps the credentials that created it,
+in memory only: polling must use the key the batch belongs to. Results are fetched only
+from the configured upstream's origin, so our key never follows a results_url elsewhere.
+
+An item never fails another: a bad item, one whose entry cannot be encoded, or a bug
+while preparing it, is that item's own error (as in sync mode).
 """
 
 from __future__ import annotations
@@ -22,22 +28,33 @@ import asyncio
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from promptrelay.core.batch import BatchContext, item_call, prepare_item, summarize
+from promptrelay.core.batch import BatchContext, item_call, item_failure, prepare_item, summarize
+from promptrelay.core.cache_control import CacheControl
 from promptrelay.core.gateway import Gateway, MessagesCall, upstream_headers
-from promptrelay.core.generate import generate_answer, upstream_error
-from promptrelay.errors import GatewayError, NotFound, OfflineUnsupported, UpstreamUnavailable
+from promptrelay.core.generate import Prepared, generate_answer, upstream_error
+from promptrelay.errors import (
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    OfflineUnsupported,
+    UpstreamUnavailable,
+)
 from promptrelay.templates.render import Rendered
 from promptrelay.upstream.client import UpstreamResponse
 
-__all__ = ["BatchJobs", "UpstreamRefused", "results_path"]
+__all__ = ["BatchJobs", "Preparer", "UpstreamRefused", "results_path"]
 
 _BATCHES = "/v1/messages/batches"
+
+# Parses one item like /api/generate (core.batch.prepare_item); raises for a bad one.
+Preparer = Callable[[Any, BatchContext], Awaitable[Prepared]]
 
 
 class UpstreamRefused(GatewayError):
@@ -52,11 +69,15 @@ class UpstreamRefused(GatewayError):
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    """An item sent in the Message Batch, waiting for its result."""
+    """An item sent in the Message Batch, waiting for its result: only what storing and
+    answering that result needs. Not its MessagesCall: the raw bytes would be a second
+    copy of the body, and the job's context already holds the credentials."""
 
     index: int
-    call: MessagesCall
-    template: Rendered | None
+    body: dict[str, Any]  # the Messages body: its result is stored under its cache key
+    control: CacheControl  # may that result be stored ("cache": false says no)
+    template: Rendered | None  # name and version only (what the answer reports)
+    size: int  # bytes of its Message Batch entry
 
 
 @dataclass(slots=True)
@@ -68,17 +89,37 @@ class _Job:
     started: float  # perf_counter, for summary.duration_ms
     results: dict[int, dict[str, Any]] = field(default_factory=dict)
     pending: dict[str, _Pending] = field(default_factory=dict)
+    pending_bytes: int = 0
+    result_bytes: int = 0
     upstream_id: str | None = None
     status: str = "in_progress"
     request_counts: dict[str, Any] | None = None
     duration_ms: float | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    @property
+    def size(self) -> int:
+        """What this job counts against BATCH_JOBS_MAX_BYTES."""
+        return self.pending_bytes + self.result_bytes
+
+    def answer(self, index: int, result: dict[str, Any]) -> None:
+        self.results[index] = result
+        self.result_bytes += len(orjson.dumps(result))
+
 
 class BatchJobs:
-    def __init__(self, gateway: Gateway, *, max_jobs: int) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        max_jobs: int,
+        max_bytes: int,
+        prepare: Preparer = prepare_item,
+    ) -> None:
         self._gateway = gateway
         self._max = max_jobs
+        self._max_bytes = max_bytes
+        self._prepare_item = prepare
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
 
     def __len__(self) -> int:
@@ -97,34 +138,44 @@ class BatchJobs:
             created=datetime.now(UTC),
             started=time.perf_counter(),
         )
+        entries: list[bytes] = []
         for index, item in enumerate(items):
-            await self._prepare(job, index, item)
-        if job.pending:
-            await self._create_upstream(job)
+            try:
+                entry = await self._prepare(job, index, item)
+            except Exception as error:  # item_failure logs a bug: it costs this item only
+                job.answer(index, item_failure(index, error))
+                continue
+            if entry is not None:
+                entries.append(entry)
+        if entries:
+            await self._create_upstream(job, entries)
         else:
             self._end(job)
-        self._remember(job)
+        self._jobs[job.id] = job
+        self._trim(keep=job)
         return _view(job)
 
     async def status(self, job_id: str, context: BatchContext) -> dict[str, Any]:
         job = self._jobs.get(job_id)
         if job is None or job.context.creds.namespace != context.creds.namespace:
-            kept = f"jobs are kept in memory, at most {self._max}"
+            kept = (
+                f"jobs are kept in memory, at most {self._max} (BATCH_JOBS_MAX) and "
+                f"{self._max_bytes} bytes (BATCH_JOBS_MAX_BYTES); the oldest are forgotten first"
+            )
             raise NotFound(f"no batch job {job_id!r} ({kept})")
         async with job.lock:
             if job.status != "ended":
                 await self._refresh(job)
+                self._trim(keep=job)  # its results replaced its bodies: the size moved
         return _view(job)
 
     # -- submission ------------------------------------------------------------------
 
-    async def _prepare(self, job: _Job, index: int, item: Any) -> None:
+    async def _prepare(self, job: _Job, index: int, item: Any) -> bytes | None:
+        """Answer the item from the cache (None), or make it pending and return its
+        Message Batch entry. Raises for a bad item (or a bug): its own error."""
         context = job.context
-        try:
-            prepared = await prepare_item(item, context)
-        except GatewayError as error:
-            job.results[index] = _failed(index, error.type, f"requests.{index}: {error.message}")
-            return
+        prepared = await self._prepare_item(item, context)
         call = item_call(prepared, context)
         if call.control.lookup:
             entry = await self._gateway.cache.get(self._gateway.key_for(call))
@@ -136,24 +187,31 @@ class BatchJobs:
                     latency_ms=0.0,
                     template=prepared.template,
                 )
-                job.results[index] = {"index": index, "ok": True, "result": answer}
-                return
-        job.pending[f"item-{index}"] = _Pending(index, call, prepared.template)
+                job.answer(index, {"index": index, "ok": True, "result": answer})
+                return None
+        custom_id = f"item-{index}"
+        encoded = _entry(custom_id, call.body)
+        template = _name_and_version(prepared.template)
+        job.pending[custom_id] = _Pending(index, call.body, call.control, template, len(encoded))
+        job.pending_bytes += len(encoded)
+        return encoded
 
-    async def _create_upstream(self, job: _Job) -> None:
-        requests = [
-            {"custom_id": custom_id, "params": pending.call.body}
-            for custom_id, pending in job.pending.items()
-        ]
-        response = await self._request(job, "POST", _BATCHES, orjson.dumps({"requests": requests}))
+    async def _create_upstream(self, job: _Job, entries: list[bytes]) -> None:
+        body = b'{"requests":[' + b",".join(entries) + b"]}"  # each entry encoded once
+        response = await self._request(job, "POST", _BATCHES, body)
         batch = _object(response)
         job.upstream_id = str(batch.get("id"))
         self._update(job, batch)
 
-    def _remember(self, job: _Job) -> None:
-        self._jobs[job.id] = job
-        while len(self._jobs) > self._max:
-            self._jobs.popitem(last=False)
+    def _trim(self, keep: _Job) -> None:
+        """Forget the oldest jobs (never `keep`, the one just added or updated) until at
+        most BATCH_JOBS_MAX jobs of BATCH_JOBS_MAX_BYTES together are left."""
+        total = sum(job.size for job in self._jobs.values())
+        for job_id in list(self._jobs):
+            if len(self._jobs) <= self._max and total <= self._max_bytes:
+                return
+            if job_id != keep.id:
+                total -= self._jobs.pop(job_id).size
 
     # -- polling ---------------------------------------------------------------------
 
@@ -185,17 +243,19 @@ class BatchJobs:
                 continue
             pending = job.pending.pop(str(record.get("custom_id")), None)
             if pending is not None:
-                job.results[pending.index] = await self._result(pending, record.get("result") or {})
+                result = await self._result(job, pending, record.get("result") or {})
+                job.answer(pending.index, result)
         for index in (pending.index for pending in job.pending.values()):
-            job.results[index] = _failed(index, "api_error", "no result in the Message Batch")
+            job.answer(index, _failed(index, "api_error", "no result in the Message Batch"))
         job.pending.clear()
+        job.pending_bytes = 0
 
-    async def _result(self, pending: _Pending, result: dict[str, Any]) -> dict[str, Any]:
+    async def _result(self, job: _Job, pending: _Pending, result: dict[str, Any]) -> dict[str, Any]:
         index = pending.index
         kind = result.get("type")
         if kind == "succeeded" and isinstance(result.get("message"), dict):
             message = result["message"]
-            await self._gateway.remember(pending.call, message)
+            await self._gateway.remember(_call(job.context, pending), message)
             answer = generate_answer(
                 message, cached=False, offline=False, latency_ms=0.0, template=pending.template
             )
@@ -235,6 +295,36 @@ def results_path(base_url: str, url: Any) -> str:
     if not isinstance(url, str) or not url.startswith(base + "/v1/"):
         raise UpstreamUnavailable("the Message Batch's results_url is not on the upstream")
     return url[len(base) :]
+
+
+def _entry(custom_id: str, body: dict[str, Any]) -> bytes:
+    """One `{"custom_id", "params"}` of the Message Batch, encoded on its own: an item
+    orjson cannot encode (nested deeper than its limit once wrapped) fails alone."""
+    try:
+        return orjson.dumps({"custom_id": custom_id, "params": body})
+    except orjson.JSONEncodeError as error:
+        raise InvalidRequest(f"cannot be sent in a Message Batch: {error}") from None
+
+
+def _name_and_version(template: Rendered | None) -> Rendered | None:
+    """The template as the answer reports it; its rendered texts are already in the body."""
+    if template is None:
+        return None
+    return Rendered(template.name, template.version, prompt="", system=None, model=None)
+
+
+def _call(context: BatchContext, pending: _Pending) -> MessagesCall:
+    """The call whose cache key the item's result is stored under: the same body, key
+    rules and API version as /api/generate. Never sent, so no raw bytes."""
+    return MessagesCall(
+        body=pending.body,
+        raw=b"",
+        stream=False,
+        creds=context.creds,
+        version=context.version,
+        beta=context.beta,
+        control=pending.control,
+    )
 
 
 def _object(response: UpstreamResponse) -> dict[str, Any]:

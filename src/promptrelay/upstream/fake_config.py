@@ -20,7 +20,8 @@ class FakeConfig:
     """How the fake answers. All knobs concern the `/v1/*` routes.
 
     Order of evaluation for `POST /v1/messages`: missing `x-api-key` (401), `hang`,
-    invalid body (400), injected failure (`fail_next`, then `fail_rate`), then
+    invalid body (400), `garbage_next` (a `200` whose body is an HTML page, as a
+    misbehaving proxy answers), injected failure (`fail_next`, then `fail_rate`), then
     `latency_ms` +- `jitter_ms` before a successful answer. Injected failures answer
     after `fail_latency_ms` (default at once, like a real overloaded upstream).
     `POST /v1/messages/batches` takes injected failures too (at once); a created batch
@@ -45,6 +46,7 @@ class FakeConfig:
     close_mid_stream_after: int | None = None
     extra_events: bool = True
     batch_processing_ms: float = 0  # a Message Batch stays in_progress this long
+    garbage_next: int = 0  # the next N POST /v1/messages answer 200 text/html, not JSON
 
 
 # name -> (kind, nullable). Kinds: "float" (>= 0), "int" (>= 0), "status", "rate", "bool".
@@ -64,6 +66,7 @@ _KNOBS: dict[str, tuple[str, bool]] = {
     "close_mid_stream_after": ("int", True),
     "extra_events": ("bool", False),
     "batch_processing_ms": ("float", False),
+    "garbage_next": ("int", False),
 }
 
 

@@ -26,6 +26,7 @@ from promptrelay.upstream.fake_config import FakeConfig, validate_knobs
 __all__ = ["FakeUpstream"]
 
 _JSON = "application/json"
+_GARBAGE = b"<html><body><h1>502 Bad Gateway</h1></body></html>"  # `garbage_next`
 _RATE_LIMIT = 4000  # requests per minute, as announced in anthropic-ratelimit-* headers
 _RATE_WINDOW_S = 60.0
 
@@ -285,6 +286,10 @@ class FakeUpstream:
             answer = wire.answer_for(await request.read())
         except wire.InvalidRequest as exc:
             return self._error(400, headers, str(exc))
+        if config.garbage_next > 0:
+            config.garbage_next -= 1
+            headers["Content-Type"] = "text/html"
+            return web.Response(status=200, body=_GARBAGE, headers=headers)
         failure = self._failure_status(config)
         if failure is not None:
             if config.fail_latency_ms > 0:

@@ -45,3 +45,18 @@ async def test_an_unexpected_error_is_an_enveloped_500_and_is_counted(
     assert any("failed unexpectedly" in record.message for record in caplog.records)
     assert [(event.route, event.status) for event in finished] == [("/api/generate", 500)]
     assert (runtime.hot.in_flight, runtime.hot.in_flight_bytes) == (0, 0)
+
+
+async def test_generate_answers_502_when_a_200_upstream_body_is_not_json(
+    gateway_factory, fake_upstream
+):
+    gateway = gateway_factory(anthropic_api_key="k", anthropic_base_url=fake_upstream.url)
+    fake_upstream.configure(garbage_next=1)
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(f"{gateway.url}/api/generate", json={"prompt": "x"})
+        payload = await response.json()
+        again = await session.post(f"{gateway.url}/api/generate", json={"prompt": "x"})
+        assert again.status == 200
+    assert response.status == 502
+    assert payload["error"]["type"] == "api_error" and "not JSON" in payload["error"]["message"]
+    assert again.headers["x-cache"] == "MISS"  # the page was never stored

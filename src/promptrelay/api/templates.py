@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from promptrelay.api.admin import admin_guard
 from promptrelay.core.auth import client_key
+from promptrelay.templates.model import MAX_VERSION
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,7 +36,7 @@ class RenderRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     variables: dict[str, Any] = Field(default_factory=dict)
-    version: Annotated[int, Field(ge=1)] | None = None
+    version: Annotated[int, Field(ge=1, le=MAX_VERSION)] | None = None
 
 
 def _reader_guard(runtime: Callable[[], Runtime]) -> Callable[[Request], None]:
@@ -75,7 +76,9 @@ def build_templates_router(runtime: Callable[[], Runtime]) -> APIRouter:
         return {"templates": [info.to_json() for info in latest]}
 
     @router.get("/{name}", dependencies=reader, summary="One template, latest or ?version=N")
-    async def get(name: str, version: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
+    async def get(
+        name: str, version: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None
+    ) -> dict[str, Any]:
         template = await runtime().templates.get(name, version)
         return template.to_json()
 

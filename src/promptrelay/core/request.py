@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from promptrelay.errors import InvalidRequest
+from promptrelay.templates.model import MAX_VERSION
 
 __all__ = [
     "GenerateRequest",
@@ -126,8 +127,8 @@ def _template_call(data: dict[str, Any]) -> TemplateCall | None:
     if not isinstance(name, str) or not name:
         raise InvalidRequest("template: must be a template name")
     version = data.get("version")
-    if version is not None and (not _is_int(version) or version < 1):
-        raise InvalidRequest("version: must be an integer >= 1")
+    if version is not None and (not _is_int(version) or not 1 <= version <= MAX_VERSION):
+        raise InvalidRequest(f"version: must be an integer >= 1 and <= {MAX_VERSION}")
     variables = data.get("variables", {})
     if variables is None:
         variables = {}

@@ -21,18 +21,23 @@ from promptrelay.errors import InvalidRequest
 __all__ = [
     "ALLOWED_PARAMS",
     "MAX_BODY_CHARS",
+    "MAX_VERSION",
     "NAME_PATTERN",
     "Template",
     "TemplateDraft",
     "Variable",
     "VersionInfo",
     "check_name",
+    "check_version",
 ]
 
 # No ':' (cache-key separator), no glob characters, no '@' (name@version in keys).
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_BODY_CHARS = 100_000  # the template text itself; its rendered output is bounded apart
 _MAX_VARIABLES = 100
+# Version numbers live in an INTEGER column: PostgreSQL's int4 ends here. A larger number
+# names no version; asking the database for one is an error there, not a miss.
+MAX_VERSION = 2**31 - 1
 # Messages API parameters a template may carry as defaults.
 ALLOWED_PARAMS = frozenset({"max_tokens", "temperature", "top_p", "top_k", "stop_sequences"})
 _FIELDS = frozenset({"body", "system", "model", "params", "description", "variables", "name"})
@@ -45,6 +50,13 @@ def check_name(name: str) -> str:
             " letter or digit)"
         )
     return name
+
+
+def check_version(version: int | None) -> int | None:
+    """A version number a caller asked for: None (latest) or 1..MAX_VERSION."""
+    if version is not None and not 1 <= version <= MAX_VERSION:
+        raise InvalidRequest(f"version: must be an integer >= 1 and <= {MAX_VERSION}")
+    return version
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ password: it is never logged or put into an error message (`redacted`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -49,6 +50,31 @@ class _Conn:
         return int(tail) if tail.isdigit() else 0
 
 
+async def _create_schema(pool: asyncpg.Pool, schema: Sequence[str]) -> None:
+    async with pool.acquire() as conn:
+        # Two processes starting at once may race on CREATE TABLE IF NOT EXISTS;
+        # an advisory lock makes the schema step one at a time.
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(7251001)")
+            for statement in schema:
+                await conn.execute(statement)
+
+
+async def _close_quietly(pool: asyncpg.Pool) -> None:
+    """Close the pool gracefully; if even that fails, drop its connections."""
+    try:
+        await asyncio.wait_for(pool.close(), _CONNECT_TIMEOUT)
+    except Exception:
+        pool.terminate()
+
+
+def _reason(error: BaseException) -> str:
+    """The error's type, with the server's message (e.g. "permission denied for schema
+    public") when the server sent one; a driver or OS error's text may quote the URL."""
+    name = type(error).__name__
+    return f"{name}: {error}" if isinstance(error, asyncpg.PostgresError) else name
+
+
 class PostgresDatabase:
     def __init__(self, url: str) -> None:
         self._url = url
@@ -62,17 +88,22 @@ class PostgresDatabase:
             pool = await asyncpg.create_pool(
                 self._url, min_size=1, max_size=_POOL_MAX, timeout=_CONNECT_TIMEOUT
             )
-        except (OSError, asyncpg.PostgresError) as error:
+        except Exception as error:  # refused, timed out, bad credentials, bad URL options
             raise StoreError(
                 f"cannot connect to PostgreSQL at {redacted(self._url)}: {type(error).__name__}"
             ) from None
-        async with pool.acquire() as conn:
-            # Two processes starting at once may race on CREATE TABLE IF NOT EXISTS;
-            # an advisory lock makes the schema step one at a time.
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(7251001)")
-                for statement in schema:
-                    await conn.execute(statement)
+        try:
+            await _create_schema(pool, schema)
+        except Exception as error:
+            # A pool left open keeps its connections (and reconnects to its floor): each
+            # retried start would add one until the server has none left to give.
+            await _close_quietly(pool)
+            raise StoreError(
+                f"cannot set up the template tables at {redacted(self._url)}: {_reason(error)}"
+            ) from None
+        except BaseException:  # cancelled: no time for a polite goodbye
+            pool.terminate()
+            raise
         self._pool = pool
 
     @asynccontextmanager

@@ -18,6 +18,7 @@ Compiled templates are kept per (name, version): stored versions never change.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -65,12 +66,16 @@ class Rendered:
 
 
 class Renderer:
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, *, compiled_max: int = _COMPILED_MAX) -> None:
         self.limits = limits or Limits()
         self._env = BoundedSandbox()
         # (name, version, body, system): versions never change, the texts make it certain
         self._compiled: OrderedDict[tuple[str, int, str, str | None], dict[str, JinjaTemplate]]
         self._compiled = OrderedDict()
+        self._compiled_max = compiled_max
+        # Renders run on `asyncio.to_thread` workers: without the lock, one thread's
+        # eviction can fall between another's lookup and its move_to_end (KeyError).
+        self._compiled_lock = threading.Lock()
 
     # -- save time -------------------------------------------------------------------------
 
@@ -113,18 +118,23 @@ class Renderer:
     def _compiled_for(self, template: Template) -> dict[str, JinjaTemplate]:
         draft = template.draft
         key = (template.name, template.version, draft.body, draft.system)
-        compiled = self._compiled.get(key)
-        if compiled is not None:
-            self._compiled.move_to_end(key)
-            return compiled
+        with self._compiled_lock:
+            compiled = self._compiled.get(key)
+            if compiled is not None:
+                self._compiled.move_to_end(key)
+                return compiled
+        # Compiling takes milliseconds: outside the lock, so hits never wait for it. Two
+        # threads missing the same key both compile it; the results are equal.
         compiled = {}
-        for name, source in _sources(template.draft):
+        for name, source in _sources(draft):
             tree = self._parse(name, source)
             _refuse_internals(name, tree)
             compiled[name] = self._compile(name, tree)
-        self._compiled[key] = compiled
-        if len(self._compiled) > _COMPILED_MAX:
-            self._compiled.popitem(last=False)
+        with self._compiled_lock:
+            self._compiled[key] = compiled
+            self._compiled.move_to_end(key)
+            while len(self._compiled) > self._compiled_max:
+                self._compiled.popitem(last=False)
         return compiled
 
     def _run(

@@ -32,7 +32,13 @@ import yaml
 from promptrelay.cache.base import CacheEntry, ContentType
 from promptrelay.cache.glob import glob_escape
 from promptrelay.errors import GatewayError, InvalidRequest, NotFound
-from promptrelay.templates.model import Template, TemplateDraft, VersionInfo, check_name
+from promptrelay.templates.model import (
+    Template,
+    TemplateDraft,
+    VersionInfo,
+    check_name,
+    check_version,
+)
 from promptrelay.templates.render import Rendered, Renderer
 from promptrelay.templates.store import StoreError, TemplateStore
 
@@ -111,6 +117,7 @@ class TemplateService:
     async def get(self, name: str, version: int | None = None) -> Template:
         """The named version (latest when None), through the cache; NotFound otherwise."""
         check_name(name)
+        check_version(version)
         key = f"{_PREFIX}{name}@{'latest' if version is None else version}"
         entry = await self.cache.get(key)
         if entry is not None:

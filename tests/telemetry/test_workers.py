@@ -32,11 +32,13 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float 
 
 
 def _totals(text: str) -> tuple[float, set[str]]:
+    """Requests counted and worker pids seen; families a worker has not synced yet are
+    simply absent (the caller polls)."""
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    requests = sum(
-        s.value for s in families["promptrelay_requests"].samples if s.name.endswith("_total")
-    )
-    pids = {s.labels["pid"] for s in families["promptrelay_process_resident_memory_bytes"].samples}
+    counted = families.get("promptrelay_requests")
+    requests = sum(s.value for s in counted.samples if s.name.endswith("_total")) if counted else 0
+    memory = families.get("promptrelay_process_resident_memory_bytes")
+    pids = {s.labels["pid"] for s in memory.samples} if memory else set()
     return requests, pids
 
 
@@ -85,6 +87,7 @@ async def test_two_workers_count_every_request_once(fake_upstream):
                 requests, pids = _totals(text)
                 if (requests == n and len(pids) == 2) or time.monotonic() > deadline:
                     break
+                await asyncio.sleep(0.1)
             await asyncio.sleep(0.5)  # more than two sampling periods: every worker synced
             scrapes = []
             for _ in range(8):  # each scrape lands on either worker

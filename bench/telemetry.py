@@ -5,9 +5,12 @@ with telemetry on (listeners, sampler every TELEMETRY_INTERVAL s, Prometheus) an
 with it off, then drives both with wrk posting the same prompt (bench/same_post.lua:
 after the first request every answer is a memory-cache hit, the path where a fixed
 per-request cost shows most). The targets alternate for `--rounds` rounds so drifts in
-the machine's load hit both; the result is the ratio of the summed req/s.
+the machine's load hit both; the result is the median of the paired (on, off) ratios.
+Because two server processes on a shared 2-core machine differ by more than 5% from
+run to run even with the same settings, the report also times the listener itself
+in-process: the cost telemetry adds to every hit, free of that noise.
 
-    .venv/bin/python bench/telemetry.py [--duration 3] [--rounds 3] [--concurrency 16]
+    .venv/bin/python bench/telemetry.py [--duration 3] [--rounds 7] [--concurrency 16]
         [--json PATH] [--markdown PATH]
 """
 
@@ -19,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+import timeit
 from typing import Any
 
 from benchkit import (
@@ -80,7 +84,7 @@ def wrk_hits(wrk: str, url: str, concurrency: int, seconds: float) -> LoadResult
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per run")
-    parser.add_argument("--rounds", type=int, default=3, help="on/off pairs, alternating")
+    parser.add_argument("--rounds", type=int, default=7, help="on/off pairs, alternating")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--markdown", metavar="PATH")
@@ -109,6 +113,23 @@ def main() -> None:
     write_outputs(text, data, args.markdown, args.json)
 
 
+def listener_cost_us(number: int = 200_000) -> float:
+    """CPU the stats listener spends on one cache hit (its CacheLookup and RequestFinished),
+    measured in this process: steadier than any throughput ratio on a shared machine."""
+    from promptrelay.core.events import CacheLookup, RequestFinished
+    from promptrelay.telemetry.stats import RequestStats
+
+    stats = RequestStats()
+    lookup = CacheLookup(True, "claude_response", 900.0, 30, "claude-sonnet-4-6", 10, 20)
+    finished = RequestFinished("/v1/messages", 200, "HIT", 0.0012, 0.0011, 0.0, 120, 400, False)
+
+    def hit() -> None:
+        stats(lookup)
+        stats(finished)
+
+    return timeit.timeit(hit, number=number) / number * 1e6
+
+
 def _rps(results: list[LoadResult]) -> float:
     seconds = sum(r.seconds for r in results)
     return sum(r.requests for r in results) / seconds if seconds else 0.0
@@ -134,7 +155,12 @@ def report(
                 str(sum(r.errors for r in results)),
             ]
         )
-    ratio = _rps(runs[ON]) / _rps(runs[OFF]) if _rps(runs[OFF]) else float("nan")
+    overall = _rps(runs[ON]) / _rps(runs[OFF]) if _rps(runs[OFF]) else float("nan")
+    # Each round runs on and off back to back: the median of those paired ratios shrugs
+    # off a round that another job on the machine slowed down.
+    pairs = sorted(a.rps / b.rps for a, b in zip(runs[ON], runs[OFF], strict=True) if b.rps)
+    ratio = pairs[len(pairs) // 2] if pairs else float("nan")
+    listener_us = listener_cost_us()
     header = [
         "target",
         "req/s per run",
@@ -153,8 +179,12 @@ def report(
         "",
         markdown_table(header, rows),
         "",
-        f"- throughput with telemetry on / off: **{ratio:.3f}** "
-        f"({(1 - ratio) * 100:+.1f}% cost; negative means on was faster: noise)",
+        f"- throughput with telemetry on / off, median of the {len(pairs)} paired rounds: "
+        f"**{ratio:.3f}** ({(1 - ratio) * 100:+.1f}% cost; negative means on was faster: "
+        f"noise); all rounds summed: {overall:.3f}",
+        f"- the telemetry listener alone, in-process (timeit, one hit's two events): "
+        f"{listener_us:.2f} µs, {listener_us / cpu_us[OFF] * 100:.1f}% of a hit's server CPU "
+        "with telemetry off",
         f"- server CPU per request on / off: {cpu_us[ON]:.1f} / {cpu_us[OFF]:.1f} µs "
         f"({cpu_us[ON] - cpu_us[OFF]:+.1f} µs per request for telemetry)",
         "- the machine is shared (2 cores, other jobs running): differences of a few percent "
@@ -163,6 +193,8 @@ def report(
     data = {
         "machine": machine_lines(sys.argv),
         "ratio_on_off": ratio,
+        "ratio_all_rounds": overall,
+        "listener_us_per_hit": listener_us,
         "cost_pct": (1 - ratio) * 100,  # what bench/suite.py checks against < 5%
         "cpu_us_per_request": cpu_us,
         "runs": {k: [r.__dict__ | {"rps": r.rps} for r in v] for k, v in runs.items()},

@@ -60,7 +60,8 @@ class Cell:
     upstream_calls: int
 
 
-def promptrelay_service(upstream_url: str) -> Service:
+def promptrelay_service(upstream_url: str, name: str = "promptrelay", **env_extra: str) -> Service:
+    """`promptrelay serve` on a free port, memory tier only; `env_extra` adds settings."""
     port = free_port()
     env = dict(os.environ)
     env.update(
@@ -70,10 +71,11 @@ def promptrelay_service(upstream_url: str) -> Service:
         ANTHROPIC_BASE_URL=upstream_url,
         REDIS_ENABLED="false",
         LOG_LEVEL="warning",
+        **env_extra,
     )
     env.pop("PROMPTRELAY_API_KEYS", None)
     argv = [str(BIN_DIR / "promptrelay"), "serve"]
-    return Service("promptrelay", argv, f"http://127.0.0.1:{port}/api/health", env)
+    return Service(name, argv, f"http://127.0.0.1:{port}/api/health", env)
 
 
 def measure(

@@ -17,22 +17,16 @@ in-process: the cost telemetry adds to every hit, free of that noise.
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import shutil
-import subprocess
 import sys
 import timeit
 from typing import Any
 
 from benchkit import (
-    API_KEY,
-    BENCH_DIR,
-    BIN_DIR,
     LoadResult,
     Service,
+    WrkLoad,
     fake_upstream,
-    free_port,
     log,
     machine_lines,
     markdown_table,
@@ -40,45 +34,18 @@ from benchkit import (
     services,
     write_outputs,
 )
+from overhead import promptrelay_service
 
-_RESULT = re.compile(r"^WRK_RESULT (.*)$", re.MULTILINE)
 ON, OFF = "telemetry on", "telemetry off"
 
 
 def promptrelay(upstream_url: str, telemetry: bool) -> Service:
-    port = free_port()
-    env = dict(os.environ)
-    env.update(
-        HOST="127.0.0.1",
-        PORT=str(port),
-        ANTHROPIC_API_KEY=API_KEY,
-        ANTHROPIC_BASE_URL=upstream_url,
-        REDIS_ENABLED="false",
-        LOG_LEVEL="warning",
-        TELEMETRY_ENABLED=str(telemetry).lower(),
-    )
-    env.pop("PROMPTRELAY_API_KEYS", None)
-    argv = [str(BIN_DIR / "promptrelay"), "serve"]
     name = ON if telemetry else OFF
-    return Service(name, argv, f"http://127.0.0.1:{port}/api/health", env)
+    return promptrelay_service(upstream_url, name, TELEMETRY_ENABLED=str(telemetry).lower())
 
 
-def wrk_hits(wrk: str, url: str, concurrency: int, seconds: float) -> LoadResult:
-    argv = [wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "10s"]
-    argv += ["-s", str(BENCH_DIR / "same_post.lua"), url]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    match = _RESULT.search(done.stdout)
-    if done.returncode != 0 or match is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    fields = {k: float(v) for k, v in (kv.split("=") for kv in match.group(1).split())}
-    errors = sum(fields[k] for k in ("connect", "read", "write", "status", "timeout"))
-    return LoadResult(
-        requests=int(fields["requests"] - fields["status"]),
-        errors=int(errors),
-        seconds=fields["duration_us"] / 1e6,
-        p50_ms=fields["p50_us"] / 1e3,
-        p99_ms=fields["p99_us"] / 1e3,
-    )
+def wrk_hits(wrk: WrkLoad, url: str, concurrency: int, seconds: float) -> LoadResult:
+    return wrk.run(url, concurrency, seconds, "hits", script="same_post.lua")
 
 
 def main() -> None:
@@ -89,9 +56,10 @@ def main() -> None:
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--markdown", metavar="PATH")
     args = parser.parse_args()
-    wrk = shutil.which("wrk")
-    if wrk is None:
+    executable = shutil.which("wrk")
+    if executable is None:
         sys.exit("wrk is not installed: run `sudo apt-get install wrk`")
+    wrk = WrkLoad(executable)
 
     fake = fake_upstream()
     fake_url = service_url(fake)

@@ -7,7 +7,7 @@ requests draw from a pool of 1,000 prompts (hits once cached), 30% are new promp
 it samples the server's RSS (psutil) and the memory tier's size (GET /api/health).
 
 The figure that matters is growth once the cache is full: from the first sample where
-the memory tier holds >= 90% of MEMORY_CACHE_MAX_BYTES to the last sample, RSS should
+the memory tier holds >= 99% of MEMORY_CACHE_MAX_BYTES to the last sample, RSS should
 grow < 5% (the cache evicts; anything else that grows is a leak). Not part of
 `make bench` or CI: it takes the whole machine for the duration.
 
@@ -42,7 +42,9 @@ from promptrelay.settings import Settings
 from suite_report import at_most
 from suite_stages import MIB, health, one_request, rss_mib
 
-FULL_SHARE = 0.9
+# "Full": at its bound (the LRU keeps it within one entry of it). At 90% the tier still
+# has 10% of its bound to grow, which a growth figure must not count as a leak.
+FULL_SHARE = 0.99
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ with it off, then drives both with wrk posting the same prompt (bench/same_post.
 after the first request every answer is a memory-cache hit, the path where a fixed
 per-request cost shows most). The targets alternate for `--rounds` rounds so drifts in
 the machine's load hit both; the result is the median of the paired (on, off) ratios.
-Because two server processes on a shared 2-core machine differ by more than 5% from
-run to run even with the same settings, the report also times the listener itself
-in-process: the cost telemetry adds to every hit, free of that noise.
+Both servers are pinned to core 1 and wrk to core 0 (taskset), and because two server
+processes on a shared 2-core machine can still differ by more than 5% from run to run
+with the same settings, the report also times the listener itself in-process: the cost
+telemetry adds to every hit, free of that noise.
 
     .venv/bin/python bench/telemetry.py [--duration 3] [--rounds 7] [--concurrency 16]
         [--json PATH] [--markdown PATH]
@@ -17,6 +18,7 @@ in-process: the cost telemetry adds to every hit, free of that noise.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import timeit
@@ -64,6 +66,12 @@ def main() -> None:
     fake = fake_upstream()
     fake_url = service_url(fake)
     on, off = promptrelay(fake_url, True), promptrelay(fake_url, False)
+    if len(os.sched_getaffinity(0)) >= 2 and shutil.which("taskset"):
+        # Both servers share core 1; this process, wrk and the fake keep to core 0. Without
+        # it, two identical servers differed by 5-15% from run to run on this machine.
+        os.sched_setaffinity(0, {0})
+        for server in (on, off):
+            server.argv = ["taskset", "-c", "1", *server.argv]
     runs: dict[str, list[LoadResult]] = {ON: [], OFF: []}
     cpu: dict[str, float] = {ON: 0.0, OFF: 0.0}  # CPU seconds of the server in timed runs
     with services([fake, on, off]):

@@ -30,7 +30,6 @@ from promptrelay.core.events import (
 )
 from promptrelay.telemetry.histogram import (
     LatencyHistogram,
-    bucket_index,
     upper_edge,
 )
 from promptrelay.telemetry.prices import PriceFn, chain_prices
@@ -153,21 +152,18 @@ class RequestStats:
                 lookup(event)  # type: ignore[arg-type]  # only these two are pending
 
     def _request(self, event: RequestFinished) -> None:
-        seconds = event.seconds
-        key = (event.route, event.status, event.cache)
-        series = self.series.get(key)
+        status = event.status
+        series = self.series.get((event.route, status, event.cache))
         if series is None:
-            series = self.series[key] = LatencyHistogram()
-        series.record_at(bucket_index(seconds), seconds)
+            series = self.series[(event.route, status, event.cache)] = LatencyHistogram()
+        series.record(event.seconds)
         self.requests += 1
-        if event.status >= 500:
+        if status >= 500:
             self.errors += 1
         self.request_bytes += event.request_bytes
         self.response_bytes += event.response_bytes
         added = event.ttfb - event.upstream_seconds
-        if added < 0.0:
-            added = 0.0
-        self.added.record_at(bucket_index(added), added)
+        self.added.record(added if added > 0.0 else 0.0)
         if event.stream:
             self.stream_ttfb.record(event.ttfb)
 

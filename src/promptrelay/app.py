@@ -34,7 +34,7 @@ from promptrelay.resilience.retry import RetryPolicy
 from promptrelay.resilience.shared import CircuitBreaker
 from promptrelay.settings import Settings
 from promptrelay.telemetry.batches import BatchStats
-from promptrelay.telemetry.savings import CacheSavings
+from promptrelay.telemetry.savings import CacheSavings, saved_by_cache
 from promptrelay.telemetry.service import Sources, Telemetry
 from promptrelay.templates.render import Renderer
 from promptrelay.templates.sandbox import Limits
@@ -56,8 +56,6 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.events = EventBus()
-        self.savings = CacheSavings()
-        self.events.subscribe(self.savings)
         self.keys = KeyResolver(settings)
         self.cache = TieredCache.from_settings(settings, on_state=self._redis_state)
         self.upstream = UpstreamClient(settings)
@@ -100,10 +98,21 @@ class Runtime:
         self._probe: tuple[float, dict[str, Any]] | None = None
         self.redis_state = "disabled" if self.cache.redis is None else "starting"
         self.telemetry: Telemetry | None = None
+        self._savings: CacheSavings | None = None
         if settings.telemetry_enabled:
             self.telemetry = Telemetry(
                 settings, self.events, self._telemetry_sources(), price=self._price
             )
+        else:  # the cache's own savings counter; with telemetry on, its stats count them
+            self._savings = CacheSavings()
+            self.events.subscribe(self._savings)
+
+    def savings(self) -> dict[str, Any]:
+        """What the cache saved, for /api/cache/stats: hits, misses, time, tokens."""
+        if self._savings is not None:
+            return self._savings.snapshot()
+        assert self.telemetry is not None
+        return saved_by_cache(self.telemetry.stats)
 
     def _price(self, model: str) -> tuple[float, float] | None:
         """The providers file's price, for the dollars the cache saved."""

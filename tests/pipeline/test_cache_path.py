@@ -205,3 +205,25 @@ async def test_cache_warm_then_hit(live, fake_upstream):
     assert warm.status == 200
     assert report["stored"] == 2 and report["failed"] == 1
     assert hit[1]["x-cache"] == "HIT"
+
+
+@pytest.mark.parametrize("telemetry", [True, False])
+async def test_cache_stats_count_savings_once_with_or_without_telemetry(
+    gateway_factory, fake_upstream, telemetry: bool
+):
+    gateway = gateway_factory(
+        anthropic_api_key="gw", anthropic_base_url=fake_upstream.url, telemetry_enabled=telemetry
+    )
+    body = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": "s"}],
+    }
+    async with aiohttp.ClientSession() as session:
+        for _ in range(3):  # one miss, two hits
+            async with session.post(f"{gateway.url}/v1/messages", json=body) as response:
+                usage = (await response.json())["usage"]
+        async with session.get(f"{gateway.url}/api/cache/stats") as response:
+            savings = (await response.json())["savings"]
+    assert (savings["hits"], savings["misses"]) == (2, 1)
+    assert savings["tokens_saved"] == 2 * (usage["input_tokens"] + usage["output_tokens"])

@@ -83,7 +83,7 @@ def build_admin_router(runtime: Callable[[], Runtime]) -> APIRouter:
     @router.get("/stats", summary="Hits, misses, entries, bytes, Redis state, savings")
     async def stats() -> dict[str, Any]:
         rt = runtime()
-        return {**rt.cache.stats(), "redis_state": rt.redis_state, "savings": rt.savings.snapshot()}
+        return {**rt.cache.stats(), "redis_state": rt.redis_state, "savings": rt.savings()}
 
     @router.post("/clear", summary="Remove matching entries in every tier and process")
     async def clear(body: ClearRequest | None = None) -> dict[str, Any]:

@@ -42,7 +42,7 @@ def build_telemetry_router(runtime: Callable[[], Runtime]) -> APIRouter:
         extra = {
             "cache": {
                 "tiers": rt.cache.stats(),
-                "savings_total": rt.savings.snapshot(),
+                "savings_total": rt.savings(),
             },
             "upstream": await rt.upstream_status(),
             "breaker": rt.breaker.snapshot(),

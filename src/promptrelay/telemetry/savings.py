@@ -1,12 +1,18 @@
-"""What the cache saved: upstream time and tokens, counted from cache lookup events."""
+"""What the cache saved: upstream time and tokens, counted from cache lookup events.
+
+With telemetry on, `RequestStats` counts the same events, so this listener is only
+subscribed with telemetry off (one count per event, not two); `saved_by_cache` gives
+the same snapshot from the statistics.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from promptrelay.core.events import CacheLookup, Event
+from promptrelay.telemetry.stats import RequestStats
 
-__all__ = ["CacheSavings"]
+__all__ = ["CacheSavings", "saved_by_cache"]
 
 
 class CacheSavings:
@@ -27,9 +33,18 @@ class CacheSavings:
             self.misses += 1
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "hits": self.hits,
-            "misses": self.misses,
-            "upstream_seconds_saved": round(self.saved_seconds, 3),
-            "tokens_saved": self.saved_tokens,
-        }
+        return _snapshot(self.hits, self.misses, self.saved_seconds, self.saved_tokens)
+
+
+def saved_by_cache(stats: RequestStats) -> dict[str, Any]:
+    stats.drain()
+    return _snapshot(stats.hits, stats.misses, stats.saved_seconds, stats.saved_tokens)
+
+
+def _snapshot(hits: int, misses: int, seconds: float, tokens: int) -> dict[str, Any]:
+    return {
+        "hits": hits,
+        "misses": misses,
+        "upstream_seconds_saved": round(seconds, 3),
+        "tokens_saved": tokens,
+    }

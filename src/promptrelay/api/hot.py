@@ -32,7 +32,11 @@ from promptrelay.core.events import EventBus, RequestFinished
 from promptrelay.core.gateway import Gateway, MessagesCall, Reply
 from promptrelay.core.generate import GenerateFront, generate_answer
 from promptrelay.core.providers import Providers
-from promptrelay.core.request import parse_json_object, validate_messages_body
+from promptrelay.core.request import (
+    json_object_or_none,
+    parse_json_object,
+    validate_messages_body,
+)
 from promptrelay.core.sse import encode_event
 from promptrelay.errors import (
     GatewayError,
@@ -216,7 +220,7 @@ class HotRoutes:
             trace.first, trace.response_bytes = time.perf_counter(), len(reply.body)
             await send_response(send, reply.status, reply.headers, reply.body)
             return
-        message = _json_object(reply.body)
+        message = json_object_or_none(reply.body)
         if message is None:
             raise UpstreamUnavailable("the upstream answered 200 with a body that is not JSON")
         answer = generate_answer(
@@ -258,14 +262,6 @@ class HotRoutes:
             content_type=content_type.decode("latin-1") if content_type else None,
         )
         await _send_reply(send, receive, reply, trace)
-
-
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:

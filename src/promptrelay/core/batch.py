@@ -24,6 +24,7 @@ from promptrelay.core.auth import Credentials
 from promptrelay.core.batcher import MicroBatcher
 from promptrelay.core.gateway import Gateway, MessagesCall, Reply
 from promptrelay.core.generate import GenerateFront, Prepared, generate_answer, upstream_error
+from promptrelay.core.request import json_object_or_none
 from promptrelay.errors import GatewayError, InvalidRequest
 
 __all__ = [
@@ -88,7 +89,7 @@ def item_failure(index: int, error: Exception) -> dict[str, Any]:
 def _from_reply(index: int, reply: Reply, prepared: Prepared, started: float) -> dict[str, Any]:
     if reply.status != 200:
         return {"index": index, "ok": False, "error": upstream_error(reply.status, reply.body)}
-    message = _json_object(reply.body)
+    message = json_object_or_none(reply.body)
     if message is None:  # a proxy's HTML page, say: the upstream's fault, not ours
         text = "the upstream answered 200 but its body is not a JSON object"
         return {"index": index, "ok": False, "error": _bad_gateway(text)}
@@ -100,14 +101,6 @@ def _from_reply(index: int, reply: Reply, prepared: Prepared, started: float) ->
         template=prepared.template,
     )
     return {"index": index, "ok": True, "result": answer}
-
-
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _bad_gateway(message: str) -> dict[str, Any]:

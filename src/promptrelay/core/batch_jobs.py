@@ -39,6 +39,7 @@ from promptrelay.core.batch import BatchContext, item_call, item_failure, prepar
 from promptrelay.core.cache_control import CacheControl
 from promptrelay.core.gateway import Gateway, MessagesCall, upstream_headers
 from promptrelay.core.generate import Prepared, generate_answer, upstream_error
+from promptrelay.core.request import json_object_or_none
 from promptrelay.errors import (
     GatewayError,
     InvalidRequest,
@@ -328,11 +329,8 @@ def _call(context: BatchContext, pending: _Pending) -> MessagesCall:
 
 
 def _object(response: UpstreamResponse) -> dict[str, Any]:
-    try:
-        value = orjson.loads(response.body)
-    except orjson.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
+    value = json_object_or_none(response.body)
+    if value is None:
         raise UpstreamUnavailable("the upstream's Message Batch answer is not a JSON object")
     return value
 

@@ -31,6 +31,7 @@ from promptrelay.core.cache_control import DEFAULT, CacheControl
 from promptrelay.core.coalesce import Coalescer, StreamCoalescer
 from promptrelay.core.events import CacheLookup, Coalesced, EventBus, UpstreamFinished
 from promptrelay.core.keys import CLAUDE_RESPONSE, KeyParts, cache_key
+from promptrelay.core.request import json_object_or_none
 from promptrelay.core.resilient import ResilientUpstream
 from promptrelay.core.sse import MessageAssembler, SseParser, message_events
 from promptrelay.upstream.client import UpstreamResponse
@@ -236,7 +237,7 @@ class Gateway:
         headers = [*response.headers, _NO_RETRY] if gave_up else response.headers
         answer = _Answer(response.status, headers, response.body)
         if store_key is not None and response.status == 200:
-            message = _loads(response.body)
+            message = json_object_or_none(response.body)
             if message is not None:
                 await self._store(store_key, message, response.body, call, started)
         return answer
@@ -343,14 +344,6 @@ def upstream_headers(key: str, version: str, beta: str | None) -> dict[str, str]
     if beta:
         headers["anthropic-beta"] = beta
     return headers
-
-
-def _loads(body: bytes) -> dict[str, Any] | None:
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _cacheable(message: dict[str, Any]) -> bool:

@@ -20,7 +20,7 @@ from promptrelay.core.auth import Credentials
 from promptrelay.core.cache_control import DEFAULT, NO_STORE, CacheControl
 from promptrelay.core.gateway import MessagesCall
 from promptrelay.core.providers import Providers
-from promptrelay.core.request import parse_generate
+from promptrelay.core.request import json_object_or_none, parse_generate
 from promptrelay.templates.render import Rendered
 from promptrelay.templates.service import TemplateService
 
@@ -115,11 +115,8 @@ def generate_answer(
 
 def upstream_error(status: int, body: bytes) -> dict[str, Any]:
     """A failed upstream answer as a batch item's `error`: type, message, status."""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        parsed = None
-    inner = parsed.get("error") if isinstance(parsed, dict) else None
+    parsed = json_object_or_none(body)
+    inner = parsed.get("error") if parsed is not None else None
     if isinstance(inner, dict) and isinstance(inner.get("message"), str):
         return {
             "type": str(inner.get("type", "api_error")),

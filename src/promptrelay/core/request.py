@@ -19,6 +19,7 @@ from promptrelay.templates.model import MAX_VERSION
 __all__ = [
     "GenerateRequest",
     "TemplateCall",
+    "json_object_or_none",
     "parse_generate",
     "parse_json_object",
     "validate_messages_body",
@@ -27,6 +28,16 @@ __all__ = [
 # Fields that would let a caller point the gateway (and its key) at another host.
 _REDIRECTING = ("api_base", "base_url")
 _ROLES = ("user", "assistant")
+
+
+def json_object_or_none(raw: bytes) -> dict[str, Any] | None:
+    """`raw` parsed, when it is a JSON object; None otherwise (for answers we did not
+    write: upstream bodies, where a bad one is the upstream's fault, not the caller's)."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:

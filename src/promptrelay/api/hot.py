@@ -156,6 +156,16 @@ class HotRoutes:
         trace.request_bytes = len(raw)
         self.in_flight_bytes += trace.request_bytes
 
+    def _api_version(self, headers: dict[bytes, bytes]) -> tuple[str, str | None]:
+        """`anthropic-version` (ours when the client sent none) and `anthropic-beta`,
+        forwarded verbatim."""
+        version = headers.get(b"anthropic-version")
+        beta = headers.get(b"anthropic-beta")
+        return (
+            version.decode("latin-1") if version else self._version,
+            beta.decode("latin-1") if beta else None,
+        )
+
     def _call(
         self,
         headers: dict[bytes, bytes],
@@ -164,15 +174,14 @@ class HotRoutes:
         creds: Credentials,
         control: CacheControl,
     ) -> MessagesCall:
-        version = headers.get(b"anthropic-version")
-        beta = headers.get(b"anthropic-beta")
+        version, beta = self._api_version(headers)
         return MessagesCall(
             body=body,
             raw=raw,
             stream=bool(body.get("stream", False)),
             creds=creds,
-            version=version.decode("latin-1") if version else self._version,
-            beta=beta.decode("latin-1") if beta else None,
+            version=version,
+            beta=beta,
             control=control,
             timeout=self._providers.timeout(str(body.get("model", ""))),
         )
@@ -204,13 +213,12 @@ class HotRoutes:
         raw = await read_body(scope, receive, self._limit)
         self._received(trace, raw)
         prepared = await self._front.prepare(raw)
-        version = headers.get(b"anthropic-version")
-        beta = headers.get(b"anthropic-beta")
+        version, beta = self._api_version(headers)
         call = self._front.call(
             prepared,
             creds,
-            version=version.decode("latin-1") if version else self._version,
-            beta=beta.decode("latin-1") if beta else None,
+            version=version,
+            beta=beta,
             control=parse_cache_control(headers.get(b"cache-control")),
         )
         reply = await self._gateway.messages(call)
@@ -249,16 +257,15 @@ class HotRoutes:
                     raise InvalidRequest(
                         f"{name}: not allowed; the upstream is set by configuration"
                     )
-        version = headers.get(b"anthropic-version")
-        beta = headers.get(b"anthropic-beta")
+        version, beta = self._api_version(headers)
         query = scope.get("query_string", b"").decode("latin-1")
         reply = await self._gateway.forward(
             scope["method"],
             f"{scope['path']}?{query}" if query else scope["path"],
             raw,
             creds,
-            version=version.decode("latin-1") if version else self._version,
-            beta=beta.decode("latin-1") if beta else None,
+            version=version,
+            beta=beta,
             content_type=content_type.decode("latin-1") if content_type else None,
         )
         await _send_reply(send, receive, reply, trace)

@@ -112,8 +112,12 @@ class Service:
         return _answers(self.ready_url)
 
     def cpu_seconds(self) -> float:
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float]:
+        """(user, system) CPU seconds so far."""
         times = psutil.Process(self.pid).cpu_times()
-        return times.user + times.system
+        return times.user, times.system
 
     def stop(self) -> None:
         popen, self._popen = self._popen, None

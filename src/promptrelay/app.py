@@ -23,7 +23,13 @@ from promptrelay.cache.tiered import TieredCache
 from promptrelay.core.auth import KeyMode, KeyResolver
 from promptrelay.core.batch_jobs import BatchJobs
 from promptrelay.core.batcher import MicroBatcher, WindowPolicy
-from promptrelay.core.events import BreakerMoved, EventBus, RedisMoved
+from promptrelay.core.events import (
+    BatchFlushed,
+    BreakerMoved,
+    CacheLookup,
+    EventBus,
+    RedisMoved,
+)
 from promptrelay.core.gateway import Gateway, Reply
 from promptrelay.core.generate import GenerateFront
 from promptrelay.core.providers import Providers
@@ -85,7 +91,7 @@ class Runtime:
             settings, self.gateway, self.keys, self.providers, self.front, self.events
         )
         self.batch_stats = BatchStats()
-        self.events.subscribe(self.batch_stats)
+        self.events.subscribe(self.batch_stats, BatchFlushed)
         window = WindowPolicy(settings.batch_max_size, settings.batch_window_ms / 1000)
         self.batcher: MicroBatcher[Reply] = MicroBatcher(
             window, budget=settings.batch_max_concurrency, events=self.events
@@ -105,7 +111,7 @@ class Runtime:
             )
         else:  # the cache's own savings counter; with telemetry on, its stats count them
             self._savings = CacheSavings()
-            self.events.subscribe(self._savings)
+            self.events.subscribe(self._savings, CacheLookup)
 
     def savings(self) -> dict[str, Any]:
         """What the cache saved, for /api/cache/stats: hits, misses, time, tokens."""

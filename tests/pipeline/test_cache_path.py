@@ -143,7 +143,9 @@ async def test_errored_and_abandoned_streams_are_not_stored(live, fake_upstream)
 
 
 async def test_identical_concurrent_misses_cost_one_upstream_call(live, fake_upstream):
-    fake_upstream.configure(latency_ms=300)
+    # Long enough that all 100 are sent before the one answer comes back, even on a
+    # busy machine (at 300 ms a straggler once arrived after it and was a HIT).
+    fake_upstream.configure(latency_ms=1000)
     async with aiohttp.ClientSession() as session:
         results = await asyncio.gather(
             *(_post(session, live.url, _body("burst")) for _ in range(100))

@@ -130,7 +130,7 @@ class HotRoutes:
         finally:
             self.in_flight -= 1
             self.in_flight_bytes -= trace.request_bytes
-            if self._events.active:
+            if RequestFinished in self._events.wanted:
                 ended = time.perf_counter()
                 self._events.emit(
                     RequestFinished(

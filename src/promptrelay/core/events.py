@@ -1,17 +1,20 @@
 """Typed events the pipeline emits; telemetry (and anything else) subscribes.
 
-Business code calls `bus.emit(SomeEvent(...))` and never imports telemetry. Emitting with
-no listener costs one attribute check; a listener that raises is logged, never
-propagated into the request.
+Business code calls `bus.emit(SomeEvent(...))` and never imports telemetry. Listeners
+subscribe to the event types they want, so an event reaches only those (a dict lookup
+when nobody wants it); a listener that raises is logged, never propagated into the
+request. Events are named tuples: immutable, and built in a quarter of the time a frozen
+dataclass takes, which matters at two events per request.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple, TypeVar, cast
 
 __all__ = [
+    "EVENT_TYPES",
     "BatchFlushed",
     "BreakerMoved",
     "CacheLookup",
@@ -28,8 +31,7 @@ __all__ = [
 log = logging.getLogger("promptrelay.events")
 
 
-@dataclass(frozen=True, slots=True)
-class CacheLookup:
+class CacheLookup(NamedTuple):
     hit: bool
     content_type: str
     saved_ms: float = 0.0  # the upstream time the stored answer took originally
@@ -39,34 +41,29 @@ class CacheLookup:
     saved_output_tokens: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Coalesced:
+class Coalesced(NamedTuple):
     stream: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Retried:
+class Retried(NamedTuple):
     attempt: int
     delay: float
     status: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamFinished:
+class UpstreamFinished(NamedTuple):
     status: int | None
     seconds: float
     attempts: int
 
 
-@dataclass(frozen=True, slots=True)
-class BreakerMoved:
+class BreakerMoved(NamedTuple):
     old: str
     new: str
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class BatchFlushed:
+class BatchFlushed(NamedTuple):
     """A micro-batch group left for the normal path."""
 
     model: str
@@ -74,13 +71,11 @@ class BatchFlushed:
     waited_ms: float  # how long its oldest item waited in the window
 
 
-@dataclass(frozen=True, slots=True)
-class RedisMoved:
+class RedisMoved(NamedTuple):
     state: str  # "up" | "down"
 
 
-@dataclass(frozen=True, slots=True)
-class MemoryGuardActed:
+class MemoryGuardActed(NamedTuple):
     """The memory guard did something: trim, collect, aggressive_on, aggressive_off."""
 
     action: str
@@ -89,8 +84,7 @@ class MemoryGuardActed:
     seconds: float = 0.0  # collect: how long the collection stalled the loop
 
 
-@dataclass(frozen=True, slots=True)
-class RequestFinished:
+class RequestFinished(NamedTuple):
     """One HTTP request on a hot route, timed in stages.
 
     `ttfb` runs until the status line went out; `upstream_seconds` is the part of it
@@ -120,23 +114,36 @@ Event = (
     | RequestFinished
     | MemoryGuardActed
 )
+EVENT_TYPES: tuple[type[Event], ...] = (
+    CacheLookup,
+    Coalesced,
+    Retried,
+    UpstreamFinished,
+    BreakerMoved,
+    BatchFlushed,
+    RedisMoved,
+    RequestFinished,
+    MemoryGuardActed,
+)
 Listener = Callable[[Event], None]
+_E = TypeVar("_E", bound=Event)
 
 
 class EventBus:
     def __init__(self) -> None:
-        self._listeners: list[Listener] = []
+        self._routes: dict[type, list[Listener]] = {}
+        # The event types someone listens to: emitters may skip building the others. A
+        # set, not a method, because a request checks it (a call would cost more).
+        self.wanted: set[type] = set()
 
-    def subscribe(self, listener: Listener) -> None:
-        self._listeners.append(listener)
-
-    @property
-    def active(self) -> bool:
-        """Anyone listening? Emitters may skip building an event when not."""
-        return bool(self._listeners)
+    def subscribe(self, listener: Callable[[_E], None], *types: type[_E]) -> None:
+        """Call `listener` with every event of `types` (of every type when none given)."""
+        for kind in types or EVENT_TYPES:
+            self._routes.setdefault(kind, []).append(cast(Listener, listener))
+            self.wanted.add(kind)
 
     def emit(self, event: Event) -> None:
-        for listener in self._listeners:
+        for listener in self._routes.get(type(event), ()):
             try:
                 listener(event)
             except Exception:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from promptrelay.core.events import BatchFlushed, Event
+from promptrelay.core.events import BatchFlushed
 
 __all__ = ["BatchStats"]
 
@@ -18,9 +18,7 @@ class BatchStats:
         self.sizes: dict[int, int] = {}  # group size -> how many groups had it
         self.last: BatchFlushed | None = None
 
-    def __call__(self, event: Event) -> None:
-        if not isinstance(event, BatchFlushed):
-            return
+    def __call__(self, event: BatchFlushed) -> None:
         self.groups += 1
         self.items += event.size
         self.max_size = max(self.max_size, event.size)

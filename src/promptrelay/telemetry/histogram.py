@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 
 __all__ = ["LatencyHistogram", "WindowedHistogram", "bucket_index", "upper_edge"]
@@ -63,6 +63,33 @@ class LatencyHistogram:
         self.total += seconds
         if seconds > self.max:
             self.max = seconds
+
+    def record_many(self, values: list[float]) -> None:
+        """record() each value, values below 0 as 0; sorts `values` in place.
+
+        Sorted, the values of one bucket sit together: one binary search finds the
+        bucket of the first, another where the bucket ends, so the work is per bucket
+        touched rather than per value, and the loops over values (sort, sum) run in C.
+        """
+        if not values:
+            return
+        values.sort()
+        below = bisect_left(values, 0.0)
+        if below:
+            values[:below] = [0.0] * below
+        counts, start, end = self.counts, 0, len(values)
+        while start < end:
+            index = bisect_left(_EDGES, values[start])
+            if index >= _BUCKETS:
+                counts[-1] += end - start
+                break
+            stop = bisect_right(values, _EDGES[index], start)
+            counts[index] += stop - start
+            start = stop
+        self.count += end
+        self.total += sum(values)
+        if values[-1] > self.max:
+            self.max = values[-1]
 
     def clear(self) -> None:
         self.counts = [0] * _BUCKETS

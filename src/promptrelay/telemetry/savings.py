@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from promptrelay.core.events import CacheLookup, Event
+from promptrelay.core.events import CacheLookup
 from promptrelay.telemetry.stats import RequestStats
 
 __all__ = ["CacheSavings", "saved_by_cache"]
@@ -22,9 +22,7 @@ class CacheSavings:
         self.saved_seconds = 0.0
         self.saved_tokens = 0
 
-    def __call__(self, event: Event) -> None:
-        if not isinstance(event, CacheLookup):
-            return
+    def __call__(self, event: CacheLookup) -> None:
         if event.hit:
             self.hits += 1
             self.saved_seconds += event.saved_ms / 1000

@@ -82,7 +82,7 @@ class Telemetry:
         self._clock, self._wall = clock, wall
         self.stats = RequestStats(error_window=settings.alert_error_window, price=price)
         self.prometheus = PrometheusExporter(settings.prometheus_multiproc_dir)
-        events.subscribe(self.stats)  # the one per-event listener; Prometheus syncs from it
+        self.stats.subscribe(events)  # the one per-request listener; Prometheus syncs from it
         self.history = History()
         self.thresholds = Thresholds(
             memory_fraction=settings.memory_threshold,

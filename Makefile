@@ -13,7 +13,7 @@ ensure = { $(1); } >/dev/null 2>&1 || { \
 	    echo "$(2) is missing: run 'sudo apt-get install $(2)' and retry"; exit 1; \
 	  fi; }
 
-.PHONY: run test lint types unit bench bench-quick soak wrk redis-server postgresql fake-upstream clean
+.PHONY: run test lint types unit bench bench-quick soak wrk valgrind redis-server postgresql fake-upstream clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,7 +45,8 @@ redis-server:
 postgresql:
 	@$(call ensure,command -v pg_config && test -x "$$(pg_config --bindir)/initdb" || ls /usr/lib/postgresql/*/bin/initdb,postgresql)
 
-# The benchmark suite (bench/suite.py, < 10 minutes): needs wrk, redis-server and matplotlib.
+# The benchmark suite (bench/suite.py, < 10 minutes): needs wrk, valgrind, redis-server and
+# matplotlib.
 BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
@@ -55,10 +56,14 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 wrk:
 	@$(call ensure,command -v wrk,wrk)
 
-bench: $(BENCH_STAMP) wrk redis-server
+# bench/telemetry.py counts a hit's instructions under callgrind.
+valgrind:
+	@$(call ensure,command -v valgrind && command -v callgrind_control,valgrind)
+
+bench: $(BENCH_STAMP) wrk valgrind redis-server
 	$(BIN)/python bench/suite.py
 
-bench-quick: $(BENCH_STAMP) wrk redis-server
+bench-quick: $(BENCH_STAMP) wrk valgrind redis-server
 	$(BIN)/python bench/suite.py --quick
 
 # Ten minutes of mixed load, RSS sampled (not in CI, not in `make bench`).

@@ -12,7 +12,7 @@ cost shows most):
    machine, up to 30% in some runs).
 2. Instructions (bench/callgrind.py), which that noise cannot move: each server runs
    under callgrind, and a hit's cost is the instructions counted over `--cg-seconds` of
-   wrk, less what the server does idle in as long, divided by the hits. Those servers
+   wrk, less what the server does idle in as long, divided by the hits it served. They
    run with the sampler idle (TELEMETRY_INTERVAL=3600), because under valgrind requests
    are ~50 times slower and the sampler's share would be inflated as much; a third
    server, telemetry on with the default interval, counts what the sampler and the
@@ -30,14 +30,16 @@ instructions is an upper bound on the throughput it costs. That share is the che
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -226,27 +228,30 @@ def _count(
     wrk_hits(wrk, url, 4, 3)  # warm-up: the answer stored, the code paths taken
     busy = None
     if name != SAMPLER:
-        busy = _window(server, lambda: wrk_hits(wrk, url, 4, seconds).requests)
+        before = _hits_served(url)
+        busy = _window(server, lambda: wrk_hits(wrk, url, 4, seconds))
+        busy = replace(busy, hits=_hits_served(url) - before)
         log(f"  callgrind {name}: {busy.instructions / busy.hits:,.0f} instructions/hit")
     time.sleep(1.0)
-    idle = _window(server, lambda: _idle(seconds if busy else 2 * seconds))
+    idle = _window(server, lambda: time.sleep(seconds if busy else 2 * seconds))
     log(f"  callgrind {name} idle: {idle.per_second:,.0f} instructions/s")
     return name, busy, idle
 
 
-def _idle(seconds: float) -> int:
-    time.sleep(seconds)
-    return 0  # hits
+def _hits_served(url: str) -> int:
+    """The server's own count of cache hits (read outside the counted windows): exact,
+    where wrk's count misses the requests still in flight when it stops."""
+    with urllib.request.urlopen(f"{url}/api/cache/stats", timeout=30) as response:
+        return int(json.load(response)["savings"]["hits"])
 
 
-def _window(server: CallgrindServer, work: Callable[[], int]) -> Window:
+def _window(server: CallgrindServer, work: Callable[[], object]) -> Window:
     server.zero()
     started = time.monotonic()
-    hits = work()
-    if hits:
-        time.sleep(0.5)  # the requests wrk left in flight finish inside the count
+    work()
+    time.sleep(0.5)  # what is still in flight finishes inside the count
     instructions = server.dump()
-    return Window(instructions, time.monotonic() - started, hits)
+    return Window(instructions, time.monotonic() - started)
 
 
 # --- report -----------------------------------------------------------------------------
@@ -333,7 +338,8 @@ def report(
         "",
         f"wrk, c=4, {args.cg_seconds:g} s of hits per server after a 3 s warm-up, each server "
         "under `valgrind --tool=callgrind` (bench/callgrind.py), then as long idle; a hit's "
-        "instructions are the busy window's less the idle rate over as long. The sampler's "
+        "instructions are the busy window's less the idle rate over as long, divided by the "
+        "hits the server counted (`/api/cache/stats`, read outside the window). The sampler's "
         f"own cost: a third server idle for {2 * args.cg_seconds:g} s, less the idle rate "
         f"with telemetry off, spread over the {hits_per_second:,.0f} hits/s measured above.",
         "",

@@ -3,11 +3,11 @@
 `RequestStats` is the one per-request listener. On the request path it only appends the
 event to a short list (at most `_BATCH` long); the list is folded into the counts when it
 is full or when anything is read. The fold works a column at a time: the events are
-transposed by `zip`, sums and sorts run in C, and a histogram takes a sorted column with
-one pair of binary searches per bucket it touches (a batch's latencies fall in a few),
-so the Python-level work per request is one dictionary append to group it by (route,
-status, cache). Percentiles, windows, rates, dollars and the Prometheus metrics
-(`PrometheusExporter.sync`) are worked out from the counts when someone asks.
+transposed by `zip`, sums and sorts run in C, a histogram takes a sorted column with one
+pair of binary searches per bucket it touches (a batch's latencies fall in a few), and
+grouping by (route, status, cache) is one C-level pass per distinct key. Percentiles,
+windows, rates, dollars and the Prometheus metrics (`PrometheusExporter.sync`) are
+worked out from the counts when someone asks.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import NamedTuple, TypeVar, cast
+from typing import NamedTuple, TypeVar, cast, get_args
 
 __all__ = [
     "EVENT_TYPES",
@@ -114,17 +114,7 @@ Event = (
     | RequestFinished
     | MemoryGuardActed
 )
-EVENT_TYPES: tuple[type[Event], ...] = (
-    CacheLookup,
-    Coalesced,
-    Retried,
-    UpstreamFinished,
-    BreakerMoved,
-    BatchFlushed,
-    RedisMoved,
-    RequestFinished,
-    MemoryGuardActed,
-)
+EVENT_TYPES: tuple[type[Event], ...] = get_args(Event)
 Listener = Callable[[Event], None]
 _E = TypeVar("_E", bound=Event)
 

@@ -60,6 +60,7 @@ def build_telemetry_router(runtime: Callable[[], Runtime]) -> APIRouter:
     @router.get("/metrics", summary="Prometheus exposition", response_class=Response)
     async def metrics() -> Response:
         found = telemetry()
-        return Response(found.prometheus.render(found.stats), media_type=CONTENT_TYPE_LATEST)
+        body = await found.prometheus.render(found.stats)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return router

@@ -17,6 +17,7 @@ Per-process gauges (RSS, CPU, loop lag, fds) keep a `pid` label in that mode.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any, Literal
 
@@ -259,14 +260,20 @@ class PrometheusExporter:
 
     # -- scrape ----------------------------------------------------------------------
 
-    def render(self, stats: RequestStats | None = None) -> bytes:
+    async def render(self, stats: RequestStats | None = None) -> bytes:
+        """The scrape's text. With several workers it reads every worker's metric files,
+        which is file I/O that grows with the workers: done in a thread, off the loop."""
         if stats is not None:
             self.sync(stats)
         if self.multiproc_dir is None:
             return generate_latest(self.registry)
+        return await asyncio.to_thread(self._render_workers, self.multiproc_dir)
+
+    @staticmethod
+    def _render_workers(path: str) -> bytes:
         registry = CollectorRegistry()
         # prometheus-client's multiprocess module has no annotations
-        multiprocess.MultiProcessCollector(registry, path=self.multiproc_dir)  # type: ignore[no-untyped-call]
+        multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
 
     def close(self) -> None:

@@ -38,27 +38,27 @@ class LimitedRole:
 async def limited_role(postgres_server: PostgresServer) -> AsyncIterator[LimitedRole]:
     suffix = uuid.uuid4().hex[:8]
     role, database = f"nocreate_{suffix}", f"nocreate_db_{suffix}"
-    admin = await asyncpg.connect(postgres_server.url)
-    try:
-        await admin.execute(f"CREATE ROLE {role} LOGIN")
-        await admin.execute(f"CREATE DATABASE {database}")
-    finally:
-        await admin.close()
+    await _execute(postgres_server.url, f"CREATE ROLE {role} LOGIN", f"CREATE DATABASE {database}")
     admin_url = f"postgresql://promptrelay@127.0.0.1:{postgres_server.port}/{database}"
-    inside = await asyncpg.connect(admin_url)
-    try:
-        # PostgreSQL >= 15 already withholds CREATE on public; older versions grant it.
-        await inside.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-    finally:
-        await inside.close()
+    # PostgreSQL >= 15 already withholds CREATE on public; older versions grant it.
+    await _execute(admin_url, "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
     url = f"postgresql://{role}@127.0.0.1:{postgres_server.port}/{database}"
     yield LimitedRole(role=role, database=database, url=url, admin_url=admin_url)
-    admin = await asyncpg.connect(postgres_server.url)
+    await _execute(
+        postgres_server.url,
+        f"DROP DATABASE IF EXISTS {database} WITH (FORCE)",
+        f"DROP ROLE IF EXISTS {role}",
+    )
+
+
+async def _execute(url: str, *statements: str) -> None:
+    """Run `statements` in order on one connection to `url`."""
+    conn = await asyncpg.connect(url)
     try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        for statement in statements:
+            await conn.execute(statement)
     finally:
-        await admin.close()
+        await conn.close()
 
 
 async def _backends(admin_url: str, role: str) -> int:

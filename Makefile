@@ -36,9 +36,11 @@ types: $(STAMP)
 unit: $(STAMP) redis-server postgresql
 	$(BIN)/pytest -q
 
-# Tests start their own redis-server on a free port; this only makes sure the binary exists.
+# Tests start their own redis-server on a free port (and a Cluster and a Sentinel set,
+# which redis-cli creates); this only makes sure the binaries exist.
 redis-server:
 	@$(call ensure,command -v redis-server,redis-server)
+	@$(call ensure,command -v redis-cli,redis-tools)
 
 # Tests create a throwaway PostgreSQL cluster (initdb + postgres on a free port, never 5432);
 # this only makes sure the binaries exist (pg_config --bindir, or /usr/lib/postgresql/*/bin).

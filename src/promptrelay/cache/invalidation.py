@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
@@ -59,7 +59,7 @@ class InvalidationListener:
 
     def __init__(
         self,
-        client: Redis,
+        client: Redis | RedisCluster,
         *,
         channel: str,
         origin: str,

@@ -23,7 +23,10 @@ Guarantees:
 - Values use ``cache/codec.py``; an unreadable value is a miss and is deleted.
 - ``clear`` walks the keyspace with SCAN + UNLINK in batches, never KEYS.
 - Credentials never leave the redis-py pool: logs, stats, repr and exceptions name
-  the location only (``redis://host:port/db``).
+  the location only (``redis://host:port/db``, ``cluster://...``, ``sentinel://...``).
+- Any topology (``cache/topology.py``): a single Redis, a Cluster or a Sentinel set.
+  Every command touches one key, pipelines hold single-key commands only (a cluster
+  pipeline sends each node its own), and ``clear`` SCANs every primary.
 - Cross-process invalidation: ``publish_invalidation(pattern)`` and
   ``listen_invalidations(handler)`` (see ``cache/invalidation.py``).
 """
@@ -40,11 +43,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
-from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -59,12 +58,13 @@ from promptrelay.cache.invalidation import (
     InvalidationListener,
     encode_message,
 )
+from promptrelay.cache.topology import RedisClient, RedisTopology, ScanPosition, redact_url
 from promptrelay.cache.writebuffer import PendingWrite, WriteBuffer
 
 if TYPE_CHECKING:
     from promptrelay.settings import Settings
 
-__all__ = ["INVALIDATION_CHANNEL", "RedisTier", "redact_url"]
+__all__ = ["INVALIDATION_CHANNEL", "RedisTier", "RedisTopology", "redact_url"]
 
 _log = logging.getLogger(__name__)
 _KeySet = set[str]  # spelled once here: inside the classes "set" is a method
@@ -90,25 +90,12 @@ class _Slot:
     acquired: bool = False
 
 
-def redact_url(url: str) -> str:
-    """``scheme://host:port/db`` without user, password or query string."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{host}{port}{parts.path}"
-    except ValueError:
-        return "<unparseable redis url>"
-
-
 class RedisTier:
     """Redis as a cache tier. See the module docstring for the guarantees."""
 
     def __init__(
         self,
-        url: str,
+        url: str | RedisTopology,
         *,
         password: str | None = None,
         socket_timeout: float = 0.2,
@@ -127,8 +114,17 @@ class RedisTier:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self.location = redact_url(url)
-        self._budget = connect_timeout + socket_timeout
+        if isinstance(url, str):
+            url = RedisTopology.single(
+                url,
+                password=password,
+                socket_timeout=socket_timeout,
+                connect_timeout=connect_timeout,
+                max_connections=max_connections,
+            )
+        self._topology = url
+        self.location = url.location
+        self._budget = url.connect_timeout + url.socket_timeout
         self._backoff = backoff or Backoff()
         self._health = RedisHealth(
             timeout_threshold=timeout_threshold,
@@ -136,26 +132,9 @@ class RedisTier:
             stable_after=stable_after,
             clock=clock,
         )
-        options: dict[str, Any] = {
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": connect_timeout,
-            "retry": Retry(NoBackoff(), 0),
-            "driver_info": None,  # no CLIENT SETINFO round trips on connect
-        }
-        if password is not None:
-            options["password"] = password
-        try:
-            # The pool wait is bounded by our own per-call budget; its timeout is a backstop.
-            pool = BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=self._budget + 0.05, **options
-            )
-            sub_pool = ConnectionPool.from_url(url, max_connections=2, **options)
-        except (ValueError, TypeError):
-            # The message may quote the URL, password included.
-            raise ValueError(f"invalid Redis URL for {self.location}") from None
-        self._client = Redis.from_pool(pool)
-        self._slots = asyncio.Semaphore(max_connections)
-        self._sub_client = Redis.from_pool(sub_pool)
+        self._client = url.client()
+        self._slots = asyncio.Semaphore(url.max_connections)
+        self._sub_client = url.subscriber()
         self._max_entry_bytes = max_entry_bytes
         self._write_batch = write_batch
         self._scan_count = scan_count
@@ -187,17 +166,10 @@ class RedisTier:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> RedisTier:
-        """Build from ``Settings``: location, password, timeouts, pool size, entry limit."""
-        password = settings.redis_password
-        options: dict[str, Any] = {
-            "password": None if password is None else password.get_secret_value(),
-            "socket_timeout": settings.redis_socket_timeout,
-            "connect_timeout": settings.redis_connect_timeout,
-            "max_connections": settings.redis_max_connections,
-            "max_entry_bytes": settings.cache_max_entry_bytes,
-        }
+        """Build from ``Settings``: topology, credentials, timeouts, pool size, entry limit."""
+        options: dict[str, Any] = {"max_entry_bytes": settings.cache_max_entry_bytes}
         options.update(kwargs)
-        return cls(settings.redis_location(), **options)
+        return cls(RedisTopology.from_settings(settings), **options)
 
     def __repr__(self) -> str:
         return f"RedisTier(location={self.location!r}, state={self.state!r})"
@@ -207,7 +179,7 @@ class RedisTier:
         return self._health.state
 
     @property
-    def client(self) -> Redis:
+    def client(self) -> RedisClient:
         """The pooled redis-py client, for other shared state (e.g. the circuit breaker).
 
         Calls made through it share this tier's connections but not its protections:
@@ -328,19 +300,17 @@ class RedisTier:
             self._count("skipped")
             return removed
         await self._barrier()
-        cursor = 0
-        while True:
-            page = await self._run(partial(self._scan, cursor, pattern))
+        position: ScanPosition | None = (0, 0)
+        while position is not None:
+            page = await self._run(partial(self._scan, position, pattern))
             if page is _FAILED:
                 break
-            cursor, keys = page
+            position, keys = page
             if keys:
                 unlinked = await self._run(partial(self._unlink_each, keys))
                 if unlinked is _FAILED:
                     break
                 removed.update(key for key, count in zip(keys, unlinked, strict=True) if count)
-            if cursor == 0:
-                break
         return removed
 
     def stats(self) -> dict[str, Any]:
@@ -523,7 +493,9 @@ class RedisTier:
                 _log.exception("on_state listener failed")
 
     async def _ping(self) -> bool:
-        return await self._run(self._client.ping, probe=True) is not _FAILED
+        return (
+            await self._run(partial(self._topology.ping, self._client), probe=True) is not _FAILED
+        )
 
     async def _probe_loop(self) -> None:
         while not self._closed:
@@ -595,9 +567,10 @@ class RedisTier:
         for result in results:
             self._count("write_errors" if isinstance(result, Exception) else "writes")
 
-    async def _scan(self, cursor: int, pattern: str) -> tuple[int, list[str]]:
-        cursor, keys = await self._client.scan(cursor, match=pattern, count=self._scan_count)
-        return cursor, [k if isinstance(k, str) else k.decode("utf-8", "replace") for k in keys]
+    async def _scan(
+        self, position: ScanPosition, pattern: str
+    ) -> tuple[ScanPosition | None, list[str]]:
+        return await self._topology.scan(self._client, position, pattern, count=self._scan_count)
 
     async def _unlink_each(self, keys: list[str]) -> list[int]:
         """UNLINK each key in one round trip; 1 for each key that was removed."""

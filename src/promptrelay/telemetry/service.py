@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from promptrelay.core.events import EventBus
 from promptrelay.settings import Settings
@@ -49,7 +49,11 @@ log = logging.getLogger("promptrelay.telemetry")
 
 _T = TypeVar("_T")
 _REDIS_BUDGET = 0.5  # seconds for one telemetry Redis call
-_SNAPSHOT_PREFIX = "promptrelay:telemetry:process:"
+# One hash tag: the registry's index and every snapshot share a slot, so on a Redis
+# Cluster the index and the snapshots it names are read with one MGET.
+_SNAPSHOT_PREFIX = "{promptrelay:telemetry}:process:"
+_SNAPSHOT_INDEX = "{promptrelay:telemetry}:processes"  # sorted set: process id -> at
+_Client = Redis | RedisCluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +66,7 @@ class Sources:
     in_flight: Callable[[], tuple[int, int]]  # (requests, request body bytes)
     cache_memory: Callable[[], tuple[int, int]]  # (entries, bytes)
     trim_memory: Callable[[float], int]
-    redis: Callable[[], Redis | None]
+    redis: Callable[[], _Client | None]
 
 
 class Telemetry:
@@ -245,7 +249,7 @@ class Telemetry:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _redis_call(self, call: Callable[[Redis], Awaitable[_T]]) -> _T | None:
+    async def _redis_call(self, call: Callable[[_Client], Awaitable[_T]]) -> _T | None:
         """One bounded call; None when Redis is absent, down, slow or failing."""
         client = self.sources.redis()
         if client is None or self.sources.redis_state() != "up":
@@ -266,7 +270,7 @@ class Telemetry:
     async def _claim(self, key: str, seconds: float) -> bool:
         """SET NX EX: True for the first process; True as well when Redis is unusable."""
 
-        async def set_nx(client: Redis) -> bool:
+        async def set_nx(client: _Client) -> bool:
             return bool(await client.set(key, self._process_id, nx=True, ex=max(1, round(seconds))))
 
         won = await self._redis_call(set_nx)
@@ -289,17 +293,27 @@ class Telemetry:
         )
         ttl = self.settings.cache_ttl_metrics
 
-        async def write(client: Redis) -> Any:
-            return await client.set(_SNAPSHOT_PREFIX + self._process_id, payload, ex=ttl)
+        async def write(client: _Client) -> Any:
+            pipe = client.pipeline(transaction=False)
+            pipe.set(_SNAPSHOT_PREFIX + self._process_id, payload, ex=ttl)
+            pipe.zadd(_SNAPSHOT_INDEX, {self._process_id: snapshot.at})
+            pipe.zremrangebyscore(_SNAPSHOT_INDEX, "-inf", snapshot.at - ttl)
+            pipe.expire(_SNAPSHOT_INDEX, ttl)
+            return await pipe.execute()
 
         await self._redis_call(write)
 
     async def processes(self) -> list[dict[str, Any]]:
         """Every process's latest snapshot in Redis (this one included), newest first."""
 
-        async def read(client: Redis) -> list[Any]:
-            keys = [key async for key in client.scan_iter(_SNAPSHOT_PREFIX + "*", count=100)]
-            return list(await client.mget(keys[:100])) if keys else []
+        since = self._wall() - self.settings.cache_ttl_metrics
+
+        async def read(client: _Client) -> list[Any]:
+            ids: list[Any] = await client.zrangebyscore(
+                _SNAPSHOT_INDEX, since, "+inf", start=0, num=100
+            )
+            keys = [_SNAPSHOT_PREFIX + (i if isinstance(i, str) else i.decode()) for i in ids]
+            return list(await client.mget(keys)) if keys else []
 
         values = await self._redis_call(read) or []
         found = [orjson.loads(v) for v in values if v]

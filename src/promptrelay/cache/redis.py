@@ -226,8 +226,8 @@ class RedisTier:
         tasks = list(self._tasks.values())
         self._tasks.clear()
         await stop_tasks([*tasks, *self._orphans])
-        await self._client.aclose()
-        await self._sub_client.aclose()
+        await self._topology.close(self._client)
+        await self._topology.close(self._sub_client)
 
     async def __aenter__(self) -> RedisTier:
         await self.start()
@@ -493,9 +493,8 @@ class RedisTier:
                 _log.exception("on_state listener failed")
 
     async def _ping(self) -> bool:
-        return (
-            await self._run(partial(self._topology.ping, self._client), probe=True) is not _FAILED
-        )
+        ping = partial(self._topology.ping, self._client)
+        return await self._run(ping, budget=self._topology.probe_budget, probe=True) is not _FAILED
 
     async def _probe_loop(self) -> None:
         while not self._closed:
@@ -550,7 +549,9 @@ class RedisTier:
         pipe = self._client.pipeline(transaction=False)
         for key, write in batch.items():
             if write.entry is None:
-                pipe.delete(key)
+                # execute_command queues on every pipeline; a cluster pipeline's own
+                # delete/unlink are coroutines that run at once (multi-key helpers).
+                pipe.execute_command("DEL", key)
                 continue
             try:
                 payload = encode_entry(write.entry)
@@ -576,5 +577,5 @@ class RedisTier:
         """UNLINK each key in one round trip; 1 for each key that was removed."""
         pipe = self._client.pipeline(transaction=False)
         for key in keys:
-            pipe.unlink(key)
+            pipe.execute_command("UNLINK", key)  # queued (see _write)
         return await pipe.execute()

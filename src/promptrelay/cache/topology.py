@@ -112,6 +112,13 @@ class RedisTopology:
         return cls.single(settings.redis_location(), **options)
 
     @property
+    def probe_budget(self) -> float:
+        """Seconds a PING may take: a cluster or sentinel client discovers its nodes first
+        (a topology query, then a connection to each primary)."""
+        budget = self.connect_timeout + self.socket_timeout
+        return budget if self.kind == "single" else budget + 1.0
+
+    @property
     def location(self) -> str:
         """What logs and stats may name: addresses and the master's name, no credentials."""
         if self.kind == "single":
@@ -133,6 +140,16 @@ class RedisTopology:
     def subscriber(self) -> RedisClient:
         """A separate client for the pub/sub connection, so it never waits for a slot."""
         return self._build(_SUBSCRIBER_CONNECTIONS, blocking=False)
+
+    async def close(self, client: RedisClient) -> None:
+        """Close a client built here, and for Sentinel its connections to the sentinels."""
+        await client.aclose()
+        if isinstance(client, RedisCluster):
+            return
+        manager = getattr(client.connection_pool, "sentinel_manager", None)
+        if isinstance(manager, Sentinel):
+            for sentinel in manager.sentinels:
+                await sentinel.aclose()
 
     def _connection_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {

@@ -77,22 +77,28 @@ def cluster_port(taken: set[int]) -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
-def _client(port: int) -> redis.Redis:
+def _client(port: int, password: str | None = None, *, decode: bool = True) -> redis.Redis:
     """A plain RESP2 connection for the fixture's own questions (never 6379)."""
     assert port != 6379
     return redis.Redis(
-        host="127.0.0.1", port=port, protocol=2, decode_responses=True, socket_timeout=2.0
+        host="127.0.0.1",
+        port=port,
+        password=password,
+        protocol=2,
+        decode_responses=decode,
+        socket_timeout=2.0,
+        single_connection_client=True,
     )
 
 
-def _ask(port: int, *args: str) -> Any:
-    with _client(port) as client:
+def _ask(port: int, *args: str, password: str | None = None) -> Any:
+    with _client(port, password) as client:
         return client.execute_command(*args)
 
 
 def _info(server: RedisServer, *args: str) -> dict[str, str]:
     """A ``key:value`` reply (CLUSTER INFO, INFO replication) as a dict."""
-    reply = _ask(server.port, *args)
+    reply = _ask(server.port, *args, password=server.password)
     if isinstance(reply, dict):  # redis-py parses INFO itself
         return {str(key): str(value) for key, value in reply.items()}
     pairs = (line.split(":", 1) for line in str(reply).splitlines() if ":" in line)
@@ -116,9 +122,14 @@ def _wait(predicate: object, what: str, timeout: float) -> None:
 class RedisClusterSet:
     """Six cluster-enabled redis-server processes joined as 3 primaries + 3 replicas."""
 
+    # Every node requires it, so tests can prove that no credential reaches a key or value.
+    password = "cluster-secret-6f1d"
+
     def __init__(self) -> None:
         taken: set[int] = set()
         args = (
+            "--requirepass", self.password,
+            "--masterauth", self.password,
             "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", str(_NODE_TIMEOUT_MS),
@@ -139,6 +150,7 @@ class RedisClusterSet:
                 REDIS_CLI, "--cluster", "create",
                 *(f"127.0.0.1:{node.port}" for node in self.nodes),
                 "--cluster-replicas", "1", "--cluster-yes",
+                "-a", self.password, "--no-auth-warning",
             ],
             check=True,
             stdout=subprocess.DEVNULL,
@@ -172,7 +184,7 @@ class RedisClusterSet:
         """The running primary that CLUSTER NODES (asked of a running node) says owns ``slot``."""
         asked = next(node for node in self.nodes if node.running)
         by_port = {node.port: node for node in self.nodes}
-        for line in str(_ask(asked.port, "CLUSTER", "NODES")).splitlines():
+        for line in str(_ask(asked.port, "CLUSTER", "NODES", password=self.password)).splitlines():
             fields = line.split()
             if len(fields) < 9 or "master" not in fields[2] or "fail" in fields[2]:
                 continue
@@ -182,16 +194,6 @@ class RedisClusterSet:
                 if low.isdigit() and int(low) <= slot <= int(high or low):
                     return by_port[port]
         raise LookupError(f"no primary serves slot {slot}")
-
-    def slot_of(self, key: str) -> int:
-        return int(
-            _ask(
-                self.nodes[0].port if self.nodes[0].running else self.nodes[1].port,
-                "CLUSTER",
-                "KEYSLOT",
-                key,
-            )
-        )
 
     def kill(self, node: RedisServer) -> None:
         node.kill()
@@ -226,13 +228,14 @@ class RedisClusterSet:
         """Every key matching ``pattern`` on each primary (by port)."""
         found: dict[int, list[str]] = {}
         for node in self.primaries():
-            with _client(node.port) as client:
+            with _client(node.port, self.password) as client:
                 found[node.port] = list(client.scan_iter(match=pattern, count=1000))
         return found
 
     def dump_all(self) -> list[tuple[str, bytes]]:
         """Every key and its raw value on every running node (primaries and replicas)."""
-        return [item for node in self.nodes if node.running for item in _dump(node.port)]
+        running = [node for node in self.nodes if node.running]
+        return [item for node in running for item in _dump(node.port, self.password)]
 
     def close(self) -> None:
         for node in self.nodes:
@@ -357,13 +360,11 @@ def _pairs(reply: list[str]) -> dict[str, str]:
     return dict(zip(reply[0::2], reply[1::2], strict=True))
 
 
-def _dump(port: int) -> list[tuple[str, bytes]]:
+def _dump(port: int, password: str | None) -> list[tuple[str, bytes]]:
     """Every key on one node with its value's bytes, whatever its type (READONLY: replicas)."""
     items: list[tuple[str, bytes]] = []
-    with redis.Redis(
-        host="127.0.0.1", port=port, protocol=2, socket_timeout=2.0, single_connection_client=True
-    ) as client:
-        if "cluster_enabled:1" in str(client.execute_command("INFO", "cluster")):
+    with _client(port, password, decode=False) as client:
+        if client.info("cluster").get("cluster_enabled"):
             client.execute_command("READONLY")
         for key in client.scan_iter(count=1000):
             kind = client.type(key)

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from promptrelay.cache import CacheEntry, CacheTier, MemoryTier, RedisTier, TieredCache
-from tests.cache.conftest import CONNECT_TIMEOUT, SOCKET_TIMEOUT, FakeClock, entry
 from promptrelay.cache.topology import RedisTopology
+from tests.cache.conftest import CONNECT_TIMEOUT, SOCKET_TIMEOUT, FakeClock, entry
 from tests.fixtures_redis import RedisServer
 from tests.fixtures_topologies import RedisClusterSet, SentinelSet
 
@@ -42,7 +42,8 @@ def _topology_tier(request: pytest.FixtureRequest) -> RedisTier:
     if request.param == "redis-cluster":
         cluster: RedisClusterSet = request.getfixturevalue("redis_cluster")
         nodes = tuple(("127.0.0.1", node.port) for node in cluster.nodes)
-        return RedisTier(RedisTopology("cluster", nodes=nodes, **timeouts))
+        topology = RedisTopology("cluster", nodes=nodes, password=cluster.password)
+        return RedisTier(replace(topology, **timeouts))
     if request.param == "redis-sentinel":
         sentinel: SentinelSet = request.getfixturevalue("redis_sentinel")
         sentinels = tuple(("127.0.0.1", port) for port in sentinel.sentinel_ports)

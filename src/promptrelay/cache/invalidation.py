@@ -20,7 +20,6 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import orjson
-from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
@@ -59,7 +58,7 @@ class InvalidationListener:
 
     def __init__(
         self,
-        client: Redis | RedisCluster,
+        open_pubsub: Callable[[], Awaitable[PubSub]],
         *,
         channel: str,
         origin: str,
@@ -70,7 +69,7 @@ class InvalidationListener:
         backoff: Backoff,
         subscribe_timeout: float,
     ) -> None:
-        self._client = client
+        self._open_pubsub = open_pubsub
         self._channel = channel
         self._origin = origin
         self._handler = handler
@@ -88,19 +87,23 @@ class InvalidationListener:
         ever_subscribed = False
         while not self.stopped:
             await self._wait_until_up()
-            pubsub = self._client.pubsub()
+            pubsub: PubSub | None = None
             try:
                 async with asyncio.timeout(self._subscribe_timeout):
+                    pubsub = await self._open_pubsub()
                     await pubsub.subscribe(self._channel)
                 await self._listen(pubsub, gap=ever_subscribed)
             except (RedisError, OSError) as error:  # OSError covers TimeoutError
                 self._on_failure(error)
+            except Exception:  # e.g. a cluster client mid-failover; the loop must go on
+                _log.exception("invalidation subscription failed; retrying")
             finally:
                 if self.subscribed.is_set():
                     ever_subscribed, attempt = True, 0
                 self.subscribed.clear()
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+                if pubsub is not None:
+                    with contextlib.suppress(RedisError, OSError):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped
             await asyncio.sleep(self._backoff.compute(attempt))
             attempt += 1
 

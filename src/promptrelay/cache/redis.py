@@ -363,7 +363,7 @@ class RedisTier:
         if self._listener is not None:
             raise RuntimeError("invalidations already have a listener")
         self._listener = InvalidationListener(
-            self._sub_client,
+            partial(self._topology.pubsub, self._sub_client),
             channel=self._channel,
             origin=self._origin,
             handler=handler,
@@ -371,7 +371,7 @@ class RedisTier:
             on_failure=self._record_failure,
             wait_until_up=self._up.wait,
             backoff=self._backoff,
-            subscribe_timeout=self._budget,
+            subscribe_timeout=self._topology.probe_budget,
         )
         if self._started and not self._closing:
             self._start_listener()

@@ -25,11 +25,13 @@ location (never a password) leaves this module: ``location`` is what logs may na
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis, RedisCluster
+from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -225,6 +227,15 @@ class RedisTopology:
             await client.ping(target_nodes=RedisCluster.PRIMARIES)
         else:
             await client.ping()
+
+    async def pubsub(self, client: RedisClient) -> PubSub:
+        """A pub/sub object for ``client``; on a cluster, on a primary picked at random
+        from a freshly read topology (a PUBLISH reaches every node, so any will do, and
+        a re-subscription after a failover lands on a node that is up)."""
+        if not isinstance(client, RedisCluster):
+            return client.pubsub()
+        await client.initialize()
+        return client.pubsub(node=random.choice(client.get_primaries()))
 
     async def scan(
         self, client: RedisClient, position: ScanPosition, pattern: str, *, count: int

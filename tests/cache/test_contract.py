@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -38,19 +38,32 @@ class Harness:
 
 def _topology_tier(request: pytest.FixtureRequest) -> RedisTier:
     """The Redis tier on the topology the parameter names (fixtures started on demand)."""
-    timeouts = {"socket_timeout": SOCKET_TIMEOUT, "connect_timeout": CONNECT_TIMEOUT}
     if request.param == "redis-cluster":
         cluster: RedisClusterSet = request.getfixturevalue("redis_cluster")
         nodes = tuple(("127.0.0.1", node.port) for node in cluster.nodes)
-        topology = RedisTopology("cluster", nodes=nodes, password=cluster.password)
-        return RedisTier(replace(topology, **timeouts))
+        return RedisTier(
+            RedisTopology(
+                "cluster",
+                nodes=nodes,
+                password=cluster.password,
+                socket_timeout=SOCKET_TIMEOUT,
+                connect_timeout=CONNECT_TIMEOUT,
+            )
+        )
     if request.param == "redis-sentinel":
         sentinel: SentinelSet = request.getfixturevalue("redis_sentinel")
         sentinels = tuple(("127.0.0.1", port) for port in sentinel.sentinel_ports)
-        topology = RedisTopology("sentinel", nodes=sentinels, master=sentinel.master_name)
-        return RedisTier(replace(topology, **timeouts))
+        return RedisTier(
+            RedisTopology(
+                "sentinel",
+                nodes=sentinels,
+                master=sentinel.master_name,
+                socket_timeout=SOCKET_TIMEOUT,
+                connect_timeout=CONNECT_TIMEOUT,
+            )
+        )
     server: RedisServer = request.getfixturevalue("redis_server")  # only when needed
-    return RedisTier(server.url, **timeouts)
+    return RedisTier(server.url, socket_timeout=SOCKET_TIMEOUT, connect_timeout=CONNECT_TIMEOUT)
 
 
 @pytest.fixture(params=["memory", "redis", "tiered", "redis-cluster", "redis-sentinel"])

@@ -155,6 +155,10 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http(s) URL such as https://api.anthropic.com")
+        if parts.query or parts.fragment or "?" in value or "#" in value:
+            raise ValueError("must have no query or fragment; a path prefix is fine")
+        if "%" in parts.path or {".", ".."} & set(parts.path.split("/")):
+            raise ValueError("its path prefix must have no '.', '..' or %-escapes")
         return value.rstrip("/")
 
     @field_validator("alert_webhook_url")

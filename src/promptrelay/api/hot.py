@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -46,6 +47,7 @@ from promptrelay.errors import (
     UpstreamUnavailable,
 )
 from promptrelay.settings import Settings
+from promptrelay.upstream.paths import canonical_target
 
 __all__ = ["HotRoutes"]
 
@@ -244,6 +246,9 @@ class HotRoutes:
         await send_response(send, 200, [JSON_CONTENT, cache_header], encoded)
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send, trace: _Trace) -> None:
+        # Judged on the raw path, before anything else: a path that could leave /v1/ on
+        # the upstream is refused here and never reaches the upstream (upstream/paths.py).
+        target = canonical_target(_raw_path(scope), scope.get("query_string", b""))
         headers = request_headers(scope)
         creds = self._keys.resolve(headers)
         raw = await read_body(scope, receive, self._limit)
@@ -258,10 +263,9 @@ class HotRoutes:
                         f"{name}: not allowed; the upstream is set by configuration"
                     )
         version, beta = self._api_version(headers)
-        query = scope.get("query_string", b"").decode("latin-1")
         reply = await self._gateway.forward(
             scope["method"],
-            f"{scope['path']}?{query}" if query else scope["path"],
+            target,
             raw,
             creds,
             version=version,
@@ -269,6 +273,15 @@ class HotRoutes:
             content_type=content_type.decode("latin-1") if content_type else None,
         )
         await _send_reply(send, receive, reply, trace)
+
+
+def _raw_path(scope: Scope) -> bytes:
+    """The path as the request line had it; re-encoded from `path` for a server that
+    gives no `raw_path` (then an encoded slash cannot be told apart, but '..' still can)."""
+    raw: bytes | None = scope.get("raw_path")
+    if raw is not None:
+        return raw
+    return quote(scope["path"], safe="/!$&'()*+,;=:@").encode("ascii")
 
 
 def _error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:

@@ -86,13 +86,14 @@ class FakeUpstream:
         *,
         rng: random.Random | None = None,
         prefix: str = "",
+        request_log_max: int = REQUEST_LOG_MAX,
     ) -> None:
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             raise ValueError(f"prefix must start with '/' and not end with one: {prefix!r}")
         self.config = config if config is not None else FakeConfig()
         self._prefix = prefix
         self._rng = rng if rng is not None else random.Random(0)
-        self._counters = _Counters()
+        self._counters = _Counters(log=deque(maxlen=request_log_max))
         self._server: web.Server | None = None
         self._listener: asyncio.Server | None = None
         self._port = 0

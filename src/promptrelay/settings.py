@@ -125,6 +125,7 @@ class Settings(BaseSettings):
 
     # Access.
     admin_api_key: SecretStr | None = None
+    metrics_token: SecretStr | None = None  # set: GET /metrics needs it as a Bearer token
     promptrelay_api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     allow_open_access: bool = False
     max_body_bytes: PositiveInt = 32 * 1024 * 1024
@@ -178,7 +179,9 @@ class Settings(BaseSettings):
             return value
         raise ValueError("use sqlite:///file.db or postgresql://user:password@host:port/db")
 
-    @field_validator("anthropic_api_key", "admin_api_key", "redis_password", "redis_url")
+    @field_validator(
+        "anthropic_api_key", "admin_api_key", "metrics_token", "redis_password", "redis_url"
+    )
     @classmethod
     def _empty_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():

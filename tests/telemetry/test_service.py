@@ -345,7 +345,7 @@ async def test_metrics_are_open_unless_a_metrics_token_is_set(gateway_factory, f
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{open_gw.url}/metrics") as response:
             assert response.status == 200  # the admin key does not close it
-        refused = (
+        refused: tuple[dict[str, str], ...] = (
             {},
             {"authorization": "Bearer wrong"},
             {"authorization": "Bearer adm"},  # an admin key is not the scraper's token

@@ -148,6 +148,10 @@ async def test_a_client_gone_before_a_slow_miss_answers_is_counted_499(
     assert [(s.labels["route"], s.labels["status"], s.value) for s in samples] == [
         (route, "499", 1.0)
     ]
+    async with aiohttp.ClientSession() as session:  # the answer was kept all the same
+        async with session.post(f"{gateway.url}{route}", json=body) as response:
+            assert (response.status, response.headers["x-cache"]) == (200, "HIT")
+    assert fake_upstream.stats()["requests"] == 1
 
 
 async def _wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:

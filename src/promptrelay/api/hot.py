@@ -308,9 +308,13 @@ async def _send_reply(send: Send, receive: Receive, reply: Reply, trace: _Trace)
     if reply.chunks is None:
         await _send_whole(send, receive, trace, reply.headers, reply.body)
         return
-    trace.first = time.perf_counter()
     trace.stream = True
     try:
+        # stream_response's watcher cannot see a client that left while the upstream was
+        # still on its way: its first look comes after the first chunk has gone out.
+        if trace.cache != "HIT" and client_left(receive):
+            raise ClientGone
+        trace.first = time.perf_counter()
         guarded = _guard(reply.chunks, trace)
         await stream_response(send, receive, reply.status, reply.headers, guarded)
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.sentinel import SentinelConnectionPool
 
@@ -10,12 +12,16 @@ from promptrelay.settings import Settings
 
 
 async def test_each_topology_builds_its_client_and_names_no_secret():
-    common = {"redis_password": "top-secret", "redis_sentinel_password": "sentinel-secret"}
-    cases = {
-        "single": Settings(redis_url="redis://:top-secret@h:6390/0", **common),
-        "cluster": Settings(redis_cluster_nodes="a:7000,b:7001", **common),
-        "sentinel": Settings(redis_sentinels="s:26379", redis_sentinel_master="primary", **common),
+    common: dict[str, Any] = {
+        "redis_password": "top-secret",
+        "redis_sentinel_password": "sentinel-secret",
     }
+    variants: dict[str, dict[str, Any]] = {
+        "single": {"redis_url": "redis://:top-secret@h:6390/0"},
+        "cluster": {"redis_cluster_nodes": "a:7000,b:7001"},
+        "sentinel": {"redis_sentinels": "s:26379", "redis_sentinel_master": "primary"},
+    }
+    cases = {kind: Settings(**common, **extra) for kind, extra in variants.items()}
     for kind, settings in cases.items():
         topology = RedisTopology.from_settings(settings)
         assert topology.kind == kind
@@ -27,6 +33,7 @@ async def test_each_topology_builds_its_client_and_names_no_secret():
                 assert isinstance(client, RedisCluster)
                 assert topology.location == "cluster://a:7000,b:7001"
             elif kind == "sentinel":
+                assert isinstance(client, Redis)
                 assert isinstance(client.connection_pool, SentinelConnectionPool)
                 assert topology.location == "sentinel://s:26379/primary"
             else:
@@ -37,7 +44,8 @@ async def test_each_topology_builds_its_client_and_names_no_secret():
 
 
 async def test_tls_and_username_reach_the_connections():
-    settings = Settings(redis_host="h", redis_tls=True, redis_username="gateway")
+    options: dict[str, Any] = {"redis_host": "h", "redis_tls": True, "redis_username": "gateway"}
+    settings = Settings(**options)
     topology = RedisTopology.from_settings(settings)
     client = topology.client()
     try:

@@ -54,7 +54,11 @@ from promptrelay.cache.codec import DecodeError, decode_entry, encode_entry
 from promptrelay.cache.glob import glob_matcher
 from promptrelay.cache.health import Backoff, RedisHealth
 from promptrelay.cache.invalidation import (
+    GENERATION_KEY,
     INVALIDATION_CHANNEL,
+    LOG_KEY,
+    LOG_LENGTH,
+    RECORD_SCRIPT,
     InvalidationListener,
     encode_message,
 )
@@ -70,6 +74,7 @@ _log = logging.getLogger(__name__)
 _KeySet = set[str]  # spelled once here: inside the classes "set" is a method
 _T = TypeVar("_T")
 
+_BOOKKEEPING = "{promptrelay:"
 _WRITE_BATCH = 1 << 20  # bytes per pipeline, unless one entry alone is larger
 _WRITE_THROUGHPUT = 8 << 20  # bytes/s assumed when sizing a write batch's time budget
 
@@ -134,14 +139,14 @@ class RedisTier:
         )
         self._client = url.client()
         self._slots = asyncio.Semaphore(url.max_connections)
-        self._sub_client = url.subscriber()
+        self._origin = uuid.uuid4().hex
+        self._sub_client = url.subscriber(f"promptrelay-subscriber-{self._origin}")
         self._max_entry_bytes = max_entry_bytes
         self._write_batch = write_batch
         self._scan_count = scan_count
         self._channel = channel
         self._on_state = on_state
         self._wall_clock = wall_clock
-        self._origin = uuid.uuid4().hex
         self._buffer = WriteBuffer(max_items=write_queue_max, max_bytes=write_queue_max_bytes)
         self._wake = asyncio.Event()
         self._drained = asyncio.Condition()
@@ -305,7 +310,10 @@ class RedisTier:
             page = await self._run(partial(self._scan, position, pattern))
             if page is _FAILED:
                 break
-            position, keys = page
+            position, found = page
+            # Hash-tagged keys are the shared bookkeeping (the invalidation record,
+            # telemetry), never cache entries: a clear of "*" must not erase them.
+            keys = [key for key in found if not key.startswith(_BOOKKEEPING)]
             if keys:
                 unlinked = await self._run(partial(self._unlink_each, keys))
                 if unlinked is _FAILED:
@@ -343,13 +351,30 @@ class RedisTier:
     # -- invalidation pub/sub --------------------------------------------------------
 
     async def publish_invalidation(self, pattern: str) -> bool:
-        """Tell the other processes' listeners to clear ``pattern``; False if not sent."""
-        payload = encode_message(self._origin, pattern)
+        """Record the clear in Redis (``cache/invalidation.py``), then tell the other
+        processes' listeners to clear ``pattern``; False if not sent."""
+        recorded = await self._run(partial(self._record_invalidation, pattern))
+        generation = recorded if isinstance(recorded, int) else None
+        if generation is not None and self._listener is not None:
+            self._listener.saw(generation)
+        payload = encode_message(self._origin, pattern, generation)
         sent = await self._run(lambda: self._client.publish(self._channel, payload))
         if sent is _FAILED:
             return False
         self._count("invalidations_published")
         return True
+
+    async def _record_invalidation(self, pattern: str) -> int:
+        keys_then_args = (GENERATION_KEY, LOG_KEY, pattern, LOG_LENGTH)
+        return int(await self._client.eval(RECORD_SCRIPT, 2, *keys_then_args))
+
+    async def _read_generation(self) -> tuple[int | None, list[bytes]]:
+        """The clear counter and log, read once per (re)subscription; raises on failure."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(GENERATION_KEY)
+        pipe.lrange(LOG_KEY, 0, -1)
+        current, log = await pipe.execute()
+        return (None if current is None else int(current)), list(log)
 
     def listen_invalidations(
         self, handler: Callable[[str], object], *, on_gap: Callable[[], object] | None = None
@@ -372,6 +397,7 @@ class RedisTier:
             wait_until_up=self._up.wait,
             backoff=self._backoff,
             subscribe_timeout=self._topology.probe_budget,
+            read_generation=self._read_generation,
         )
         if self._started and not self._closing:
             self._start_listener()

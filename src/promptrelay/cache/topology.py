@@ -139,9 +139,10 @@ class RedisTopology:
         """The client for commands, with ``max_connections`` connections (per node)."""
         return self._build(self.max_connections, blocking=True)
 
-    def subscriber(self) -> RedisClient:
-        """A separate client for the pub/sub connection, so it never waits for a slot."""
-        return self._build(_SUBSCRIBER_CONNECTIONS, blocking=False)
+    def subscriber(self, name: str | None = None) -> RedisClient:
+        """A separate client for the pub/sub connection, so it never waits for a slot;
+        ``name`` is its CLIENT SETNAME (so an operator can tell the subscribers apart)."""
+        return self._build(_SUBSCRIBER_CONNECTIONS, blocking=False, name=name)
 
     async def close(self, client: RedisClient) -> None:
         """Close a client built here, and for Sentinel its connections to the sentinels."""
@@ -153,7 +154,7 @@ class RedisTopology:
             for sentinel in manager.sentinels:
                 await sentinel.aclose()
 
-    def _connection_options(self) -> dict[str, Any]:
+    def _connection_options(self, name: str | None) -> dict[str, Any]:
         options: dict[str, Any] = {
             "socket_timeout": self.socket_timeout,
             "socket_connect_timeout": self.connect_timeout,
@@ -163,10 +164,14 @@ class RedisTopology:
             options["password"] = self.password
         if self.username is not None:
             options["username"] = self.username
+        if name is not None:
+            options["client_name"] = name
         return options
 
-    def _build(self, max_connections: int, *, blocking: bool) -> RedisClient:
-        options = self._connection_options()
+    def _build(
+        self, max_connections: int, *, blocking: bool, name: str | None = None
+    ) -> RedisClient:
+        options = self._connection_options(name)
         if self.kind == "cluster":
             return RedisCluster(
                 startup_nodes=[ClusterNode(host, port) for host, port in self.nodes],

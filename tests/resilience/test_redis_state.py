@@ -1,59 +1,28 @@
-"""RedisBreakerState against a real redis-server started here (skipped if not installed)."""
+"""RedisBreakerState through a RedisTier on a real redis-server (tests/fixtures_redis.py)."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
+from promptrelay.cache.redis import RedisTier
 from promptrelay.resilience.breaker import BreakerMachine, BreakerState
 from promptrelay.resilience.redis_state import RedisBreakerState
 from promptrelay.resilience.shared import CircuitBreaker, SharedStateError
-
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="module")
-def redis_port() -> Iterator[int]:
-    port = _free_port()
-    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    proc = subprocess.Popen([*args, "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.02)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=5)
+from tests.fixtures_redis import RedisServer, free_port
 
 
 @pytest.fixture
-async def client(redis_port: int) -> AsyncIterator[Redis]:
-    redis = Redis(port=redis_port)
-    await redis.flushdb()
-    yield redis
-    await redis.aclose()
+async def client(redis_server: RedisServer) -> AsyncIterator[RedisTier]:
+    tier = RedisTier(redis_server.url, socket_timeout=1.0, connect_timeout=1.0)
+    await tier.start()
+    yield tier
+    await tier.close()
 
 
-async def test_open_until_round_trips_and_expires(client: Redis) -> None:
+async def test_open_until_round_trips_and_expires(client: RedisTier) -> None:
     state = RedisBreakerState(client, "t")
     assert await state.read_open_until() is None
     until = time.time() + 0.2
@@ -65,7 +34,7 @@ async def test_open_until_round_trips_and_expires(client: Redis) -> None:
     assert await state.read_open_until() is None
 
 
-async def test_probe_lock_is_exclusive_and_released_only_by_its_holder(client: Redis) -> None:
+async def test_probe_lock_is_exclusive_and_released_only_by_its_holder(client: RedisTier) -> None:
     a, b = RedisBreakerState(client, "t"), RedisBreakerState(client, "t")
     assert await a.try_acquire_probe(5)
     assert not await b.try_acquire_probe(5)
@@ -76,16 +45,17 @@ async def test_probe_lock_is_exclusive_and_released_only_by_its_holder(client: R
 
 
 async def test_unreachable_redis_raises_shared_state_error() -> None:
-    dead = Redis(port=_free_port(), socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    dead = RedisTier(f"redis://127.0.0.1:{free_port()}/0", connect_timeout=0.2)
+    await dead.start()
     state = RedisBreakerState(dead, "t")
     with pytest.raises(SharedStateError):
         await state.read_open_until()
     breaker = CircuitBreaker(BreakerMachine(), state)
     assert (await breaker.before_call()).allowed
-    await dead.aclose()
+    await dead.close()
 
 
-async def test_two_processes_share_an_opening(client: Redis) -> None:
+async def test_two_processes_share_an_opening(client: RedisTier) -> None:
     a = CircuitBreaker(BreakerMachine(failure_threshold=1), RedisBreakerState(client, "p"))
     b = CircuitBreaker(BreakerMachine(failure_threshold=1), RedisBreakerState(client, "p"))
     decision = await a.before_call()

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from promptrelay.errors import CircuitOpen, UpstreamTimeout, UpstreamUnavailable
 from promptrelay.resilience.breaker import BreakerMachine, BreakerState
 from promptrelay.resilience.retry import (
+    HeadHook,
     Outcome,
     RetryEvent,
     RetryPolicy,
@@ -146,7 +147,7 @@ class Script:
         self.remaining = list(outcomes)
         self.calls = 0
 
-    async def __call__(self) -> Outcome[str]:
+    async def __call__(self, on_head: HeadHook) -> Outcome[str]:
         self.calls += 1
         item = self.remaining.pop(0) if len(self.remaining) > 1 else self.remaining[0]
         if isinstance(item, Exception):
@@ -279,7 +280,7 @@ async def test_cancelled_probe_is_released_for_the_next_caller() -> None:
     breaker.machine.trip(0)
     started = asyncio.Event()
 
-    async def hang() -> Outcome[str]:
+    async def hang(on_head: HeadHook) -> Outcome[str]:
         started.set()
         await asyncio.Event().wait()
         raise AssertionError("unreachable")

@@ -14,7 +14,7 @@ aiohttp errors are translated here, at the boundary, into `UpstreamTimeout` and
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,9 +174,11 @@ class UpstreamClient:
         body: bytes | None = None,
         stream: bool = False,
         timeout: float | None = None,
+        on_head: Callable[[int], Awaitable[object]] | None = None,
     ) -> UpstreamResponse:
         """Send one request. With `stream`, a 2xx body is handed over as it arrives;
-        everything else (errors included) is read whole.
+        everything else (errors included) is read whole. `on_head(status)` is awaited as
+        soon as the status line and headers have arrived, before any of the body.
 
         Raises UpstreamTimeout / UpstreamUnavailable; any HTTP status is a response.
         """
@@ -208,6 +210,12 @@ class UpstreamClient:
                 self._in_flight -= 1
                 response.release()
 
+        if on_head is not None:
+            try:
+                await on_head(response.status)
+            except BaseException:
+                release()
+                raise
         kept = kept_response_headers(response.raw_headers)
         content_type = response.headers.get("content-type", "")
         if stream and 200 <= response.status < 300:

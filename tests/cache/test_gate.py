@@ -18,10 +18,9 @@ async def test_run_answers_while_up_and_raises_at_once_while_down(
 ) -> None:
     tier = await make_redis_tier(socket_timeout=0.5, backoff=Backoff(base=60))
 
-    async def set_then_get(client: Redis) -> bytes | None:
+    async def set_then_get(client: Redis) -> object:
         await client.set("pr:gate", b"v")
-        value: bytes | None = await client.get("pr:gate")
-        return value
+        return await client.get("pr:gate")
 
     assert await tier.run(set_then_get) == b"v"
     redis_server.stop_signal()
@@ -45,7 +44,7 @@ async def test_run_errors_are_redis_unavailable_and_a_connection_error_marks_dow
 ) -> None:
     tier = await make_redis_tier(backoff=Backoff(base=60))
     with pytest.raises(RedisUnavailable):  # a command error: counted, not an outage
-        await tier.run(lambda client: client.execute_command("NO-SUCH-COMMAND"))
+        await tier.run(lambda client: client.eval("return redis.call('NO-SUCH-COMMAND')", 0))
     assert tier.is_up and tier.stats()["errors"] == 1
     redis_server.kill()
     with pytest.raises(RedisUnavailable):

@@ -16,7 +16,7 @@ from tests.fixtures_redis import RedisServer
 async def test_run_answers_while_up_and_raises_at_once_while_down(
     redis_server: RedisServer, make_redis_tier: MakeRedisTier
 ) -> None:
-    tier = await make_redis_tier(socket_timeout=0.5, backoff=Backoff(base=60))
+    tier = await make_redis_tier(socket_timeout=0.5, backoff=Backoff(base=60, cap=60))
 
     async def set_then_get(client: Redis) -> object:
         await client.set("pr:gate", b"v")
@@ -42,7 +42,7 @@ async def test_run_answers_while_up_and_raises_at_once_while_down(
 async def test_run_errors_are_redis_unavailable_and_a_connection_error_marks_down(
     redis_server: RedisServer, make_redis_tier: MakeRedisTier
 ) -> None:
-    tier = await make_redis_tier(backoff=Backoff(base=60))
+    tier = await make_redis_tier(backoff=Backoff(base=60, cap=60))
     with pytest.raises(RedisUnavailable):  # a command error: counted, not an outage
         await tier.run(lambda client: client.eval("return redis.call('NO-SUCH-COMMAND')", 0))
     assert tier.is_up and tier.stats()["errors"] == 1

@@ -94,7 +94,7 @@ async def test_a_dead_holders_lease_lapses_by_itself(client: RedisTier) -> None:
 
 async def test_while_the_tier_is_down_no_command_is_sent(redis_server: RedisServer) -> None:
     # A probe far away: nothing but the calls below may touch Redis during the test.
-    tier = RedisTier(redis_server.url, socket_timeout=0.5, backoff=Backoff(base=60))
+    tier = RedisTier(redis_server.url, socket_timeout=0.5, backoff=Backoff(base=60, cap=60))
     await tier.start()
     state = RedisBreakerState(tier, "t")
     redis_server.stop_signal()

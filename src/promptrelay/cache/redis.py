@@ -74,6 +74,10 @@ _T = TypeVar("_T")
 
 _WRITE_BATCH = 1 << 20  # bytes per pipeline, unless one entry alone is larger
 _WRITE_THROUGHPUT = 8 << 20  # bytes/s assumed when sizing a write batch's time budget
+_COUNTS = (
+    "hits", "misses", "sets", "writes", "write_errors", "write_dropped", "write_discarded",
+    "rejected", "deletes", "decode_errors", "invalidations_published",
+)  # fmt: skip
 
 
 def redact_url(url: str) -> str:
@@ -116,32 +120,14 @@ class RedisTier:
         self.location = redact_url(url)
         budget = connect_timeout + socket_timeout
         options: dict[str, Any] = {
+            "password": password,
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": connect_timeout,
             "retry": Retry(NoBackoff(), 0),
             "driver_info": None,  # no CLIENT SETINFO round trips on connect
         }
-        if password is not None:
-            options["password"] = password
-        try:
-            # The pool wait is bounded by our own per-call budget; its timeout is a backstop.
-            pool = BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=budget + 0.05, **options
-            )
-            sub_pool = ConnectionPool.from_url(url, max_connections=2, **options)
-        except (ValueError, TypeError):
-            # The message may quote the URL, password included.
-            raise ValueError(f"invalid Redis URL for {self.location}") from None
-        self._client = Redis.from_pool(pool)
-        self._sub_client = Redis.from_pool(sub_pool)
-        self._counts = dict.fromkeys(
-            (
-                "hits", "misses", "sets", "writes", "write_errors", "write_dropped",
-                "write_discarded", "rejected", "deletes", "decode_errors",
-                "invalidations_published",
-            ),
-            0,
-        )  # fmt: skip
+        self._client, self._sub_client = self._clients(url, max_connections, budget, options)
+        self._counts = dict.fromkeys(_COUNTS, 0)  # the gate adds its own
         self._gate = RedisGate(
             self._client,
             location=self.location,
@@ -169,6 +155,23 @@ class RedisTier:
         self._started = False
         self._closing = False
         self._closed = False
+
+    def _clients(
+        self, url: str, max_connections: int, budget: float, options: dict[str, Any]
+    ) -> tuple[Redis, Redis]:
+        """The pooled client for commands and a small one for the pub/sub listener."""
+        if options["password"] is None:
+            del options["password"]
+        try:
+            # The pool wait is bounded by our own per-call budget; its timeout is a backstop.
+            pool = BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=budget + 0.05, **options
+            )
+            sub_pool = ConnectionPool.from_url(url, max_connections=2, **options)
+        except (ValueError, TypeError):
+            # The message may quote the URL, password included.
+            raise ValueError(f"invalid Redis URL for {self.location}") from None
+        return Redis.from_pool(pool), Redis.from_pool(sub_pool)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> RedisTier:

@@ -73,7 +73,7 @@ async def test_restart_under_load_goes_down_and_up_once_then_stays_up(
     await fill(tier)  # the restarted server is empty
     hits = tier.stats()["hits"]
     await eventually(lambda: tier.stats()["hits"] > hits + 2000, timeout=10)
-    await asyncio.sleep(2.0)  # stays up: no stale connection left to fail
+    await asyncio.sleep(1.0)  # stays up: no stale connection left to fail
     stop.set()
     await asyncio.gather(*workers)
     assert tier.is_up and tier.stats()["state_changes"] == 3

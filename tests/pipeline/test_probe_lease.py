@@ -1,5 +1,6 @@
-"""The shared breaker's probe lease across real `promptrelay serve` processes: when the
-process holding the probe is SIGKILLed mid-probe, another one probes within a lease."""
+"""The shared breaker's probe lease across processes: when the process holding the probe
+(a real `promptrelay serve`) is SIGKILLed mid-probe, another one (here an in-thread
+server on the same Redis) probes within a lease."""
 
 from __future__ import annotations
 
@@ -81,7 +82,9 @@ async def _post(session: aiohttp.ClientSession, url: str, text: str) -> tuple[in
         return response.status, response.headers.copy()
 
 
-async def test_a_killed_probe_holder_frees_the_probe_within_its_lease(fake_upstream, redis_server):
+async def test_a_killed_probe_holder_frees_the_probe_within_its_lease(
+    gateway_factory, fake_upstream, redis_server
+):
     env = {
         "ANTHROPIC_API_KEY": "gw",
         "ANTHROPIC_BASE_URL": fake_upstream.url,
@@ -94,7 +97,9 @@ async def test_a_killed_probe_holder_frees_the_probe_within_its_lease(fake_upstr
         "TELEMETRY_ENABLED": "false",
         "LOG_LEVEL": "warning",
     }
-    with serve(env, 2) as [(holder, a), (_, b)]:
+    other = gateway_factory(**{name.lower(): value for name, value in env.items()})
+    b = other.url
+    with serve(env, 1) as [(holder, a)]:
         async with aiohttp.ClientSession() as session:
             fake_upstream.configure(fail_status=500, fail_rate=1.0)
             assert (await _post(session, a, "opens it"))[0] == 500

@@ -242,6 +242,14 @@ class RedisTopology:
         await client.initialize()
         return client.pubsub(node=random.choice(client.get_primaries()))
 
+    async def renew(self, client: RedisClient) -> None:
+        """Close the idle pooled connections (every node's, on a cluster)."""
+        if isinstance(client, RedisCluster):
+            for node in client.get_nodes():
+                await node.disconnect()  # a cluster node's pool holds idle connections only
+            return
+        await client.connection_pool.disconnect(inuse_connections=False)
+
     async def scan(
         self, client: RedisClient, position: ScanPosition, pattern: str, *, count: int
     ) -> tuple[ScanPosition | None, list[str]]:

@@ -13,7 +13,7 @@ ensure = { $(1); } >/dev/null 2>&1 || { \
 	    echo "$(2) is missing: run 'sudo apt-get install $(2)' and retry"; exit 1; \
 	  fi; }
 
-.PHONY: run test lint types unit bench bench-quick soak wrk valgrind redis-server postgresql fake-upstream clean
+.PHONY: run test lint types unit bench bench-quick bench-scaleout soak wrk valgrind redis-server postgresql fake-upstream clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,6 +67,10 @@ bench: $(BENCH_STAMP) wrk valgrind redis-server
 
 bench-quick: $(BENCH_STAMP) wrk valgrind redis-server
 	$(BIN)/python bench/suite.py --quick
+
+# Three instances on a Redis Cluster: shared hit ratio, hit throughput (about a minute).
+bench-scaleout: $(BENCH_STAMP) redis-server
+	$(BIN)/python bench/scaleout.py --markdown bench/results/scaleout.md
 
 # Ten minutes of mixed load, RSS sampled (not in CI, not in `make bench`).
 soak: $(BENCH_STAMP) wrk

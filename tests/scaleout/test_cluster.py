@@ -157,7 +157,7 @@ async def test_a_primary_killed_under_load_fails_no_request(
             await asyncio.sleep(2.0)
             redis_cluster.kill(victim)
 
-        statuses, _ = await asyncio.gather(load(session, urls, 8.0, repeated=PROMPTS), kill_soon())
+        statuses, _ = await asyncio.gather(load(session, urls, 6.0, repeated=PROMPTS), kill_soon())
         assert len(statuses) > 50 and statuses == [200] * len(statuses)
         await asyncio.to_thread(redis_cluster.wait_promoted, victim)
         assert await until(lambda: _every_redis_up(session, urls), 15.0), (

@@ -435,7 +435,11 @@ class RequestStats:
 def _count(counts: Counter[str], names: tuple[str, ...]) -> None:
     """Count a batch's names in C; names are client input, so past _MAX_NAMES distinct
     ones the smallest fold into OTHER (a dictionary never grows without bound)."""
-    counts.update(names)
+    distinct = set(names)
+    if len(distinct) == 1:  # the usual batch: one model, or no template
+        counts[names[0]] += len(names)
+    else:
+        counts.update(names)
     if len(counts) > _MAX_NAMES:
         kept = dict(counts.most_common(_MAX_NAMES - 1))
         other = counts.total() - sum(kept.values())

@@ -91,6 +91,7 @@ async function refresh() {
     $("main").classList.remove("hidden");
     text("mode", data.mode + " · " + data.version);
     render(data);
+    if (!state.refreshes) performance.mark("promptrelay:first-data"); // bench/dashboard_paint.py
     state.refreshes += 1;
     document.body.dataset.refreshes = String(state.refreshes);
     text("status", "updated " + new Date().toLocaleTimeString()).className = "muted";

@@ -56,19 +56,19 @@ def build_dashboard_router(
         if not keyed():
             require_admin(request)
 
-    router = APIRouter(include_in_schema=False)
+    router = APIRouter()
     page = [Depends(page_access)]
 
-    @router.get("/")
+    @router.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
         return RedirectResponse("/dashboard", status_code=307)
 
-    @router.get("/dashboard", dependencies=page)
+    @router.get("/dashboard", dependencies=page, include_in_schema=False)
     async def dashboard() -> Response:
         body = (static / "dashboard.html").read_bytes()
         return Response(body, media_type="text/html; charset=utf-8", headers=_HEADERS)
 
-    @router.get("/dashboard/assets/{name}", dependencies=page)
+    @router.get("/dashboard/assets/{name}", dependencies=page, include_in_schema=False)
     async def asset(name: Annotated[str, Path()]) -> Response:
         media_type = ASSETS.get(name)
         if media_type is None:

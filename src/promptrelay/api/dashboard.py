@@ -75,6 +75,17 @@ def build_dashboard_router(
             raise NotFound(f"no dashboard asset {name!r}")
         return Response((static / name).read_bytes(), media_type=media_type, headers=_HEADERS)
 
+    router.include_router(_data_router(require_admin, performance, telemetry, refresh, mode))
+    return router
+
+
+def _data_router(
+    require_admin: Callable[[Request], None],
+    performance: Callable[[float], Awaitable[dict[str, Any]]],
+    telemetry: Callable[[], Telemetry | None],
+    refresh: Callable[[], float],
+    mode: Callable[[], str],
+) -> APIRouter:
     data = APIRouter(tags=["telemetry"], dependencies=[Depends(require_admin)])
 
     @data.get("/api/dashboard", summary="What the dashboard shows: performance, last requests")
@@ -98,5 +109,4 @@ def build_dashboard_router(
             "counts": found.stats.counts_by(),
         }
 
-    router.include_router(data)
-    return router
+    return data

@@ -50,7 +50,7 @@ postgresql:
 chromium:
 	@$(call ensure,test -x /usr/bin/chromium,chromium)
 
-# The benchmark suite (bench/suite.py, < 10 minutes): needs wrk, valgrind, redis-server and
+# The benchmark suite (bench/suite.py, < 10 minutes): needs wrk, valgrind, redis-server, chromium and
 # matplotlib.
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -65,10 +65,10 @@ wrk:
 valgrind:
 	@$(call ensure,command -v valgrind && command -v callgrind_control,valgrind)
 
-bench: $(BENCH_STAMP) wrk valgrind redis-server
+bench: $(BENCH_STAMP) wrk valgrind redis-server chromium
 	$(BIN)/python bench/suite.py
 
-bench-quick: $(BENCH_STAMP) wrk valgrind redis-server
+bench-quick: $(BENCH_STAMP) wrk valgrind redis-server chromium
 	$(BIN)/python bench/suite.py --quick
 
 # Ten minutes of mixed load, RSS sampled (not in CI, not in `make bench`).

@@ -88,6 +88,24 @@ def measure(url: str, loads: int) -> list[dict[str, Any]]:
     return found
 
 
+HEADER = ["load", "first paint (ms)", "first contentful paint (ms)", "first data (ms)"]
+
+
+def run(loads: int) -> tuple[list[list[str]], dict[str, Any]]:
+    """(table rows, data) of `loads` page loads against a fresh server with traffic."""
+    fake = fake_upstream()
+    relay = promptrelay_service(service_url(fake), TELEMETRY_INTERVAL="0.5")
+    with services([fake, relay]):
+        url = service_url(relay)
+        _traffic(url, 50)
+        log(f"loading {url}/dashboard {loads} times")
+        found = measure(url, loads)
+    rows = [[str(i + 1), *(f"{load[f]:.0f}" for f in _FIELDS)] for i, load in enumerate(found)]
+    medians = {f: statistics.median(load[f] for load in found) for f in _FIELDS}
+    rows.append(["median", *(f"{medians[f]:.0f}" for f in _FIELDS)])
+    return rows, {"loads": found, "median_ms": medians}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--loads", type=int, default=5)
@@ -96,19 +114,9 @@ def main() -> None:
     args = parser.parse_args()
     if not Path(CHROMIUM).exists():
         sys.exit(f"{CHROMIUM} is missing: run `make chromium`")
-    fake = fake_upstream()
-    relay = promptrelay_service(service_url(fake), TELEMETRY_INTERVAL="0.5")
-    with services([fake, relay]):
-        url = service_url(relay)
-        _traffic(url, 50)
-        log(f"loading {url}/dashboard {args.loads} times")
-        loads = measure(url, args.loads)
-    rows = [[str(i + 1), *(f"{load[f]:.0f}" for f in _FIELDS)] for i, load in enumerate(loads)]
-    medians = {f: statistics.median(load[f] for load in loads) for f in _FIELDS}
-    rows.append(["median", *(f"{medians[f]:.0f}" for f in _FIELDS)])
-    header = ["load", "first paint (ms)", "first contentful paint (ms)", "first data (ms)"]
-    text = "\n".join([*machine_lines(sys.argv), "", markdown_table(header, rows)])
-    write_outputs(text, {"loads": loads, "median_ms": medians}, args.markdown, args.json)
+    rows, data = run(args.loads)
+    text = "\n".join([*machine_lines(sys.argv), "", markdown_table(HEADER, rows)])
+    write_outputs(text, data, args.markdown, args.json)
 
 
 if __name__ == "__main__":

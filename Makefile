@@ -50,8 +50,8 @@ postgresql:
 chromium:
 	@$(call ensure,test -x /usr/bin/chromium,chromium)
 
-# The benchmark suite (bench/suite.py, < 10 minutes): needs wrk, valgrind, redis-server, chromium and
-# matplotlib.
+# The benchmark suite (bench/suite.py, < 10 minutes): needs wrk, valgrind, redis-server,
+# chromium and matplotlib.
 BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml

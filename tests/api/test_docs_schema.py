@@ -37,7 +37,7 @@ async def test_docs_reference_only_local_assets(gateway_factory):
         urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", page)
         assert urls and all(url.startswith("/") for url in urls), urls
         for url in urls:
-            asset = await session.get(gateway.url + url)
-            assert asset.status == 200, url
-        missing = await session.get(f"{gateway.url}/docs/assets/../../etc/passwd")
-        assert missing.status == 404
+            async with session.get(gateway.url + url) as asset:
+                assert asset.status == 200 and await asset.read(), url
+        async with session.get(f"{gateway.url}/docs/assets/../../etc/passwd") as missing:
+            assert missing.status == 404

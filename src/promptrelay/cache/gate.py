@@ -90,6 +90,9 @@ class RedisGate:
     ) -> None:
         self.location = location
         self._topology = topology or RedisTopology.single(location)
+        # A cluster or sentinel client discovers its nodes before its first PING.
+        own = self._topology.connect_timeout + self._topology.socket_timeout
+        self._probe_budget = budget + self._topology.probe_budget - own
         self.budget = budget
         self.backoff = backoff or Backoff()
         self.health = RedisHealth(
@@ -230,7 +233,7 @@ class RedisGate:
 
     async def _ping(self) -> bool:
         ping = partial(self._topology.ping, self._client)
-        return await self.call(ping, budget=self._topology.probe_budget, probe=True) is not FAILED
+        return await self.call(ping, budget=self._probe_budget, probe=True) is not FAILED
 
     async def probe_loop(self) -> None:
         """While down: after each cool-off, renew the pool and PING; up when it answers."""

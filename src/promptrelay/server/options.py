@@ -28,6 +28,9 @@ def uvicorn_options(settings: Settings, *, access_log: bool = False) -> dict[str
         "port": settings.port,
         "loop": "uvloop",
         "http": functools.partial(GatewayProtocol, limits=limits),
+        # No route speaks WebSocket; an upgrade would hand the connection to a protocol
+        # without these limits.
+        "ws": "none",
         "lifespan": "on",
         "access_log": access_log,
         "log_level": settings.log_level,

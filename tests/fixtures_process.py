@@ -33,7 +33,7 @@ def serve_process(**env: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # start-up alone, on a busy shared machine
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.2):

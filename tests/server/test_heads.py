@@ -7,7 +7,6 @@ import asyncio
 
 import pytest
 
-from tests.fixtures_process import serve_process
 from tests.server.rawhttp import exchange, read_answer
 
 HEALTH = b"GET /api/health HTTP/1.1\r\nhost: t\r\n"
@@ -95,13 +94,3 @@ async def test_malformed_heads_get_400_in_the_error_shape(gateway, raw):
     answer = await exchange(gateway.port, raw)
     assert answer.status == 400
     assert answer.error()["type"] == "invalid_request_error"
-
-
-async def test_every_worker_process_enforces_the_cap():
-    """WORKERS > 1: the protocol and its limits reach the spawned workers."""
-    with serve_process(WORKERS="2", MAX_HEADER_BYTES="2048") as (_process, url):
-        port = int(url.rsplit(":", 1)[1])
-        big = HEALTH + b"x-big: " + b"a" * 3000 + b"\r\n\r\n"
-        answers = [await exchange(port, big) for _ in range(6)]
-        assert {answer.status for answer in answers} == {431}
-        assert (await exchange(port, HEALTH + b"\r\n")).status == 200

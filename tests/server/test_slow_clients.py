@@ -144,3 +144,18 @@ async def test_connections_beyond_the_cap_get_503_then_are_served_again(gateway_
         assert answer.status == 503
         assert time.monotonic() < deadline, "the cap never freed up"
         await asyncio.sleep(0.05)
+
+
+async def test_a_later_head_on_a_kept_alive_connection_has_its_own_deadline(gateway_factory):
+    gateway = gateway_factory(head_timeout=0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    health = b"GET /api/health HTTP/1.1\r\nhost: t\r\n\r\n"
+    for _ in range(3):  # idle between requests longer than the head timeout: not a head
+        writer.write(health)
+        assert (await read_answer(reader)).status == 200
+        await asyncio.sleep(0.6)
+    writer.write(health[:20])
+    answer = await asyncio.wait_for(read_answer(reader), 10)
+    writer.close()
+    assert answer.status == 408
+    assert "head" in answer.error()["message"]

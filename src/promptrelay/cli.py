@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from promptrelay.loadgen import Workload
+from promptrelay.devtools.loadgen import Workload
 from promptrelay.settings import ConfigError, Settings, export_overrides, load_settings
 
 __all__ = ["app", "main"]
@@ -103,7 +103,7 @@ def fake_upstream(
     fail_rate: Annotated[float, typer.Option(help="Fraction of requests that fail.")] = 0.0,
 ) -> None:
     """Run the fake Anthropic API (for tests, benchmarks and trying promptrelay out)."""
-    from promptrelay.upstream.fake import FakeConfig, run_fake_upstream
+    from promptrelay.devtools.fake import FakeConfig, run_fake_upstream
 
     config = FakeConfig(
         latency_ms=latency_ms,
@@ -185,8 +185,8 @@ def bench(
 ) -> None:
     from rich.console import Console
 
-    from promptrelay.loadgen import LoadPlan
-    from promptrelay.loadgen_report import render, run_with_progress, write_json
+    from promptrelay.devtools.loadgen import LoadPlan
+    from promptrelay.devtools.loadgen_report import render, run_with_progress, write_json
 
     if duration is not None and requests is not None:
         typer.echo("promptrelay bench: give --duration or --requests, not both", err=True)

@@ -2,33 +2,35 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from promptrelay.api.admin import admin_guard
+from promptrelay.api.access import Access
 from promptrelay.errors import InvalidRequest, NotFound
 from promptrelay.telemetry.history import parse_window
 from promptrelay.telemetry.prometheus import CONTENT_TYPE_LATEST
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from promptrelay.app import Runtime
-    from promptrelay.telemetry.service import Telemetry
+from promptrelay.telemetry.service import Telemetry
 
 __all__ = ["build_telemetry_router"]
 
 
-def build_telemetry_router(runtime: Callable[[], Runtime]) -> APIRouter:
+def build_telemetry_router(
+    access: Access,
+    telemetry: Telemetry | None,
+    *,
+    gateway_state: Callable[[], Awaitable[dict[str, Any]]],
+) -> APIRouter:
+    """`gateway_state()`: what /api/performance adds to telemetry's own view (cache
+    tiers and savings, upstream pool and reachability, breaker)."""
     router = APIRouter(tags=["telemetry"])
 
-    def telemetry() -> Telemetry:
-        found = runtime().telemetry
-        if found is None:
+    def started() -> Telemetry:
+        if telemetry is None:
             raise NotFound("telemetry is off (TELEMETRY_ENABLED=false)")
-        return found
+        return telemetry
 
     @router.get("/api/performance", summary="System and request metrics, history, advice")
     async def performance(
@@ -38,28 +40,20 @@ def build_telemetry_router(runtime: Callable[[], Runtime]) -> APIRouter:
             seconds = parse_window(window)
         except ValueError as error:
             raise InvalidRequest(str(error)) from None
-        rt = runtime()
-        extra = {
-            "cache": {
-                "tiers": rt.cache.stats(),
-                "savings_total": rt.savings(),
-            },
-            "upstream": await rt.upstream_status(),
-            "breaker": rt.breaker.snapshot(),
-        }
-        return await telemetry().performance(seconds, extra)
+        found = started()
+        return await found.performance(seconds, await gateway_state())
 
     @router.get(
         "/api/alerts",
         summary="Active and recent alerts",
-        dependencies=[Depends(admin_guard(runtime))],
+        dependencies=[Depends(access.admin)],
     )
     async def alerts() -> dict[str, Any]:
-        return telemetry().alerts_view()
+        return started().alerts_view()
 
     @router.get("/metrics", summary="Prometheus exposition", response_class=Response)
     async def metrics() -> Response:
-        found = telemetry()
+        found = started()
         body = await found.prometheus.render(found.stats)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

@@ -23,7 +23,6 @@ class ContentType(StrEnum):
     CLAUDE_RESPONSE = "claude_response"
     TEMPLATE_CONTENT = "template_content"
     PROVIDER_CONFIG = "provider_config"
-    HEALTH_STATUS = "health_status"
     METRICS = "metrics"
 
 

@@ -4,9 +4,11 @@ Why aiohttp and not httpx: on this machine a pass-through proxy on httpx.AsyncCl
 546 req/s at 24 ms p50, the same on aiohttp 5,014 req/s at 3.1 ms (c=16); httpcore's pool
 scans every connection per request. See README, "Dependency notes".
 
-Pool bounds: `TCPConnector(limit=MAX_SOCKETS)` caps open connections; aiohttp has no cap
-on idle keep-alive connections, so idle ones are bounded by MAX_SOCKETS and closed after
-UPSTREAM_KEEPALIVE seconds unused (README says so).
+Pool bounds: `limit=MAX_SOCKETS` caps open connections. aiohttp has no cap on idle
+keep-alive connections, so `_PoolConnector` adds one: a connection released while
+MAX_FREE_SOCKETS others sit idle and no call waits for one is closed at once. Idle ones
+within the bound close after UPSTREAM_KEEPALIVE seconds unused (docs/pool.md has the
+reconnect cost that bound trades against).
 
 aiohttp errors are translated here, at the boundary, into `UpstreamTimeout` and
 `UpstreamUnavailable`.
@@ -87,21 +89,35 @@ class PoolStats:
     requests: int
 
 
-class _CountingConnector(aiohttp.TCPConnector):
-    """A TCPConnector that counts the connections it opens.
+class _PoolConnector(aiohttp.TCPConnector):
+    """A TCPConnector that keeps at most `max_idle` idle connections, and counts the
+    connections it opens.
 
     aiohttp's trace hooks could count them too, but any TraceConfig makes every request
     build and await a dozen trace signals (measured: ~4% of the miss path's CPU). The
-    overridden method is private but has kept its signature since aiohttp 3.0; the pool
-    tests fail loudly if that ever changes.
+    overridden methods are private but have kept their signatures since aiohttp 3.0; the
+    pool tests fail loudly if that ever changes.
     """
 
     connections_opened = 0
+
+    def __init__(self, *, max_idle: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._max_idle = max_idle
 
     async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
         connection = await super()._create_connection(*args, **kwargs)
         self.connections_opened += 1
         return connection
+
+    def _release(self, key: Any, protocol: Any, *, should_close: bool = False) -> None:
+        # Decided before the base class wakes a waiter: a queued call takes this
+        # connection, so it is kept whatever the idle count (closing it would only make
+        # that call open another).
+        if not should_close and not any(self._waiters.values()):
+            idle = sum(len(conns) for conns in self._conns.values())
+            should_close = idle >= self._max_idle
+        super()._release(key, protocol, should_close=should_close)
 
 
 class UpstreamClient:
@@ -110,7 +126,8 @@ class UpstreamClient:
     def __init__(self, settings: Settings) -> None:
         self._base = settings.anthropic_base_url
         self._limit = settings.max_sockets
-        self._connector = _CountingConnector(
+        self._connector = _PoolConnector(
+            max_idle=settings.max_free_sockets,
             limit=settings.max_sockets,
             limit_per_host=0,
             keepalive_timeout=settings.upstream_keepalive,

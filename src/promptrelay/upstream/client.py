@@ -235,19 +235,23 @@ class UpstreamClient:
                 chunks=_iterate(response, release),
                 _release=release,
             )
-        try:
-            body_bytes = await response.read()
-        except TimeoutError as error:
-            raise UpstreamTimeout("the upstream did not finish its answer in time") from error
-        except aiohttp.ClientError as error:
-            raise UpstreamUnavailable(
-                f"the upstream answer broke off: {_describe(error)}"
-            ) from error
-        finally:
-            release()
         return UpstreamResponse(
-            status=response.status, headers=kept, body=body_bytes, content_type=content_type
+            status=response.status,
+            headers=kept,
+            body=await _read_whole(response, release),
+            content_type=content_type,
         )
+
+
+async def _read_whole(response: aiohttp.ClientResponse, release: Callable[[], None]) -> bytes:
+    try:
+        return await response.read()
+    except TimeoutError as error:
+        raise UpstreamTimeout("the upstream did not finish its answer in time") from error
+    except aiohttp.ClientError as error:
+        raise UpstreamUnavailable(f"the upstream answer broke off: {_describe(error)}") from error
+    finally:
+        release()
 
 
 async def _iterate(

@@ -1,12 +1,12 @@
-"""The request path below the HTTP layer: one object, built once, called per request.
+"""The pipeline's run step (core/pipeline.py owns it): one object, built once.
 
-    api (parse, auth) -> Gateway.messages(call)
+    Pipeline.run(call) -> Gateway.messages(call)
         -> cache key -> tiered cache        HIT: stored answer (replayed as SSE if asked)
         -> coalescer                        identical request in flight? share its answer
         -> ResilientUpstream                retries + breaker per attempt | offline provider
         -> store                            only complete, successful, non-empty answers
 
-Rules of the cache (README, "Cache"):
+Rules of the cache (docs/cache.md):
 - `Cache-Control: no-cache` skips the lookup and stores; `no-store` does neither;
   `max-age=N` accepts a stored answer at most N seconds old. Both opt-outs also keep the
   request out of the coalescer: its caller asked for a fresh answer.

@@ -43,7 +43,7 @@ async def test_before_start_up_every_http_request_is_a_503_in_the_envelope() -> 
         return {"type": "http.request", "body": b"", "more_body": False}
 
     for path in ("/api/health", "/v1/messages"):
-        scope = {"type": "http", "method": "GET", "path": path, "headers": []}
+        scope: dict[str, Any] = {"type": "http", "method": "GET", "path": path, "headers": []}
         await app(scope, receive, send)
     assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [503, 503]
     assert all(b"has not started" in m["body"] for m in sent if m["type"] == "http.response.body")

@@ -13,7 +13,8 @@ the misses served.
         [--concurrency 4] [--markdown PATH] [--json PATH]
 
 Needs wrk and valgrind (`make valgrind`). Takes about three minutes (start-up under
-valgrind is slow). The counts do not depend on the machine's load.
+valgrind is slow; much longer on a busy machine: --start-timeout). The counts do not
+depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ def main() -> None:
     parser.add_argument("--base", default="58e98bc", help="git revision to compare against")
     parser.add_argument("--seconds", type=float, default=10.0, help="wrk under callgrind")
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument(
+        "--start-timeout", type=float, default=900.0, help="seconds for start-up under valgrind"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="also write the report to a file")
     args = parser.parse_args()
@@ -101,7 +105,9 @@ def _count_both(
     fakes = {name: fake_upstream() for name in sources}
     with services(list(fakes.values())):
         servers = {
-            name: CallgrindServer(_server(name, src, service_url(fakes[name])), workdir)
+            name: CallgrindServer(
+                _server(name, src, service_url(fakes[name])), workdir, args.start_timeout
+            )
             for name, src in sources.items()
         }
         log("  callgrind: starting both servers under valgrind (~1 min)")

@@ -158,7 +158,12 @@ class Runtime:
             ),
             build_templates_router(access, self.templates, self.pipeline, self.keys),
             build_providers_router(access, self.providers),
-            build_telemetry_router(access, self.telemetry, gateway_state=self._gateway_state),
+            build_telemetry_router(
+                access,
+                self.telemetry,
+                metrics_token=settings.metrics_token,
+                gateway_state=self._gateway_state,
+            ),
         ]
 
     async def health(self) -> dict[str, Any]:

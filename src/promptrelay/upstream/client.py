@@ -21,11 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from promptrelay.errors import UpstreamTimeout, UpstreamUnavailable
 from promptrelay.settings import Settings
+from promptrelay.upstream.paths import upstream_url
 
 __all__ = ["PoolStats", "UpstreamClient", "UpstreamResponse"]
+
+_URLS_MAX = 256  # checked targets kept (a miss always asks for the same few)
 
 # Response headers worth passing back to the client; everything else is hop-by-hop,
 # recomputed by our server (length, encoding) or noise.
@@ -146,6 +150,7 @@ class UpstreamClient:
         )
         self.requests = 0
         self._in_flight = 0
+        self._urls: dict[str, URL] = {}
 
     @property
     def base_url(self) -> str:
@@ -153,6 +158,17 @@ class UpstreamClient:
 
     async def close(self) -> None:
         await self._session.close()
+
+    def _url(self, target: str) -> URL:
+        """The checked upstream URL of `target` (see `upstream_url`), remembered for the
+        few targets every request uses, so a miss does not re-check `/v1/messages`."""
+        url = self._urls.get(target)
+        if url is None:
+            url = upstream_url(self._base, target)
+            if len(self._urls) >= _URLS_MAX:
+                self._urls.clear()
+            self._urls[target] = url
+        return url
 
     def _timeout_for(self, total: float | None) -> aiohttp.ClientTimeout:
         """The session's timeouts, with the total cut to what the caller has left."""
@@ -195,26 +211,27 @@ class UpstreamClient:
         """Send one request. With `stream`, a 2xx body is handed over as it arrives;
         everything else (errors included) is read whole.
 
-        Raises UpstreamTimeout / UpstreamUnavailable; any HTTP status is a response.
+        `path` is a canonical `/v1/...` target (paths.canonical_target); anything else
+        raises UnsafePath before a byte is sent. Raises UpstreamTimeout /
+        UpstreamUnavailable; any HTTP status is a response.
         """
+        url = self._url(path)
         self.requests += 1
         self._in_flight += 1
         try:
             response = await self._session.request(
                 method,
-                self._base + path,
+                url,
                 headers=headers,
                 data=body,
                 allow_redirects=False,
                 timeout=self._timeout_for(timeout),
             )
-        except BaseException as error:
+        except (TimeoutError, aiohttp.ClientError) as error:
             self._in_flight -= 1
-            if isinstance(error, TimeoutError):
-                raise UpstreamTimeout("the upstream did not answer in time") from error
-            if isinstance(error, aiohttp.ClientError):
-                message = f"cannot reach the upstream: {_describe(error)}"
-                raise UpstreamUnavailable(message) from error
+            raise _no_answer(error) from error
+        except BaseException:
+            self._in_flight -= 1
             raise
         released = False
 
@@ -241,6 +258,12 @@ class UpstreamClient:
             body=await _read_whole(response, release),
             content_type=content_type,
         )
+
+
+def _no_answer(error: TimeoutError | aiohttp.ClientError) -> UpstreamTimeout | UpstreamUnavailable:
+    if isinstance(error, TimeoutError):
+        return UpstreamTimeout("the upstream did not answer in time")
+    return UpstreamUnavailable(f"cannot reach the upstream: {_describe(error)}")
 
 
 async def _read_whole(response: aiohttp.ClientResponse, release: Callable[[], None]) -> bytes:

@@ -72,17 +72,7 @@ def test_api_modules_import_neither_the_app_nor_what_lies_below_the_pipeline(
     assert bad == []
 
 
-# Split once the Redis hardening branch, which edits this module now, has merged.
-_SPLIT_PENDING = frozenset({"promptrelay/cache/redis.py"})
-
-
-def _sized(path: Path) -> object:
-    if _name(path) not in _SPLIT_PENDING:
-        return path
-    return pytest.param(path, marks=pytest.mark.xfail(strict=True, reason="split pending"))
-
-
-@pytest.mark.parametrize("path", [_sized(p) for p in _modules()], ids=_name)
+@pytest.mark.parametrize("path", _modules(), ids=_name)
 def test_functions_and_modules_stay_small(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     lines = len(text.splitlines())

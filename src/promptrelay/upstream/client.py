@@ -16,7 +16,7 @@ aiohttp errors are translated here, at the boundary, into `UpstreamTimeout` and
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,9 +207,11 @@ class UpstreamClient:
         body: bytes | None = None,
         stream: bool = False,
         timeout: float | None = None,
+        on_head: Callable[[int], Awaitable[object]] | None = None,
     ) -> UpstreamResponse:
         """Send one request. With `stream`, a 2xx body is handed over as it arrives;
-        everything else (errors included) is read whole.
+        everything else (errors included) is read whole. `on_head(status)` is awaited as
+        soon as the status line and headers have arrived, before any of the body.
 
         `path` is a canonical `/v1/...` target (paths.canonical_target); anything else
         raises UnsafePath before a byte is sent. Raises UpstreamTimeout /
@@ -233,6 +235,17 @@ class UpstreamClient:
         except BaseException:
             self._in_flight -= 1
             raise
+        return await self._answer(response, stream=stream, on_head=on_head)
+
+    async def _answer(
+        self,
+        response: aiohttp.ClientResponse,
+        *,
+        stream: bool,
+        on_head: Callable[[int], Awaitable[object]] | None,
+    ) -> UpstreamResponse:
+        """The answer of a sent request; its connection is released exactly once (at
+        once for a whole body, when the stream ends or is closed otherwise)."""
         released = False
 
         def release() -> None:  # once per response, however many paths call it
@@ -242,6 +255,12 @@ class UpstreamClient:
                 self._in_flight -= 1
                 response.release()
 
+        if on_head is not None:
+            try:
+                await on_head(response.status)
+            except BaseException:
+                release()
+                raise
         kept = kept_response_headers(response.raw_headers)
         content_type = response.headers.get("content-type", "")
         if stream and 200 <= response.status < 300:

@@ -1,15 +1,15 @@
 """Instructions per cache miss, for a base revision and for this tree, in one invocation.
 
 Two `promptrelay serve` processes run under callgrind side by side (bench/callgrind.py),
-identical but for the source they import: one the base revision (checked out with
-`git worktree add --detach` into a temporary directory, imported through PYTHONPATH;
-removed again at the end), one this tree's `src/`. Each has its own fake upstream, so a
-miss is counted exactly: the fake's POST /v1/messages count over the window. wrk sends
-unique prompts (every request a miss, an upstream call, a store). A miss's cost is the
-window's instructions less what the same server executes in as long a time idle, over
-the misses served.
+identical but for the source they import through PYTHONPATH: the base revision and the
+result (`--result REV`, or this tree's `src/` as it is). A revision is checked out with
+`git worktree add --detach` into a temporary directory, removed again at the end. Each
+server has its own fake upstream, so a miss is counted exactly: the fake's POST
+/v1/messages count over the window. wrk sends unique prompts (every request a miss, an
+upstream call, a store). A miss's cost is the window's instructions less what the same
+server executes in as long a time idle, over the misses served.
 
-    .venv/bin/python bench/callgrind_miss.py [--base 58e98bc] [--seconds 10]
+    .venv/bin/python bench/callgrind_miss.py [--base 58e98bc] [--result REV] [--seconds 10]
         [--concurrency 4] [--markdown PATH] [--json PATH]
 
 Needs wrk and valgrind (`make valgrind`). Takes about three minutes (start-up under
@@ -69,6 +69,7 @@ class Count:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="58e98bc", help="git revision to compare against")
+    parser.add_argument("--result", help="git revision measured (default: this tree's src/)")
     parser.add_argument("--seconds", type=float, default=10.0, help="wrk under callgrind")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument(
@@ -80,16 +81,28 @@ def main() -> None:
     if not callgrind_available():
         sys.exit("needs valgrind and callgrind_control: make valgrind")
     wrk = WrkLoad("wrk")
+    revisions = {BASE: args.base, RESULT: args.result}
     with tempfile.TemporaryDirectory(prefix="bench-base-") as tmp:
-        checkout = Path(tmp) / "base"
-        _git("worktree", "add", "--detach", str(checkout), args.base)
+        checkouts = []
         try:
-            sources = {BASE: checkout / "src", RESULT: REPO_DIR / "src"}
+            sources = {}
+            for name, revision in revisions.items():
+                if revision is None:
+                    sources[name] = REPO_DIR / "src"
+                    continue
+                checkout = Path(tmp) / name
+                _git("worktree", "add", "--detach", str(checkout), revision)
+                checkouts.append(checkout)
+                sources[name] = checkout / "src"
             counts = _count_both(wrk, sources, Path(tmp), args)
         finally:
-            _git("worktree", "remove", "--force", str(checkout))
-    revision = _git("rev-parse", "--short", args.base).strip()
-    write_outputs(*_report(counts, revision, args), args.markdown, args.json)
+            for checkout in checkouts:
+                _git("worktree", "remove", "--force", str(checkout))
+    labels = {
+        name: "this tree" if rev is None else _git("rev-parse", "--short", rev).strip()
+        for name, rev in revisions.items()
+    }
+    write_outputs(*_report(counts, labels, args), args.markdown, args.json)
 
 
 def _git(*argv: str) -> str:
@@ -174,14 +187,14 @@ def _window(server: CallgrindServer, work: Callable[[], object]) -> tuple[int, f
 
 
 def _report(
-    counts: list[Count], revision: str, args: argparse.Namespace
+    counts: list[Count], labels: dict[str, str], args: argparse.Namespace
 ) -> tuple[str, dict[str, Any]]:
     by_name = {count.name: count for count in counts}
     base, result = by_name[BASE], by_name[RESULT]
     ratio = result.per_miss / base.per_miss
     rows = [
         [
-            f"{c.name} ({revision if c.name == BASE else 'this tree'})",
+            f"{c.name} ({labels[c.name]})",
             f"{c.misses:,}",
             f"{c.per_miss:,.0f}",
             f"{c.per_miss / base.per_miss:.4f}",
@@ -204,7 +217,7 @@ def _report(
     )
     data = {
         "machine": machine_lines(sys.argv),
-        "base": revision,
+        "revisions": labels,
         "ratio": ratio,
         "counts": [{**c.__dict__, "per_miss": c.per_miss} for c in counts],
     }

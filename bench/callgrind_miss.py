@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +219,7 @@ def _report(
         "machine": machine_lines(sys.argv),
         "revisions": labels,
         "ratio": ratio,
-        "counts": [{**c.__dict__, "per_miss": c.per_miss} for c in counts],
+        "counts": [{**asdict(c), "per_miss": c.per_miss} for c in counts],
     }
     return text, data
 

@@ -23,6 +23,7 @@ from promptrelay.api.access import Access
 from promptrelay.api.admin import build_admin_router
 from promptrelay.api.asgi import Receive, Scope, Send, send_error
 from promptrelay.api.batch import build_batch_router
+from promptrelay.api.dashboard import build_dashboard_router
 from promptrelay.api.hot import HotRoutes
 from promptrelay.api.management import build_management_app
 from promptrelay.api.providers import build_providers_router
@@ -139,7 +140,7 @@ class Runtime:
 
     def _routers(self) -> list[APIRouter]:
         settings = self.settings
-        access = Access(settings.admin_api_key, self.keys)
+        access = Access(settings, self.keys)
         return [
             build_admin_router(
                 access,
@@ -163,7 +164,15 @@ class Runtime:
                 access,
                 self.telemetry,
                 metrics_token=settings.metrics_token,
-                gateway_state=self._gateway_state,
+                performance_body=self.performance,
+            ),
+            build_dashboard_router(
+                access.admin,
+                keyed=lambda: settings.admin_api_key is not None,
+                performance=self.performance,
+                telemetry=lambda: self.telemetry,
+                refresh=lambda: settings.dashboard_refresh,
+                mode=lambda: self.mode,
             ),
         ]
 
@@ -178,19 +187,25 @@ class Runtime:
             "cache": {"entries": len(self.cache.memory), "bytes": self.cache.memory.bytes},
         }
 
-    async def _gateway_state(self) -> dict[str, Any]:
-        return {
-            "cache": {"tiers": self.cache.stats(), "savings_total": self.savings()},
-            "upstream": await self.upstream_status(),
-            "breaker": self.breaker.snapshot(),
-        }
-
     def savings(self) -> dict[str, Any]:
         """What the cache saved, for /api/cache/stats: hits, misses, time, tokens."""
         if self._savings is not None:
             return self._savings.snapshot()
         assert self.telemetry is not None
         return saved_by_cache(self.telemetry.stats)
+
+    async def performance(self, window: float) -> dict[str, Any]:
+        """The /api/performance body over a history `window` (s); telemetry must be on."""
+        assert self.telemetry is not None
+        extra = {
+            "cache": {
+                "tiers": self.cache.stats(),
+                "savings_total": self.savings(),
+            },
+            "upstream": await self.upstream_status(),
+            "breaker": self.breaker.snapshot(),
+        }
+        return await self.telemetry.performance(window, extra)
 
     def _price(self, model: str) -> tuple[float, float] | None:
         """The providers file's price, for the dollars the cache saved."""

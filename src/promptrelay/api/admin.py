@@ -2,15 +2,20 @@
 
 Warm is a face of the pipeline: each item is the Ask /v1/messages would make (without
 `stream`), prepared and run like it, so a warmed entry is the one that request hits.
+POST /api/cache/warm answers one JSON object, or, asked with `Accept:
+application/x-ndjson`, one JSON line per request as each finishes and a last line with
+the totals (the dashboard's and the CLI's progress).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptrelay.api.access import Access
@@ -58,7 +63,12 @@ def build_admin_router(
 
     @router.get("/stats", summary="Hits, misses, entries, bytes, Redis state, savings")
     async def stats() -> dict[str, Any]:
-        return {**cache.stats(), "redis_state": redis_state(), "savings": savings()}
+        return {
+            **cache.stats(),
+            "redis_state": redis_state(),
+            "savings": savings(),
+            "namespaces": cache.memory.by_namespace(),
+        }
 
     @router.post("/clear", summary="Remove matching entries in every tier and process")
     async def clear(body: ClearRequest | None = None) -> dict[str, Any]:
@@ -67,33 +77,72 @@ def build_admin_router(
         removed = await cache.clear(pattern)
         return {"removed": removed, "pattern": pattern}
 
-    @router.post("/warm", summary="Fetch and store each request; per-item results")
-    async def warm(body: WarmRequest) -> dict[str, Any]:
-        key_headers = {b"x-api-key": body.client_key.encode()} if body.client_key else {}
-        creds = keys.resolve(key_headers)
-        limit = asyncio.Semaphore(body.concurrency)
-
-        async def one(index: int, item: dict[str, Any]) -> dict[str, Any]:
-            async with limit:
-                try:
-                    validate_messages_body(item)
-                    payload = {k: v for k, v in item.items() if k != "stream"}
-                    prepared = await pipeline.prepare(Ask(creds, payload))
-                    reply = await pipeline.run(prepared.call)
-                except GatewayError as error:
-                    return {"index": index, "ok": False, "error": error.message}
-                ok = reply.status == 200
-                result: dict[str, Any] = {"index": index, "ok": ok, "cache": reply.cache}
-                if not ok:
-                    result["error"] = f"upstream answered {reply.status}"
-                return result
-
+    @router.post(
+        "/warm",
+        summary="Fetch and store each request; per-item results (NDJSON progress on request)",
+        response_model=None,
+    )
+    async def warm(body: WarmRequest, request: Request) -> dict[str, Any] | StreamingResponse:
+        one = _warmer(pipeline, keys, body)
+        if "application/x-ndjson" in request.headers.get("accept", ""):
+            progress = _progress(one, body.requests)
+            return StreamingResponse(progress, media_type="application/x-ndjson")
         results = await asyncio.gather(*(one(i, r) for i, r in enumerate(body.requests)))
-        return {
-            "results": results,
-            "stored": sum(1 for r in results if r["ok"] and r["cache"] == "MISS"),
-            "already_cached": sum(1 for r in results if r["ok"] and r["cache"] == "HIT"),
-            "failed": sum(1 for r in results if not r["ok"]),
-        }
+        return _totals(list(results))
 
     return router
+
+
+def _warmer(
+    pipeline: Pipeline, keys: KeyResolver, body: WarmRequest
+) -> Callable[[int, dict[str, Any]], Any]:
+    """One warm item as a coroutine function: validate, prepare and run, report."""
+    key_headers = {b"x-api-key": body.client_key.encode()} if body.client_key else {}
+    creds = keys.resolve(key_headers)
+    limit = asyncio.Semaphore(body.concurrency)
+
+    async def one(index: int, item: dict[str, Any]) -> dict[str, Any]:
+        async with limit:
+            try:
+                validate_messages_body(item)
+                payload = {k: v for k, v in item.items() if k != "stream"}
+                prepared = await pipeline.prepare(Ask(creds, payload))
+                reply = await pipeline.run(prepared.call)
+            except GatewayError as error:
+                return {"index": index, "ok": False, "error": error.message}
+            ok = reply.status == 200
+            result: dict[str, Any] = {"index": index, "ok": ok, "cache": reply.cache}
+            if not ok:
+                result["error"] = f"upstream answered {reply.status}"
+            return result
+
+    return one
+
+
+def _totals(results: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "results": sorted(results, key=lambda r: int(r["index"])),
+        "stored": sum(1 for r in results if r["ok"] and r["cache"] == "MISS"),
+        "already_cached": sum(1 for r in results if r["ok"] and r["cache"] == "HIT"),
+        "failed": sum(1 for r in results if not r["ok"]),
+    }
+
+
+async def _progress(
+    one: Callable[[int, dict[str, Any]], Any], requests: list[dict[str, Any]]
+) -> AsyncIterator[bytes]:
+    """A line per item in the order they finish, then {"done": true, ...totals}. A client
+    that leaves cancels the items not yet finished."""
+    tasks = [asyncio.ensure_future(one(i, item)) for i, item in enumerate(requests)]
+    results = []
+    try:
+        for finished in asyncio.as_completed(tasks):
+            result = await finished
+            results.append(result)
+            yield orjson.dumps(result) + b"\n"
+        totals = _totals(results)
+        del totals["results"]
+        yield orjson.dumps({"done": True, "total": len(results), **totals}) + b"\n"
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -65,10 +65,12 @@ class _Trace:
     __slots__ = (
         "cache",
         "first",
+        "model",
         "request_bytes",
         "response_bytes",
         "status",
         "stream",
+        "template",
         "upstream",
     )
 
@@ -80,6 +82,8 @@ class _Trace:
         self.request_bytes = 0
         self.response_bytes = 0
         self.stream = False
+        self.model = ""
+        self.template = ""
 
 
 _Handler = Callable[[Scope, Receive, Send, _Trace], Awaitable[None]]
@@ -139,6 +143,8 @@ class HotRoutes:
                         trace.request_bytes,
                         trace.response_bytes,
                         trace.stream,
+                        trace.model,
+                        trace.template,
                     )
                 )
 
@@ -164,6 +170,7 @@ class HotRoutes:
         version, beta = api_version(headers)
         control = parse_cache_control(headers.get(b"cache-control"))
         prepared = await self._pipeline.prepare(Ask(creds, body, raw, version, beta, control))
+        trace.model = prepared.call.body["model"]
         await _send_reply(send, receive, await self._pipeline.run(prepared.call), trace)
 
     async def _generate(self, scope: Scope, receive: Receive, send: Send, trace: _Trace) -> None:
@@ -178,6 +185,9 @@ class HotRoutes:
         control = parse_cache_control(headers.get(b"cache-control"))
         ask = generate_ask(raw, creds, version=version, beta=beta, control=control)
         prepared = await self._pipeline.prepare(ask)
+        trace.model = str(prepared.call.body["model"])
+        if prepared.template is not None:
+            trace.template = prepared.template.name
         reply = await self._pipeline.run(prepared.call)
         trace.status, trace.cache = reply.status, reply.cache
         trace.upstream = reply.upstream_seconds

@@ -17,6 +17,8 @@ from starlette.exceptions import HTTPException
 
 from promptrelay import __version__
 from promptrelay.api.asgi import ClientGone
+from promptrelay.api.docs import build_docs_router
+from promptrelay.api.hot_schema import build_hot_schema_router
 from promptrelay.errors import GatewayError, error_body
 
 __all__ = ["build_management_app"]
@@ -74,10 +76,12 @@ def build_management_app(
     app = FastAPI(
         title="promptrelay",
         version=__version__,
-        docs_url="/docs",
+        docs_url=None,  # build_docs_router: Swagger UI from local files
         redoc_url=None,
     )
     _install_error_handlers(app)
+    app.include_router(build_docs_router(app.openapi_url or "/openapi.json", app.title))
+    app.include_router(build_hot_schema_router())
     for router in routers:
         app.include_router(router)
 

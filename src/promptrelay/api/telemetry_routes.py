@@ -29,10 +29,10 @@ def build_telemetry_router(
     telemetry: Telemetry | None,
     *,
     metrics_token: SecretStr | None,
-    gateway_state: Callable[[], Awaitable[dict[str, Any]]],
+    performance_body: Callable[[float], Awaitable[dict[str, Any]]],
 ) -> APIRouter:
-    """`gateway_state()`: what /api/performance adds to telemetry's own view (cache
-    tiers and savings, upstream pool and reachability, breaker)."""
+    """`performance_body(window)`: the /api/performance body (telemetry's view and the
+    gateway's own state: cache tiers and savings, upstream pool, breaker)."""
     router = APIRouter(tags=["telemetry"])
     require_admin = Depends(access.admin)
 
@@ -53,8 +53,8 @@ def build_telemetry_router(
             seconds = parse_window(window)
         except ValueError as error:
             raise InvalidRequest(str(error)) from None
-        found = started()
-        return await found.performance(seconds, await gateway_state())
+        started()  # 404 when telemetry is off
+        return await performance_body(seconds)
 
     @router.get(
         "/api/alerts",

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from promptrelay.devtools.fake import FakeUpstreamThread
 from promptrelay.settings import Settings
-from promptrelay.upstream.fake import FakeUpstreamThread
 from tests.fixtures_gateway import RunningGateway
 from tests.rawhttp import raw_request
 

@@ -29,7 +29,7 @@ import orjson
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from promptrelay.cache.health import Backoff
+from promptrelay.resilience.backoff import Backoff
 
 __all__ = [
     "GENERATION_KEY",

@@ -73,6 +73,11 @@ class KeyResolver:
         )
 
     @property
+    def gateway_credentials(self) -> Credentials:
+        """The gateway's own: its key (or offline) and the "default" namespace."""
+        return self._default
+
+    @property
     def requires_client_key(self) -> bool:
         return bool(self._client_keys)
 

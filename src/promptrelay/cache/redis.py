@@ -109,12 +109,9 @@ class RedisTier:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if isinstance(url, str):
+            timeouts = {"socket_timeout": socket_timeout, "connect_timeout": connect_timeout}
             url = RedisTopology.single(
-                url,
-                password=password,
-                socket_timeout=socket_timeout,
-                connect_timeout=connect_timeout,
-                max_connections=max_connections,
+                url, password=password, max_connections=max_connections, **timeouts
             )
         self._topology = url
         self.location = url.location

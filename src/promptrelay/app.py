@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from promptrelay.api.asgi import Receive, Scope, Send
 from promptrelay.api.hot import HotRoutes
 from promptrelay.api.management import build_management_app
+from promptrelay.api.openai import OpenAIFace
 from promptrelay.cache.tiered import TieredCache
 from promptrelay.core.auth import KeyMode, KeyResolver
 from promptrelay.core.batch_jobs import BatchJobs
@@ -90,6 +91,7 @@ class Runtime:
         self.hot = HotRoutes(
             settings, self.gateway, self.keys, self.providers, self.front, self.events
         )
+        self.openai = OpenAIFace(settings, self.hot, self.gateway, self.keys, self.providers)
         self.batch_stats = BatchStats()
         self.events.subscribe(self.batch_stats, BatchFlushed)
         window = WindowPolicy(settings.batch_max_size, settings.batch_window_ms / 1000)
@@ -262,10 +264,19 @@ class PromptRelay:
             if path == "/api/generate":  # exact: /api/generate/batch goes to management
                 return await self.runtime.hot.generate(scope, receive, send)
             if path.startswith("/v1/"):
-                return await self.runtime.hot.forward(scope, receive, send)
+                return await self._v1(path, scope, receive, send)
         elif scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
         await self.management(scope, receive, send)
+
+    async def _v1(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """The OpenAI faces, then every other /v1 route passed through."""
+        assert self.runtime is not None
+        if path == "/v1/chat/completions":
+            return await self.runtime.openai.chat(scope, receive, send)
+        if path == "/v1/models" and scope["method"] == "GET":
+            return await self.runtime.openai.models(scope, receive, send)
+        return await self.runtime.hot.forward(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -199,3 +199,30 @@ async def test_n8n_chat_body_as_observed(live):
             assert response.status == 200
             answer = await response.json()
     assert answer["choices"][0]["message"]["content"].startswith("Echo: Hello")
+
+
+async def test_an_openai_request_and_its_anthropic_twin_share_one_cache_entry(live, fake_upstream):
+    openai_body = {
+        "model": MODEL,
+        "max_tokens": 64,
+        "messages": [
+            {"role": "developer", "content": [{"type": "text", "text": "be brief"}]},
+            {"role": "user", "content": [{"type": "text", "text": "share me"}]},
+        ],
+    }
+    anthropic_body = {
+        "model": MODEL,
+        "max_tokens": 64,
+        "system": "be brief",
+        "messages": [{"role": "user", "content": "share me"}],
+    }
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{live.url}/v1/chat/completions", json=openai_body) as response:
+            assert response.headers["x-cache"] == "MISS"
+            text = (await response.json())["choices"][0]["message"]["content"]
+        async with session.post(f"{live.url}/v1/messages", json=anthropic_body) as response:
+            assert response.headers["x-cache"] == "HIT"
+            assert (await response.json())["content"][0]["text"] == text
+        async with session.post(f"{live.url}/v1/chat/completions", json=openai_body) as response:
+            assert response.headers["x-cache"] == "HIT"
+    assert fake_upstream.stats()["by_path"] == {"/v1/messages": 1}

@@ -35,6 +35,7 @@ from promptrelay.core.gateway import Gateway, Reply
 from promptrelay.core.generate import GenerateFront
 from promptrelay.core.providers import Providers
 from promptrelay.core.resilient import ResilientUpstream
+from promptrelay.core.responses_store import ResponseStore
 from promptrelay.resilience.breaker import BreakerMachine, BreakerTransition
 from promptrelay.resilience.redis_state import RedisBreakerState
 from promptrelay.resilience.retry import RetryPolicy
@@ -91,7 +92,14 @@ class Runtime:
         self.hot = HotRoutes(
             settings, self.gateway, self.keys, self.providers, self.front, self.events
         )
-        self.openai = OpenAIFace(settings, self.hot, self.gateway, self.keys, self.providers)
+        self.openai = OpenAIFace(
+            settings,
+            self.hot,
+            self.gateway,
+            self.keys,
+            self.providers,
+            ResponseStore(self.cache, ttl=settings.responses_store_ttl),
+        )
         self.batch_stats = BatchStats()
         self.events.subscribe(self.batch_stats, BatchFlushed)
         window = WindowPolicy(settings.batch_max_size, settings.batch_window_ms / 1000)
@@ -274,6 +282,10 @@ class PromptRelay:
         assert self.runtime is not None
         if path == "/v1/chat/completions":
             return await self.runtime.openai.chat(scope, receive, send)
+        if path == "/v1/responses":
+            return await self.runtime.openai.responses(scope, receive, send)
+        if path.startswith("/v1/responses/"):
+            return await self.runtime.openai.stored_response(scope, receive, send)
         if path == "/v1/models" and scope["method"] == "GET":
             return await self.runtime.openai.models(scope, receive, send)
         return await self.runtime.hot.forward(scope, receive, send)

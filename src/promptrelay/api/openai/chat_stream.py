@@ -80,12 +80,12 @@ class ChatChunks:
             return self._finish()
         if name == "error":
             error = orjson.loads(data).get("error") or {}
-            return [self.error(str(error.get("type", "api_error")), str(error.get("message")))]
+            return self.error(str(error.get("type", "api_error")), str(error.get("message")))
         return []  # ping, content_block_stop and event types added later
 
-    def error(self, kind: str, message: str) -> bytes:
+    def error(self, kind: str, message: str) -> list[bytes]:
         self._done = True
-        return error_event(kind, message)
+        return [error_event(kind, message)]
 
     def _start(self, message: dict[str, Any]) -> list[bytes]:
         self._usage = dict(message.get("usage") or {})

@@ -1,6 +1,9 @@
 """The OpenAI faces as plain ASGI: decode, make the one Messages call, encode.
 
     POST /v1/chat/completions   chat_request -> Gateway.messages -> chat_completion | ChatChunks
+    POST /v1/responses          responses_request -> Gateway.messages -> response_object |
+                                ResponseEvents; stored (ResponseStore) unless store: false
+    GET  /v1/responses/{id}     a stored response of the caller's namespace
     GET  /v1/models             the upstream's list, readable by both SDKs, aliases added
 
 Everything below the decode (keys, cache, coalescer, retries, breaker, telemetry) is the
@@ -12,8 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
 
 import orjson
 
@@ -31,13 +34,18 @@ from promptrelay.api.hot import HotRoutes, Trace
 from promptrelay.api.openai.chat_answer import chat_completion
 from promptrelay.api.openai.chat_request import chat_request
 from promptrelay.api.openai.chat_stream import ChatChunks
+from promptrelay.api.openai.content import JSON_TOOL
 from promptrelay.api.openai.errors import send_openai_error, translate_error_body
 from promptrelay.api.openai.models import models_list
+from promptrelay.api.openai.responses_answer import ResponseShape, response_object
+from promptrelay.api.openai.responses_request import ResponsesRequest, responses_request
+from promptrelay.api.openai.responses_stream import ResponseEvents
 from promptrelay.core.auth import Credentials, KeyResolver
 from promptrelay.core.cache_control import parse_cache_control
 from promptrelay.core.gateway import Gateway, MessagesCall, Reply
 from promptrelay.core.providers import Providers
 from promptrelay.core.request import json_object_or_none, parse_json_object
+from promptrelay.core.responses_store import ResponseStore
 from promptrelay.core.sse import SseParser
 from promptrelay.errors import NotFound, UpstreamError, UpstreamUnavailable
 from promptrelay.settings import Settings
@@ -48,6 +56,17 @@ log = logging.getLogger("promptrelay.api")
 
 _SSE = (b"content-type", b"text/event-stream; charset=utf-8")
 _UNCUT = b"the upstream stream ended before the answer was complete"
+
+
+class _Encoder(Protocol):
+    """ChatChunks or ResponseEvents: Claude events in, the face's SSE bytes out."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def event(self, name: str, data: bytes) -> list[bytes]: ...
+
+    def error(self, kind: str, message: str) -> list[bytes]: ...
 
 
 def _kept(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -63,8 +82,10 @@ class OpenAIFace:
         gateway: Gateway,
         keys: KeyResolver,
         providers: Providers,
+        store: ResponseStore,
     ) -> None:
         self._hot = hot
+        self._store = store
         self._gateway = gateway
         self._keys = keys
         self._providers = providers
@@ -75,6 +96,14 @@ class OpenAIFace:
     async def chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = "/v1/chat/completions"
         await self._hot.serve(route, self._chat, scope, receive, send, send_openai_error)
+
+    async def responses(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = "/v1/responses"
+        await self._hot.serve(route, self._responses, scope, receive, send, send_openai_error)
+
+    async def stored_response(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = "/v1/responses/{id}"
+        await self._hot.serve(route, self._stored, scope, receive, send, send_openai_error)
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._hot.serve("/v1/models", self._models, scope, receive, send)
@@ -115,13 +144,13 @@ class OpenAIFace:
         )
 
     @staticmethod
-    async def _send_json(send: Send, trace: Trace, reply: Reply, body: bytes) -> None:
-        trace.status, trace.cache, trace.upstream = (
-            reply.status,
-            reply.cache,
-            reply.upstream_seconds,
-        )
-        trace.first, trace.response_bytes = time.perf_counter(), len(body)
+    def _traced(trace: Trace, reply: Reply) -> None:
+        trace.status, trace.cache = reply.status, reply.cache
+        trace.upstream, trace.first = reply.upstream_seconds, time.perf_counter()
+
+    async def _send_json(self, send: Send, trace: Trace, reply: Reply, body: bytes) -> None:
+        self._traced(trace, reply)
+        trace.response_bytes = len(body)
         await send_response(send, reply.status, [JSON_CONTENT, *_kept(reply.headers)], body)
 
     async def _send_failure(self, send: Send, trace: Trace, reply: Reply) -> None:
@@ -129,21 +158,30 @@ class OpenAIFace:
         await self._send_json(send, trace, reply, translate_error_body(reply.status, reply.body))
 
     async def _send_stream(
-        self, send: Send, receive: Receive, trace: Trace, reply: Reply, chunks: ChatChunks
+        self,
+        send: Send,
+        receive: Receive,
+        trace: Trace,
+        reply: Reply,
+        encoder: _Encoder,
+        finished: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         assert reply.chunks is not None
-        trace.status, trace.cache, trace.upstream = (
-            reply.status,
-            reply.cache,
-            reply.upstream_seconds,
-        )
-        trace.first, trace.stream = time.perf_counter(), True
+        self._traced(trace, reply)
+        trace.stream = True
         headers = [_SSE, *_kept(reply.headers)]
         try:
-            encoded = _encode(reply.chunks, chunks, trace)
+            encoded = _encode(reply.chunks, encoder, trace, finished)
             await stream_response(send, receive, reply.status, headers, encoded)
         finally:
             await reply.aclose()
+
+    @staticmethod
+    def _message(reply: Reply) -> dict[str, Any]:
+        message = json_object_or_none(reply.body)
+        if message is None:
+            raise UpstreamUnavailable("the upstream answered 200 with a body that is not JSON")
+        return message
 
     # -- chat completions ------------------------------------------------------------------
 
@@ -165,13 +203,104 @@ class OpenAIFace:
             )
             await self._send_stream(send, receive, trace, reply, chunks)
             return
-        message = json_object_or_none(reply.body)
-        if message is None:
-            raise UpstreamUnavailable("the upstream answered 200 with a body that is not JSON")
-        if request.stream:  # a stream asked for, a whole answer given: replay it as chunks
-            raise UpstreamUnavailable("the upstream answered a stream request without a stream")
+        message = self._message(reply)
         answer = chat_completion(message, created=created, json_answer=request.json_answer)
         await self._send_json(send, trace, reply, orjson.dumps(answer))
+
+    # -- responses -----------------------------------------------------------------------
+
+    async def _history(self, namespace: str, body: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+        """The Claude conversation of `previous_response_id`, its answer included."""
+        previous = body.get("previous_response_id")
+        if not isinstance(previous, str) or not previous:
+            return ()
+        record = await self._store.load(namespace, previous)
+        message = await self._store.answer(record) if record is not None else None
+        if record is None or message is None:
+            raise NotFound(f"previous_response_id: no response {previous!r} (unknown or expired)")
+        content = message.get("content") or []
+        if record.get("json_answer"):  # the JSON tool was the answer: history holds its text
+            content = [_json_tool_as_text(block) for block in content]
+        return (*record["messages"], {"role": "assistant", "content": content})
+
+    async def _responses(self, scope: Scope, receive: Receive, send: Send, trace: Trace) -> None:
+        headers, creds, body = await self._decode(scope, receive, trace, "/v1/responses")
+        history = await self._history(creds.namespace, body)
+        request = responses_request(
+            body, model=self._model(body), default_max_tokens=self._max_tokens, history=history
+        )
+        call = self._call(request.body, request.stream, creds, headers)
+        reply = await self._gateway.messages(call)
+        if reply.status != 200:
+            await self._send_failure(send, trace, reply)
+            return
+        response_id, created = self._store.new_id(), int(time.time())
+        shape = ResponseShape(body, str(request.body["model"]), request.store)
+        if reply.chunks is None:
+            message = self._message(reply)
+            answer = response_object(
+                message,
+                shape,
+                response_id=response_id,
+                created_at=created,
+                json_answer=request.json_answer,
+            )
+            await self._keep(call, request, response_id, created, shape, message)
+            await self._send_json(send, trace, reply, orjson.dumps(answer))
+            return
+        events = ResponseEvents(
+            shape, response_id=response_id, created_at=created, json_answer=request.json_answer
+        )
+
+        async def finished() -> None:
+            if events.message is not None:
+                await self._keep(call, request, response_id, created, shape, events.message)
+
+        await self._send_stream(send, receive, trace, reply, events, finished)
+
+    async def _keep(
+        self,
+        call: MessagesCall,
+        request: ResponsesRequest,
+        response_id: str,
+        created: int,
+        shape: ResponseShape,
+        message: dict[str, Any],
+    ) -> None:
+        if not request.store:
+            return
+        record: dict[str, Any] = {
+            "created_at": created,
+            "messages": request.body["messages"],
+            "shape": shape.fields,
+            "json_answer": request.json_answer,
+            "answer_key": self._gateway.key_for(call),
+        }
+        if not call.control.store:  # the answer was not cached: the record keeps it
+            record["answer"] = message
+        offline = call.creds.upstream_key is None
+        await self._store.save(call.creds.namespace, response_id, record, shared=not offline)
+
+    async def _stored(self, scope: Scope, receive: Receive, send: Send, trace: Trace) -> None:
+        if scope["method"] != "GET":
+            raise NotFound("use GET /v1/responses/{id}")
+        creds = self._keys.resolve(request_headers(scope))
+        response_id = scope["path"].removeprefix("/v1/responses/")
+        record = await self._store.load(creds.namespace, response_id)
+        message = await self._store.answer(record) if record is not None else None
+        if record is None or message is None:
+            raise NotFound(f"no response {response_id!r} (unknown or expired)")
+        shape = ResponseShape.from_fields(record["shape"])
+        answer = response_object(
+            message,
+            shape,
+            response_id=response_id,
+            created_at=int(record["created_at"]),
+            json_answer=bool(record.get("json_answer")),
+        )
+        body = orjson.dumps(answer)
+        trace.status, trace.first, trace.response_bytes = 200, time.perf_counter(), len(body)
+        await send_response(send, 200, [JSON_CONTENT], body)
 
     # -- models ----------------------------------------------------------------------------
 
@@ -202,27 +331,47 @@ class OpenAIFace:
         await self._send_json(send, trace, reply, body)
 
 
-async def _encode(
-    upstream: AsyncIterator[bytes], chunks: ChatChunks, trace: Trace
-) -> AsyncIterator[bytes]:
-    """The upstream's Claude events as OpenAI chunks; a failure midway as an error event.
+def _json_tool_as_text(block: dict[str, Any]) -> dict[str, Any]:
+    if block.get("type") == "tool_use" and block.get("name") == JSON_TOOL:
+        return {"type": "text", "text": orjson.dumps(block.get("input") or {}).decode()}
+    return block
 
-    The upstream is read to its end even after [DONE]: a shared (coalesced) stream and
-    the cache store see the whole answer."""
+
+async def _encode(
+    upstream: AsyncIterator[bytes],
+    encoder: _Encoder,
+    trace: Trace,
+    finished: Callable[[], Awaitable[None]] | None,
+) -> AsyncIterator[bytes]:
+    """The upstream's Claude events re-encoded; a failure midway as the face's error event.
+
+    The upstream is read to its end, and the last events wait for that: a shared
+    (coalesced) stream and the cache store see the whole answer before the client learns
+    it is complete (so a stored response can be read back at once), then `finished` runs.
+    """
     parser = SseParser()
+    last: list[bytes] = []
     try:
         async for piece in upstream:
             out = [
-                encoded for name, data in parser.feed(piece) for encoded in chunks.event(name, data)
+                encoded
+                for name, data in parser.feed(piece)
+                for encoded in encoder.event(name, data)
             ]
-            if out:
+            if encoder.done:
+                last += out
+            elif out:
                 joined = b"".join(out)
                 trace.response_bytes += len(joined)
                 yield joined
     except UpstreamError as error:
         log.warning("upstream stream failed midway: %s", error.message)
-        if not chunks.done:
-            yield chunks.error(error.type, error.message)
-        return
-    if not chunks.done:
-        yield chunks.error("api_error", _UNCUT.decode())
+        if not encoder.done:
+            last += encoder.error(error.type, error.message)
+    if not encoder.done:
+        last += encoder.error("api_error", _UNCUT.decode())
+    elif finished is not None and last:
+        await finished()
+    joined = b"".join(last)
+    trace.response_bytes += len(joined)
+    yield joined

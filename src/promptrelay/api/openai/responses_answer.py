@@ -125,6 +125,13 @@ class ResponseShape:
             "user": body.get("user"),
         }
 
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> ResponseShape:
+        """A shape read back from a stored record."""
+        shape = cls.__new__(cls)
+        shape.fields = dict(fields)
+        return shape
+
     def response(
         self, response_id: str, created_at: int, status: str, output: list[Any], usage: Any
     ) -> dict[str, Any]:

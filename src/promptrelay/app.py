@@ -36,6 +36,7 @@ from promptrelay.core.generate import GenerateFront
 from promptrelay.core.providers import Providers
 from promptrelay.core.resilient import ResilientUpstream
 from promptrelay.core.responses_store import ResponseStore
+from promptrelay.core.thinking_store import ThinkingStore
 from promptrelay.resilience.breaker import BreakerMachine, BreakerTransition
 from promptrelay.resilience.redis_state import RedisBreakerState
 from promptrelay.resilience.retry import RetryPolicy
@@ -99,6 +100,7 @@ class Runtime:
             self.keys,
             self.providers,
             ResponseStore(self.cache, ttl=settings.responses_store_ttl),
+            ThinkingStore(self.cache, ttl=settings.responses_store_ttl),
         )
         self.batch_stats = BatchStats()
         self.events.subscribe(self.batch_stats, BatchFlushed)

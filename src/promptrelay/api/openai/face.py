@@ -46,7 +46,8 @@ from promptrelay.core.gateway import Gateway, MessagesCall, Reply
 from promptrelay.core.providers import Providers
 from promptrelay.core.request import json_object_or_none, parse_json_object
 from promptrelay.core.responses_store import ResponseStore
-from promptrelay.core.sse import SseParser
+from promptrelay.core.sse import MessageAssembler, SseParser
+from promptrelay.core.thinking_store import ThinkingStore
 from promptrelay.errors import NotFound, UpstreamError, UpstreamUnavailable
 from promptrelay.settings import Settings
 
@@ -83,9 +84,11 @@ class OpenAIFace:
         keys: KeyResolver,
         providers: Providers,
         store: ResponseStore,
+        thinking: ThinkingStore,
     ) -> None:
         self._hot = hot
         self._store = store
+        self._thinking = thinking
         self._gateway = gateway
         self._keys = keys
         self._providers = providers
@@ -165,13 +168,14 @@ class OpenAIFace:
         reply: Reply,
         encoder: _Encoder,
         finished: Callable[[], Awaitable[None]] | None = None,
+        fold: MessageAssembler | None = None,
     ) -> None:
         assert reply.chunks is not None
         self._traced(trace, reply)
         trace.stream = True
         headers = [_SSE, *_kept(reply.headers)]
         try:
-            encoded = _encode(reply.chunks, encoder, trace, finished)
+            encoded = _encode(reply.chunks, encoder, trace, finished, fold)
             await stream_response(send, receive, reply.status, headers, encoded)
         finally:
             await reply.aclose()
@@ -188,24 +192,50 @@ class OpenAIFace:
     async def _chat(self, scope: Scope, receive: Receive, send: Send, trace: Trace) -> None:
         headers, creds, body = await self._decode(scope, receive, trace, "/v1/chat/completions")
         request = chat_request(body, model=self._model(body), default_max_tokens=self._max_tokens)
-        reply = await self._gateway.messages(
-            self._call(request.body, request.stream, creds, headers)
-        )
+        thinking = "thinking" in request.body
+        if thinking:
+            await self._restore_thinking(creds.namespace, request.body["messages"])
+        call = self._call(request.body, request.stream, creds, headers)
+        reply = await self._gateway.messages(call)
         if reply.status != 200:
             await self._send_failure(send, trace, reply)
             return
         created = int(time.time())
+        shared = creds.upstream_key is not None
         if reply.chunks is not None:
             chunks = ChatChunks(
                 created=created,
                 include_usage=request.include_usage,
                 json_answer=request.json_answer,
             )
-            await self._send_stream(send, receive, trace, reply, chunks)
+            fold = MessageAssembler() if thinking else None
+
+            async def finished() -> None:
+                if fold is not None and fold.complete and fold.message is not None:
+                    await self._thinking.keep(creds.namespace, fold.message, shared=shared)
+
+            await self._send_stream(send, receive, trace, reply, chunks, finished, fold)
             return
         message = self._message(reply)
+        if thinking:
+            await self._thinking.keep(creds.namespace, message, shared=shared)
         answer = chat_completion(message, created=created, json_answer=request.json_answer)
         await self._send_json(send, trace, reply, orjson.dumps(answer))
+
+    async def _restore_thinking(self, namespace: str, messages: list[dict[str, Any]]) -> None:
+        """Put the kept signed thinking back in front of the last tool-calling turn (the
+        one its tool results answer), unless the client sent it itself."""
+        for message in reversed(messages):
+            content = message["content"]
+            if message["role"] != "assistant" or not isinstance(content, list):
+                continue
+            calls = [block for block in content if block.get("type") == "tool_use"]
+            if not calls:
+                continue
+            if content[0].get("type") not in ("thinking", "redacted_thinking"):
+                kept = await self._thinking.recall(namespace, str(calls[0]["id"]))
+                message["content"] = [*kept, *content]
+            return
 
     # -- responses -----------------------------------------------------------------------
 
@@ -342,22 +372,24 @@ async def _encode(
     encoder: _Encoder,
     trace: Trace,
     finished: Callable[[], Awaitable[None]] | None,
+    fold: MessageAssembler | None = None,
 ) -> AsyncIterator[bytes]:
     """The upstream's Claude events re-encoded; a failure midway as the face's error event.
 
     The upstream is read to its end, and the last events wait for that: a shared
     (coalesced) stream and the cache store see the whole answer before the client learns
     it is complete (so a stored response can be read back at once), then `finished` runs.
+    `fold`, when given, assembles the Claude message as it passes.
     """
     parser = SseParser()
     last: list[bytes] = []
     try:
         async for piece in upstream:
-            out = [
-                encoded
-                for name, data in parser.feed(piece)
-                for encoded in encoder.event(name, data)
-            ]
+            events = parser.feed(piece)
+            if fold is not None:
+                for name, data in events:
+                    fold.add(name, data)
+            out = [encoded for name, data in events for encoded in encoder.event(name, data)]
             if encoder.done:
                 last += out
             elif out:

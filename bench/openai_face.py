@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         per_request[face] = cpu / max(answered, 1)
                     ratios = cells.setdefault(f"ratios/{kind}", {"values": []})["values"]
                     ratios.append(per_request["chat"] / per_request["messages"])
-    for name, cell in cells.items():
+    for cell in cells.values():
         if "cpu_s" in cell:
             cell["cpu_ms_per_request"] = cell["cpu_s"] * 1e3 / max(cell["requests"], 1)
         else:

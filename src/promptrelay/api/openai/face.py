@@ -376,9 +376,9 @@ async def _encode(
 ) -> AsyncIterator[bytes]:
     """The upstream's Claude events re-encoded; a failure midway as the face's error event.
 
-    The upstream is read to its end, and the last events wait for that: a shared
-    (coalesced) stream and the cache store see the whole answer before the client learns
-    it is complete (so a stored response can be read back at once), then `finished` runs.
+    The upstream is read to its end. With `finished`, the last events wait for that: a
+    shared (coalesced) stream and the cache store see the whole answer before the client
+    learns it is complete (so a stored response can be read back at once).
     `fold`, when given, assembles the Claude message as it passes.
     """
     parser = SseParser()
@@ -390,7 +390,7 @@ async def _encode(
                 for name, data in events:
                     fold.add(name, data)
             out = [encoded for name, data in events for encoded in encoder.event(name, data)]
-            if encoder.done:
+            if encoder.done and finished is not None:
                 last += out
             elif out:
                 joined = b"".join(out)
@@ -404,6 +404,7 @@ async def _encode(
         last += encoder.error("api_error", _UNCUT.decode())
     elif finished is not None and last:
         await finished()
-    joined = b"".join(last)
-    trace.response_bytes += len(joined)
-    yield joined
+    if last:
+        joined = b"".join(last)
+        trace.response_bytes += len(joined)
+        yield joined

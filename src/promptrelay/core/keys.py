@@ -59,6 +59,8 @@ def _plain_messages(messages: Any) -> Any:
         if type(message) is not dict:
             continue
         content = message.get("content")
+        if type(content) is not list or len(content) != 1:
+            continue  # the common case (a string) costs these two checks
         plain = _plain_text(content)
         if plain is not content:
             if out is None:

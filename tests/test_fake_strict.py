@@ -128,6 +128,7 @@ def test_new_knobs_are_validated():
         "json_answer": {"a": 1},
         "tool_calls": None,
     }
+    bad: dict[str, Any]
     for bad in ({"json_answer": [1]}, {"tool_calls": [{"input": {}}]}, {"cache_read_tokens": -1}):
         with pytest.raises(ValueError):
             validate_knobs(bad)

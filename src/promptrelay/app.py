@@ -93,15 +93,7 @@ class Runtime:
         self.hot = HotRoutes(
             settings, self.gateway, self.keys, self.providers, self.front, self.events
         )
-        self.openai = OpenAIFace(
-            settings,
-            self.hot,
-            self.gateway,
-            self.keys,
-            self.providers,
-            ResponseStore(self.cache, ttl=settings.responses_store_ttl),
-            ThinkingStore(self.cache, ttl=settings.responses_store_ttl),
-        )
+        self.openai = self._openai_face(settings)
         self.batch_stats = BatchStats()
         self.events.subscribe(self.batch_stats, BatchFlushed)
         window = WindowPolicy(settings.batch_max_size, settings.batch_window_ms / 1000)
@@ -124,6 +116,18 @@ class Runtime:
         else:  # the cache's own savings counter; with telemetry on, its stats count them
             self._savings = CacheSavings()
             self.events.subscribe(self._savings, CacheLookup)
+
+    def _openai_face(self, settings: Settings) -> OpenAIFace:
+        ttl = settings.responses_store_ttl
+        return OpenAIFace(
+            settings,
+            self.hot,
+            self.gateway,
+            self.keys,
+            self.providers,
+            ResponseStore(self.cache, ttl=ttl),
+            ThinkingStore(self.cache, ttl=ttl),
+        )
 
     def savings(self) -> dict[str, Any]:
         """What the cache saved, for /api/cache/stats: hits, misses, time, tokens."""

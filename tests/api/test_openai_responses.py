@@ -143,7 +143,7 @@ def test_stream_events_arrive_in_order(live, fake_upstream):
 @pytest.mark.parametrize("tool", ["web_search", "file_search", "code_interpreter"])
 def test_built_in_tools_are_refused_by_name(live, fake_upstream, tool):
     with _client(live) as client, pytest.raises(openai.BadRequestError) as caught:
-        client.responses.create(model=MODEL, input="x", tools=[{"type": tool}])  # type: ignore[list-item]
+        client.responses.create(model=MODEL, input="x", tools=[{"type": tool}])
     assert caught.value.body["param"] == "tools[0].type"  # type: ignore[index]
     assert tool in caught.value.message
     assert fake_upstream.stats()["requests"] == 0

@@ -35,7 +35,7 @@ def _client(live: Any, key: str = CLIENT_KEYS[0]) -> openai.OpenAI:
 
 
 def _first_turn(client: openai.OpenAI, stream: bool) -> list[dict[str, Any]]:
-    question = [{"role": "user", "content": "weather in Oslo?"}]
+    question: Any = [{"role": "user", "content": "weather in Oslo?"}]
     if stream:
         calls: dict[int, dict[str, Any]] = {}
         for chunk in client.chat.completions.create(

@@ -74,7 +74,7 @@ def test_error_event_marks_the_stream_unusable():
 def test_parser_splits_frames_across_chunks_and_crlf_borders():
     stream = (
         b"event: a\r\ndata: 1\r\n\r\n"
-        b"event: b\ndata: {\"x\":\n"
+        b'event: b\ndata: {"x":\n'
         b"data: 2}\n\n"
         b": comment\n\n"
         b"data: plain\n\n"

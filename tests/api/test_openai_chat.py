@@ -185,9 +185,15 @@ def test_an_openai_model_name_alias_reaches_claude(gateway_factory, fake_upstrea
     anthropic_sdk.close()
 
 
-async def test_n8n_chat_body_as_observed(live):
-    """n8n 1.123's OpenAI Chat Model node with "Use Responses API" off, options empty."""
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"temperature": 0.7, "max_tokens": 300}],
+    ids=["options-empty", "with-options"],
+)
+async def test_n8n_chat_body_as_observed(live, options):
+    """n8n 1.123's OpenAI Chat Model node with "Use Responses API" off."""
     body: dict[str, Any] = {
+        **options,
         "model": "claude-sonnet-4-6",
         "stream": False,
         "messages": [

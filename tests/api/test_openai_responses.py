@@ -149,9 +149,15 @@ def test_built_in_tools_are_refused_by_name(live, fake_upstream, tool):
     assert fake_upstream.stats()["requests"] == 0
 
 
-async def test_n8n_responses_body_as_observed(live):
-    """n8n 1.123's OpenAI Chat Model node with "Use Responses API" on, options empty."""
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"temperature": 0.7, "max_output_tokens": 300}],
+    ids=["options-empty", "with-options"],
+)
+async def test_n8n_responses_body_as_observed(live, options):
+    """n8n 1.123's OpenAI Chat Model node with "Use Responses API" on."""
     body = {
+        **options,
         "input": [
             {"type": "message", "role": "system", "content": "You are a helpful assistant"},
             {"type": "message", "role": "user", "content": "Hello"},
@@ -179,3 +185,14 @@ async def test_a_record_expires_with_its_ttl():
     assert await store.load("other", response_id) is None
     now[0] += 61
     assert await store.load("ns", response_id) is None
+
+
+def test_a_stream_failure_midway_is_an_error_event_then_failed(live, fake_upstream):
+    fake_upstream.configure(stream_chunks=4, stream_error_after=2)
+    with _client(live) as client:
+        kinds = [
+            event.type for event in client.responses.create(model=MODEL, input="x", stream=True)
+        ]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-2:] == ["error", "response.failed"]
+    assert "response.completed" not in kinds

@@ -292,7 +292,8 @@ class PromptRelay:
             return await self.runtime.openai.responses(scope, receive, send)
         if path.startswith("/v1/responses/"):
             return await self.runtime.openai.stored_response(scope, receive, send)
-        if path == "/v1/models" and scope["method"] == "GET":
+        models = path == "/v1/models" or path.startswith("/v1/models/")
+        if models and scope["method"] == "GET":
             return await self.runtime.openai.models(scope, receive, send)
         return await self.runtime.hot.forward(scope, receive, send)
 

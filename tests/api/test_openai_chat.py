@@ -12,6 +12,8 @@ import openai
 import orjson
 import pytest
 
+from tests.rawhttp import raw_request
+
 GATEWAY_KEY = "sk-gateway-secret"
 MODEL = "claude-sonnet-4-6"
 PNG = (
@@ -178,8 +180,10 @@ def test_an_openai_model_name_alias_reaches_claude(gateway_factory, fake_upstrea
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
         )
         listed = [model.id for model in sdk.models.list()]
+        one = sdk.models.retrieve("claude-sonnet-4-5")
     assert answer.model == "claude-haiku-4-5"
     assert "gpt-4o-mini" in listed and "claude-sonnet-4-5" in listed
+    assert one.id == "claude-sonnet-4-5" and one.owned_by == "anthropic" and one.created > 0
     anthropic_sdk = anthropic.Anthropic(base_url=gateway.url, api_key="k", max_retries=0)
     assert "gpt-4o-mini" in [model.id for model in anthropic_sdk.models.list()]
     anthropic_sdk.close()
@@ -235,3 +239,9 @@ async def test_an_openai_request_and_its_anthropic_twin_share_one_cache_entry(li
         async with session.post(f"{live.url}/v1/chat/completions", json=openai_body) as response:
             assert response.headers["x-cache"] == "HIT"
     assert fake_upstream.stats()["by_path"] == {"/v1/messages": 1}
+
+
+def test_a_models_path_that_leaves_v1_is_refused(live, fake_upstream):
+    for target in (b"/v1/models/%2e%2e/messages", b"/v1/models/a%2fb", b"/v1/models/%00"):
+        assert raw_request(live.port, target).status == 400, target
+    assert fake_upstream.stats()["requests"] == 0

@@ -4,7 +4,8 @@
     POST /v1/responses          responses_request -> Gateway.messages -> response_object |
                                 ResponseEvents; stored (ResponseStore) unless store: false
     GET  /v1/responses/{id}     a stored response of the caller's namespace
-    GET  /v1/models             the upstream's list, readable by both SDKs, aliases added
+    GET  /v1/models[/{id}]      the upstream's list (or model), readable by both SDKs,
+                                aliases added to the list
 
 Everything below the decode (keys, cache, coalescer, retries, breaker, telemetry) is the
 request path every face shares; this module only translates. Errors leave in OpenAI's
@@ -17,6 +18,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import orjson
 
@@ -36,7 +38,7 @@ from promptrelay.api.openai.chat_request import chat_request
 from promptrelay.api.openai.chat_stream import ChatChunks
 from promptrelay.api.openai.content import JSON_TOOL
 from promptrelay.api.openai.errors import send_openai_error, translate_error_body
-from promptrelay.api.openai.models import models_list
+from promptrelay.api.openai.models import model_item, models_list
 from promptrelay.api.openai.responses_answer import ResponseShape, response_object
 from promptrelay.api.openai.responses_request import ResponsesRequest, responses_request
 from promptrelay.api.openai.responses_stream import ResponseEvents
@@ -50,6 +52,7 @@ from promptrelay.core.sse import MessageAssembler, SseParser
 from promptrelay.core.thinking_store import ThinkingStore
 from promptrelay.errors import NotFound, UpstreamError, UpstreamUnavailable
 from promptrelay.settings import Settings
+from promptrelay.upstream.paths import canonical_target
 
 __all__ = ["OpenAIFace"]
 
@@ -57,6 +60,7 @@ log = logging.getLogger("promptrelay.api")
 
 _SSE = (b"content-type", b"text/event-stream; charset=utf-8")
 _UNCUT = b"the upstream stream ended before the answer was complete"
+_PCHAR = "/!$&'()*+,;=:@"  # kept as they are when a server gives no raw_path
 
 
 class _Encoder(Protocol):
@@ -338,11 +342,13 @@ class OpenAIFace:
         headers = request_headers(scope)
         creds = self._keys.resolve(headers)
         await self._providers.refresh()
+        raw_path = scope.get("raw_path") or quote(scope["path"], safe=_PCHAR).encode("ascii")
         query = scope.get("query_string", b"").decode("latin-1")
+        target = canonical_target(raw_path, scope.get("query_string", b""))
         version = headers.get(b"anthropic-version")
         reply = await self._gateway.forward(
             "GET",
-            f"/v1/models?{query}" if query else "/v1/models",
+            target,
             b"",
             creds,
             version=version.decode("latin-1") if version else self._version,
@@ -354,7 +360,9 @@ class OpenAIFace:
             body = b"".join([part async for part in reply.chunks])
             await reply.aclose()
         page = json_object_or_none(body) if reply.status == 200 else None
-        if page is not None:
+        if page is not None and scope["path"] != "/v1/models":
+            body = orjson.dumps(model_item(page))
+        elif page is not None:
             first_page = "after_id=" not in query and "before_id=" not in query
             aliases = self._providers.config.aliases if first_page else {}
             body = orjson.dumps(models_list(page, aliases))

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-__all__ = ["models_list"]
+__all__ = ["model_item", "models_list"]
 
 
 def _created(value: Any) -> int:
@@ -32,6 +32,11 @@ def _openai_item(item: dict[str, Any], owner: str) -> dict[str, Any]:
         "created": _created(item.get("created_at")),
         "owned_by": owner,
     }
+
+
+def model_item(item: dict[str, Any]) -> dict[str, Any]:
+    """`GET /v1/models/{id}`: one model with OpenAI's fields too."""
+    return _openai_item(item, "anthropic")
 
 
 def models_list(page: dict[str, Any], aliases: Mapping[str, str]) -> dict[str, Any]:

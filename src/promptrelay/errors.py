@@ -12,6 +12,11 @@
     │   └── CircuitOpen          503 overloaded_error, with retry_after
     └── OfflineUnsupported       501 api_error: the offline provider cannot answer this route
 
+    RedisUnavailable             never an HTTP answer: the Redis tier is down, or one call
+                                 through it failed or ran out of time; the caller uses its
+                                 local fallback (the breaker decides locally, an alert is
+                                 delivered by this process, ...)
+
 Foreign errors (aiohttp, redis) are translated at the boundary that meets them; the
 HTTP layer maps a GatewayError to Anthropic's error shape exactly once.
 """
@@ -28,6 +33,7 @@ __all__ = [
     "NotFound",
     "OfflineUnsupported",
     "PayloadTooLarge",
+    "RedisUnavailable",
     "Unauthorized",
     "UpstreamError",
     "UpstreamTimeout",
@@ -97,6 +103,10 @@ class CircuitOpen(UpstreamError):
 class OfflineUnsupported(GatewayError):
     status = 501
     type = "api_error"
+
+
+class RedisUnavailable(Exception):
+    """Raised by the Redis tier's ``run`` instead of any redis-py error; see the tree."""
 
 
 def error_body(type_: str, message: str) -> bytes:

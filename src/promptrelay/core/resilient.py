@@ -5,7 +5,9 @@
 
 The whole call, retries and waits included, lives within UPSTREAM_TIMEOUT: each attempt
 gets the time that is left as its own total timeout, so a hung upstream is a timeout
-the breaker counts, and the caller has its 504 within the budget.
+the breaker counts, and the caller has its 504 within the budget. A half-open probe is
+judged as soon as the upstream's status line and headers arrive (`on_head`); the request
+itself still has its whole budget.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from promptrelay.core.events import EventBus, Retried
 from promptrelay.errors import UpstreamTimeout
 from promptrelay.resilience.retry import (
+    HeadHook,
     Outcome,
     RetryEvent,
     RetryPolicy,
@@ -72,12 +75,18 @@ class ResilientUpstream:
         `budget` (a model's timeout from the providers file) narrows UPSTREAM_TIMEOUT."""
         deadline = self._clock() + min(budget or self._budget, self._budget)
 
-        async def attempt() -> Outcome[UpstreamResponse]:
+        async def attempt(on_head: HeadHook) -> Outcome[UpstreamResponse]:
             left = deadline - self._clock()
             if left <= 0:
                 raise UpstreamTimeout("the upstream did not answer within UPSTREAM_TIMEOUT")
             response = await self.upstream.request(
-                method, path, headers=headers, body=body, stream=stream, timeout=left
+                method,
+                path,
+                headers=headers,
+                body=body,
+                stream=stream,
+                timeout=left,
+                on_head=on_head,
             )
             retry_after = None
             if response.status >= 400:

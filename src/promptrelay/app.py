@@ -137,6 +137,19 @@ class Runtime:
         assert self.telemetry is not None
         return saved_by_cache(self.telemetry.stats)
 
+    async def performance(self, window: float) -> dict[str, Any]:
+        """The /api/performance body over a history `window` (s); telemetry must be on."""
+        assert self.telemetry is not None
+        extra = {
+            "cache": {
+                "tiers": self.cache.stats(),
+                "savings_total": self.savings(),
+            },
+            "upstream": await self.upstream_status(),
+            "breaker": self.breaker.snapshot(),
+        }
+        return await self.telemetry.performance(window, extra)
+
     def _price(self, model: str) -> tuple[float, float] | None:
         """The providers file's price, for the dollars the cache saved."""
         price = self.providers.price(model)

@@ -132,6 +132,8 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None  # set: GET /metrics needs it as a Bearer token
     promptrelay_api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     allow_open_access: bool = False
+    admin_hosts: Annotated[tuple[str, ...], NoDecode] = ()  # Host names admin writes accept
+    dashboard_refresh: Annotated[float, Field(ge=0.2, le=60)] = 3.0
     max_body_bytes: PositiveInt = 32 * 1024 * 1024
 
     # Requests.
@@ -148,7 +150,7 @@ class Settings(BaseSettings):
     template_max_steps: PositiveInt = 200_000
     template_max_output_bytes: PositiveInt = 1024 * 1024
 
-    @field_validator("promptrelay_api_keys", mode="before")
+    @field_validator("promptrelay_api_keys", "admin_hosts", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):

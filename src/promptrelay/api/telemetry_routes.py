@@ -49,16 +49,8 @@ def build_telemetry_router(runtime: Callable[[], Runtime]) -> APIRouter:
             seconds = parse_window(window)
         except ValueError as error:
             raise InvalidRequest(str(error)) from None
-        rt = runtime()
-        extra = {
-            "cache": {
-                "tiers": rt.cache.stats(),
-                "savings_total": rt.savings(),
-            },
-            "upstream": await rt.upstream_status(),
-            "breaker": rt.breaker.snapshot(),
-        }
-        return await telemetry().performance(seconds, extra)
+        telemetry()  # 404 when telemetry is off
+        return await runtime().performance(seconds)
 
     @router.get(
         "/api/alerts",

@@ -40,22 +40,14 @@ def serve(
     """Start the gateway. Configuration comes from the environment (see README)."""
     import uvicorn
 
+    from promptrelay.server import uvicorn_options
+
     overrides = {"host": host, "port": port, "workers": workers, "log_level": log_level}
     settings = _settings_or_exit(**overrides)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    common: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "loop": "uvloop",
-        "http": "httptools",
-        "lifespan": "on",
-        "access_log": access_log,
-        "log_level": settings.log_level,
-        "timeout_graceful_shutdown": int(settings.shutdown_grace),
-        "server_header": False,
-    }
+    common = uvicorn_options(settings, access_log=access_log)
     if settings.workers > 1:
         # Workers are new processes: they rebuild Settings from the environment.
         export_overrides({k: v for k, v in overrides.items() if v is not None})

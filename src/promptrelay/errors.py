@@ -6,6 +6,9 @@
     ├── Forbidden                403 permission_error
     ├── NotFound                 404 not_found_error
     ├── PayloadTooLarge          413 request_too_large
+    ├── HeadersTooLarge          431 request_too_large (request line + headers over the cap)
+    ├── RequestTimeout           408 timeout_error (the client's head or body stopped arriving)
+    ├── TooManyConnections       503 overloaded_error, with retry_after (connection cap)
     ├── UpstreamError            an upstream call failed before an answer arrived
     │   ├── UpstreamTimeout      504 timeout_error
     │   ├── UpstreamUnavailable  502 api_error (connection refused/reset)
@@ -29,11 +32,14 @@ __all__ = [
     "CircuitOpen",
     "Forbidden",
     "GatewayError",
+    "HeadersTooLarge",
     "InvalidRequest",
     "NotFound",
     "OfflineUnsupported",
     "PayloadTooLarge",
     "RedisUnavailable",
+    "RequestTimeout",
+    "TooManyConnections",
     "Unauthorized",
     "UpstreamError",
     "UpstreamTimeout",
@@ -78,6 +84,21 @@ class NotFound(GatewayError):
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "request_too_large"
+
+
+class HeadersTooLarge(GatewayError):
+    status = 431
+    type = "request_too_large"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    type = "timeout_error"
+
+
+class TooManyConnections(GatewayError):
+    status = 503
+    type = "overloaded_error"
 
 
 class UpstreamError(GatewayError):

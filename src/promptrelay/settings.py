@@ -136,6 +136,12 @@ class Settings(BaseSettings):
     dashboard_refresh: Annotated[float, Field(ge=0.2, le=60)] = 3.0
     max_body_bytes: PositiveInt = 32 * 1024 * 1024
 
+    # Client connections (docs/hardening.md).
+    max_header_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024  # request line + headers
+    head_timeout: PositiveFloat = 30.0  # the whole request head, from its first byte
+    body_idle_timeout: PositiveFloat = 30.0  # longest silence between body chunks
+    max_connections: PositiveInt | None = None  # None: derived from RLIMIT_NOFILE
+
     # Requests.
     default_model: str = DEFAULT_MODEL
     default_max_tokens: PositiveInt = 1024

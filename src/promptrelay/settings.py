@@ -144,6 +144,7 @@ class Settings(BaseSettings):
     # Requests.
     default_model: str = DEFAULT_MODEL
     default_max_tokens: PositiveInt = 1024
+    responses_store_ttl: PositiveInt = 3600  # s a stored /v1/responses answer stays readable
 
     # Later features.
     database_url: str = "sqlite:///promptrelay.db"

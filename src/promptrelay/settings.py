@@ -39,7 +39,7 @@ def is_loopback_host(host: str) -> bool:
 
 
 class Settings(BaseSettings):
-    """Every variable of the DESIGN.md table, with the specification's defaults.
+    """Every setting, with the specification's defaults (docs/configuration.md).
 
     Field names are the environment variable names, lower-cased.
     """

@@ -24,6 +24,18 @@ must keep loading), which places them in 1.123 too:
 - The Anthropic credential (`anthropicApi`: apiKey, url = "Base URL") is
   packages/@n8n/nodes-langchain/credentials/AnthropicApi.credentials.ts @
   030e633a7343e39d2b925210a6f96ae89602cbae.
+- @n8n/n8n-nodes-langchain.lmChatOpenAi: `version: [1, 1.1, 1.2, 1.3, 1.4]` in
+  nodes/llms/LMChatOpenAi/LmChatOpenAi.node.ts @ 01526fc87f7bb52b5b47703eedc02f2e65a65336;
+  1.3 is the first with the `responsesApiEnabled` toggle ("Use Responses API", default
+  on); 1.4 left out: not tied to 1.123.
+- @n8n/n8n-nodes-langchain.agent: versions 1 to 1.9, 2, 2.1, 2.2 in
+  nodes/agents/Agent/Agent.node.ts @ 0066a039e2e6eacba5e3fa75d4ad430bc09e17e8 and the same
+  list @ 755df7fa4381f8dc0857a18ac233b490a96befc1.
+- @n8n/n8n-nodes-langchain.toolCalculator: `version: 1`, nodes/tools/ToolCalculator/
+  ToolCalculator.node.ts @ 0c8d7ca7fcb49b8df53f2e13626e97603fc9e9e0.
+- The OpenAI credential (`openAiApi`: apiKey, organizationId, url = "Base URL") is
+  packages/nodes-base/credentials/OpenAiApi.credentials.ts (found by content search,
+  commit not shown; older copies without `url` @ c925c768192eaf8b332bc02c5dda68b01802d3be).
 """
 
 from __future__ import annotations
@@ -42,8 +54,11 @@ ALLOWED: dict[str, set[float]] = {
     "n8n-nodes-base.splitOut": {1},
     "@n8n/n8n-nodes-langchain.lmChatAnthropic": {1, 1.1, 1.2, 1.3},
     "@n8n/n8n-nodes-langchain.chainLlm": {1, 1.1, 1.2, 1.3, 1.4},
+    "@n8n/n8n-nodes-langchain.lmChatOpenAi": {1.3},
+    "@n8n/n8n-nodes-langchain.agent": {1.9, 2, 2.1, 2.2},
+    "@n8n/n8n-nodes-langchain.toolCalculator": {1},
 }
-CREDENTIAL_TYPES = {"httpHeaderAuth", "anthropicApi"}
+CREDENTIAL_TYPES = {"httpHeaderAuth", "anthropicApi", "openAiApi"}
 FILES = sorted(EXAMPLES.glob("*.json"))
 
 
@@ -53,11 +68,13 @@ def _load(path: Path) -> dict[str, Any]:
     return workflow
 
 
-def test_the_three_examples_exist():
+def test_the_examples_exist():
     assert {p.name for p in FILES} == {
         "generate-with-template.json",
         "anthropic-chat-model.json",
         "batch.json",
+        "openai-agent-responses.json",
+        "openai-agent-chat-completions.json",
     }
 
 
@@ -118,3 +135,19 @@ def test_batch_example_sends_every_item_in_one_batch_call():
     assert _node(workflow, "n8n-nodes-base.splitOut")["parameters"]["fieldToSplitOut"] == (
         "results"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "responses_api"),
+    [("openai-agent-responses.json", True), ("openai-agent-chat-completions.json", False)],
+)
+def test_openai_agent_examples_use_one_tool_and_the_responses_toggle(name, responses_api):
+    workflow = _load(EXAMPLES / name)
+    model = _node(workflow, "@n8n/n8n-nodes-langchain.lmChatOpenAi")
+    assert "openAiApi" in model["credentials"]
+    assert model["parameters"]["responsesApiEnabled"] is responses_api
+    agent = _node(workflow, "@n8n/n8n-nodes-langchain.agent")["name"]
+    links = workflow["connections"]
+    assert links[model["name"]]["ai_languageModel"][0][0]["node"] == agent
+    tool = _node(workflow, "@n8n/n8n-nodes-langchain.toolCalculator")["name"]
+    assert links[tool]["ai_tool"][0][0]["node"] == agent

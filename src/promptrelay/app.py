@@ -26,6 +26,7 @@ from promptrelay.api.batch import build_batch_router
 from promptrelay.api.dashboard import build_dashboard_router
 from promptrelay.api.hot import HotRoutes
 from promptrelay.api.management import build_management_app
+from promptrelay.api.openai import OpenAIFace
 from promptrelay.api.providers import build_providers_router
 from promptrelay.api.telemetry_routes import build_telemetry_router
 from promptrelay.api.templates import build_templates_router
@@ -44,6 +45,8 @@ from promptrelay.core.gateway import Gateway, Reply
 from promptrelay.core.pipeline import Pipeline
 from promptrelay.core.providers import Providers
 from promptrelay.core.resilient import ResilientUpstream
+from promptrelay.core.responses_store import ResponseStore
+from promptrelay.core.thinking_store import ThinkingStore
 from promptrelay.errors import GatewayError
 from promptrelay.resilience.breaker import BreakerMachine, BreakerTransition
 from promptrelay.resilience.lease import ProbeLease
@@ -93,6 +96,7 @@ class Runtime:
         )
         self.pipeline = self._build_pipeline(settings)
         self.hot = HotRoutes(settings, self.pipeline, self.keys, self.events)
+        self.openai = self._openai_face(settings)
         self.batch_stats = BatchStats()
         self.events.subscribe(self.batch_stats, BatchFlushed)
         window = WindowPolicy(settings.batch_max_size, settings.batch_window_ms / 1000)
@@ -186,6 +190,18 @@ class Runtime:
             "redis": self.redis_state,
             "cache": {"entries": len(self.cache.memory), "bytes": self.cache.memory.bytes},
         }
+
+    def _openai_face(self, settings: Settings) -> OpenAIFace:
+        ttl = settings.responses_store_ttl
+        return OpenAIFace(
+            settings,
+            self.hot,
+            self.pipeline,
+            self.keys,
+            self.providers,
+            ResponseStore(self.cache, ttl=ttl),
+            ThinkingStore(self.cache, ttl=ttl),
+        )
 
     def savings(self) -> dict[str, Any]:
         """What the cache saved, for /api/cache/stats: hits, misses, time, tokens."""
@@ -344,7 +360,7 @@ class PromptRelay:
             if path == "/api/generate":  # exact: /api/generate/batch goes to management
                 return await self.runtime.hot.generate(scope, receive, send)
             if path.startswith("/v1/"):
-                return await self.runtime.hot.forward(scope, receive, send)
+                return await self._v1(path, scope, receive, send)
             return await self.runtime.management(scope, receive, send)
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
@@ -352,6 +368,20 @@ class PromptRelay:
             await send_error(send, _NOT_STARTED, [])
         elif self.runtime is not None:  # a websocket: the management app refuses it
             await self.runtime.management(scope, receive, send)
+
+    async def _v1(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """The OpenAI faces, then every other /v1 route passed through."""
+        assert self.runtime is not None
+        if path == "/v1/chat/completions":
+            return await self.runtime.openai.chat(scope, receive, send)
+        if path == "/v1/responses":
+            return await self.runtime.openai.responses(scope, receive, send)
+        if path.startswith("/v1/responses/"):
+            return await self.runtime.openai.stored_response(scope, receive, send)
+        models = path == "/v1/models" or path.startswith("/v1/models/")
+        if models and scope["method"] == "GET":
+            return await self.runtime.openai.models(scope, receive, send)
+        return await self.runtime.hot.forward(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -39,7 +39,7 @@ def is_loopback_host(host: str) -> bool:
 
 
 class Settings(BaseSettings):
-    """Every variable of the DESIGN.md table, with the specification's defaults.
+    """Every setting, with the specification's defaults (docs/configuration.md).
 
     Field names are the environment variable names, lower-cased.
     """
@@ -150,6 +150,7 @@ class Settings(BaseSettings):
     # Requests.
     default_model: str = DEFAULT_MODEL
     default_max_tokens: PositiveInt = 1024
+    responses_store_ttl: PositiveInt = 3600  # s a stored /v1/responses answer stays readable
 
     # Later features.
     database_url: str = "sqlite:///promptrelay.db"

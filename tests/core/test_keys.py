@@ -92,3 +92,34 @@ def test_cache_control_directives():
     assert parse_cache_control(b"max-age=30, foo").max_age == 30
     assert parse_cache_control(b"max-age=oops").max_age is None
     assert not parse_cache_control(b"max-age=0").lookup
+
+
+def _messages_body(content: Any, system: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": content}],
+    }
+    if system is not None:
+        body["system"] = system
+    return body
+
+
+@given(st.text(max_size=30), st.text(max_size=30))
+def test_a_single_text_block_and_a_string_share_a_key(text, system):
+    as_strings = _messages_body(text, system)
+    as_blocks = _messages_body([{"type": "text", "text": text}], [{"type": "text", "text": system}])
+    assert cache_key(as_blocks, PARTS) == cache_key(as_strings, PARTS)
+    assert as_blocks["messages"][0]["content"] == [{"type": "text", "text": text}]  # untouched
+
+
+def test_text_blocks_that_mean_more_than_a_string_keep_their_own_key():
+    plain = cache_key(_messages_body("hi"), PARTS)
+    cached = [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]
+    two = [{"type": "text", "text": "h"}, {"type": "text", "text": "i"}]
+    image = [{"type": "image", "text": "hi"}]
+    for content in (cached, two, image):
+        assert cache_key(_messages_body(content), PARTS) != plain
+    assert cache_key(_messages_body("hi", system=cached), PARTS) != cache_key(
+        _messages_body("hi", system="hi"), PARTS
+    )

@@ -69,3 +69,19 @@ def test_error_event_marks_the_stream_unusable():
     assembler = _fold([*events[:3], error, *events[3:]])
     assert assembler.errored
     assert not assembler.complete
+
+
+def test_parser_splits_frames_across_chunks_and_crlf_borders():
+    stream = (
+        b"event: a\r\ndata: 1\r\n\r\n"
+        b'event: b\ndata: {"x":\n'
+        b"data: 2}\n\n"
+        b": comment\n\n"
+        b"data: plain\n\n"
+    )
+    for size in (1, 2, 3, 7, len(stream)):
+        parser = SseParser()
+        events = []
+        for start in range(0, len(stream), size):
+            events += parser.feed(stream[start : start + size])
+        assert events == [("a", b"1"), ("b", b'{"x":\n2}'), ("message", b"plain")], size

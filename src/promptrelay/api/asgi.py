@@ -2,8 +2,9 @@
 
 The management routes use the same body reader (on Starlette's `request.receive`).
 
-The hot routes bypass FastAPI's router (DESIGN.md, "Measured facts": a FastAPI route costs
-~3x a plain ASGI callable here). These helpers are all they need.
+The hot routes bypass FastAPI's router: answering a small cached body, a FastAPI route
+did ~9,000 req/s on this project's 2-core machine where a plain ASGI callable did
+~30,000. These helpers are all they need.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ from promptrelay.settings import Settings
 from promptrelay.upstream.offline import OFFLINE_HEADER
 from promptrelay.upstream.paths import canonical_target
 
-__all__ = ["HotRoutes"]
+__all__ = ["ErrorWriter", "HotRoutes", "Trace"]
 
 log = logging.getLogger("promptrelay.api")
 
@@ -87,6 +87,9 @@ class _Trace:
 
 
 _Handler = Callable[[Scope, Receive, Send, _Trace], Awaitable[None]]
+# Writes a GatewayError in a face's own error shape (Anthropic's by default).
+ErrorWriter = Callable[[Send, GatewayError, list[tuple[bytes, bytes]]], Awaitable[None]]
+Trace = _Trace  # for faces built on `serve` (the OpenAI ones)
 
 
 class HotRoutes:
@@ -109,8 +112,27 @@ class HotRoutes:
     async def forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._serve("/v1/*", self._forward, scope, receive, send)
 
+    async def serve(
+        self,
+        route: str,
+        handler: _Handler,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        write_error: ErrorWriter = send_error,
+    ) -> None:
+        """Run `handler` with the bookkeeping every hot route shares: in-flight counts,
+        GatewayErrors written once (by `write_error`), one RequestFinished event."""
+        await self._serve(route, handler, scope, receive, send, write_error)
+
     async def _serve(
-        self, route: str, handler: _Handler, scope: Scope, receive: Receive, send: Send
+        self,
+        route: str,
+        handler: _Handler,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        write_error: ErrorWriter = send_error,
     ) -> None:
         started = time.perf_counter()
         trace = _Trace()
@@ -120,13 +142,14 @@ class HotRoutes:
         except ClientGone:
             trace.status = 499
         except GatewayError as error:
-            await self._send_error(send, error, trace)
+            await self._send_error(send, error, trace, write_error)
         except Exception:  # a bug: logged and counted as a 500, never a bare stack trace
             log.exception("%s failed unexpectedly", route)
             if trace.first:
                 trace.status = 500
                 raise  # the status line is out: the server can only cut the connection
-            await self._send_error(send, GatewayError("internal error; see the log"), trace)
+            bug = GatewayError("internal error; see the log")
+            await self._send_error(send, bug, trace, write_error)
         finally:
             self.in_flight -= 1
             self.in_flight_bytes -= trace.request_bytes
@@ -149,10 +172,16 @@ class HotRoutes:
                 )
 
     @staticmethod
-    async def _send_error(send: Send, error: GatewayError, trace: _Trace) -> None:
+    async def _send_error(
+        send: Send, error: GatewayError, trace: _Trace, write_error: ErrorWriter = send_error
+    ) -> None:
         trace.status, trace.first = error.status, time.perf_counter()
         trace.response_bytes = len(error.body())
-        await send_error(send, error, _error_headers(error))
+        await write_error(send, error, _error_headers(error))
+
+    def received(self, trace: _Trace, raw: bytes) -> None:
+        """Count a request body read by a face built on `serve`."""
+        self._received(trace, raw)
 
     def _received(self, trace: _Trace, raw: bytes) -> None:
         trace.request_bytes = len(raw)

@@ -5,7 +5,10 @@ either way) and `metadata` (per-caller bookkeeping), so a field added to the API
 never cause a wrong HIT. Around the body: `anthropic-version`, `anthropic-beta`, the
 resolved model, the upstream base URL, the provider (offline answers never mix with live
 ones) and the tenant namespace. Canonical: object keys sorted, no whitespace, so the JSON
-spelling of a request does not change its key.
+spelling of a request does not change its key; and a message `content` or a `system` that is
+one plain text block (`[{"type": "text", "text": s}]`, nothing else in it) counts as the
+string `s`, which Anthropic treats as the same request. That lets every face (the Messages
+API, /api/generate, the OpenAI faces) share one entry for one Claude call.
 
 Key shape, for every content type: `pr:{namespace}:{content_type}:{name}` (`entry_key`);
 a Messages answer's name is the hex digest above (`cache_key`), a template's
@@ -51,8 +54,42 @@ class KeyParts:
     model: str
 
 
+def _plain_text(value: Any) -> Any:
+    """`s` for `[{"type": "text", "text": s}]`; anything else unchanged."""
+    if type(value) is list and len(value) == 1:
+        block = value[0]
+        if type(block) is dict and len(block) == 2 and block.get("type") == "text":
+            text = block.get("text")
+            if type(text) is str:
+                return text
+    return value
+
+
+def _plain_messages(messages: Any) -> Any:
+    """`messages` with one-text-block contents as strings; the same list if none is."""
+    if type(messages) is not list:
+        return messages
+    out: list[Any] | None = None
+    for index, message in enumerate(messages):
+        if type(message) is not dict:
+            continue
+        content = message.get("content")
+        if type(content) is not list or len(content) != 1:
+            continue  # the common case (a string) costs these two checks
+        plain = _plain_text(content)
+        if plain is not content:
+            if out is None:
+                out = list(messages)
+            out[index] = {**message, "content": plain}
+    return messages if out is None else out
+
+
 def _canonical(body: Mapping[str, Any]) -> bytes:
     kept = {name: value for name, value in body.items() if name not in _IGNORED}
+    if "system" in kept:
+        kept["system"] = _plain_text(kept["system"])
+    if "messages" in kept:
+        kept["messages"] = _plain_messages(kept["messages"])
     return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)
 
 

@@ -94,35 +94,41 @@ def message_events(message: dict[str, Any]) -> Iterator[bytes]:
 
 
 class SseParser:
-    """Incremental SSE parser: feed bytes, get complete (event, data) pairs."""
+    """Incremental SSE parser: feed bytes, get complete (event, data) pairs.
+
+    One split per chunk finds every complete frame (a stream arrives in large chunks of
+    many events); CRLF line ends are folded to LF first, also across chunk borders.
+    """
 
     def __init__(self) -> None:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
-        self._buffer += chunk
+        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")
+        frames = buffer.split(b"\n\n")
+        self._buffer = frames.pop()
         events: list[tuple[str, bytes]] = []
-        while True:
-            cut = _frame_end(self._buffer)
-            if cut is None:
-                return events
-            frame, self._buffer = self._buffer[: cut[0]], self._buffer[cut[1] :]
-            name, data = "message", []
-            for line in frame.splitlines():
-                if line.startswith(b"event:"):
-                    name = line[6:].strip().decode()
-                elif line.startswith(b"data:"):
-                    data.append(line[5:].lstrip(b" "))
-            if data:
-                events.append((name, b"\n".join(data)))
+        for frame in frames:
+            event = _frame(frame)
+            if event is not None:
+                events.append(event)
+        return events
 
 
-def _frame_end(buffer: bytes) -> tuple[int, int] | None:
-    for separator in (b"\n\n", b"\r\n\r\n"):
-        at = buffer.find(separator)
-        if at >= 0:
-            return at, at + len(separator)
-    return None
+def _frame(frame: bytes) -> tuple[str, bytes] | None:
+    if frame.startswith(b"event: "):  # Anthropic's shape: one event line, one data line
+        head, sep, data = frame.partition(b"\ndata: ")
+        if sep and b"\n" not in data and b"\n" not in head:
+            return head[7:].decode(), data
+    name, lines = "message", []
+    for line in frame.split(b"\n"):
+        if line.startswith(b"event:"):
+            name = line[6:].strip().decode()
+        elif line.startswith(b"data:"):
+            lines.append(line[5:].lstrip(b" "))
+    return (name, b"\n".join(lines)) if lines else None
 
 
 class MessageAssembler:

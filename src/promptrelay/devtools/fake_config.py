@@ -47,9 +47,16 @@ class FakeConfig:
     extra_events: bool = True
     batch_processing_ms: float = 0  # a Message Batch stays in_progress this long
     garbage_next: int = 0  # the next N POST /v1/messages answer 200 text/html, not JSON
+    # Scripted answers (fake_script.py): tool calls [{"name", "input"}], a JSON answer,
+    # and cache tokens reported in usage.
+    tool_calls: list[dict[str, Any]] | None = None
+    json_answer: dict[str, Any] | None = None
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
 
 
-# name -> (kind, nullable). Kinds: "float" (>= 0), "int" (>= 0), "status", "rate", "bool".
+# name -> (kind, nullable). Kinds: "float" (>= 0), "int" (>= 0), "status", "rate", "bool",
+# "calls" (a list of {name, input}), "object" (a JSON object).
 _KNOBS: dict[str, tuple[str, bool]] = {
     "latency_ms": ("float", False),
     "jitter_ms": ("float", False),
@@ -67,10 +74,31 @@ _KNOBS: dict[str, tuple[str, bool]] = {
     "extra_events": ("bool", False),
     "batch_processing_ms": ("float", False),
     "garbage_next": ("int", False),
+    "tool_calls": ("calls", True),
+    "json_answer": ("object", True),
+    "cache_read_tokens": ("int", False),
+    "cache_creation_tokens": ("int", False),
 }
 
 
+def _check_calls(name: str, value: object) -> object:
+    if not isinstance(value, list) or not all(
+        isinstance(call, dict)
+        and isinstance(call.get("name"), str)
+        and isinstance(call.get("input", {}), dict)
+        for call in value
+    ):
+        raise ValueError(f"{name} must be a list of {{name, input}} objects")
+    return value
+
+
 def _check(name: str, kind: str, value: object) -> object:
+    if kind == "calls":
+        return _check_calls(name, value)
+    if kind == "object":
+        if isinstance(value, dict):
+            return value
+        raise ValueError(f"{name} must be a JSON object")
     if kind == "bool":
         if isinstance(value, bool):
             return value

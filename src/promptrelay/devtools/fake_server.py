@@ -26,6 +26,7 @@ import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from promptrelay.devtools import fake_script as script
 from promptrelay.devtools import fake_wire as wire
 from promptrelay.devtools.fake_batches import FakeBatches
 from promptrelay.devtools.fake_config import FakeConfig, validate_knobs
@@ -335,9 +336,13 @@ class FakeUpstream:
             delay_ms = max(0.0, delay_ms + self._rng.uniform(-config.jitter_ms, config.jitter_ms))
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
+        message = script.scripted_message(
+            answer.body, answer.id, answer.text, answer.input_tokens, config
+        )
         if not answer.stream:
-            return self._json(200, wire.message_json(answer), headers)
-        return await self._stream(request, answer, config, headers)
+            body = wire.message_json(answer) if message is None else orjson.dumps(message)
+            return self._json(200, body, headers)
+        return await self._stream(request, answer, message, config, headers)
 
     async def _hang(self) -> None:
         """Wait until the client goes away (the handler is cancelled) or `stop()`."""
@@ -352,10 +357,16 @@ class FakeUpstream:
         self,
         request: web.BaseRequest,
         answer: wire.Answer,
+        message: dict[str, Any] | None,
         config: FakeConfig,
         headers: dict[str, str],
     ) -> web.StreamResponse:
-        head, deltas, tail = wire.stream_parts(answer, config.stream_chunks, config.extra_events)
+        if message is None:
+            head, deltas, tail = wire.stream_parts(
+                answer, config.stream_chunks, config.extra_events
+            )
+        else:
+            head, deltas, tail = script.stream_events(message, config.stream_chunks)
         cut = len(deltas)
         if config.stream_error_after is not None:
             cut = min(cut, config.stream_error_after)

@@ -8,10 +8,12 @@ That lets cache and coalescing tests compare answers byte for byte.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from promptrelay.devtools.fake_strict import InvalidRequest, check_conversation
 
 __all__ = [
     "ERROR_TYPES",
@@ -64,10 +66,6 @@ MODELS: tuple[tuple[str, str, str], ...] = (
 _ECHO_MAX_CHARS = 2000
 
 
-class InvalidRequest(ValueError):
-    """The body is not a valid Messages request; the message says what is wrong."""
-
-
 @dataclass(frozen=True, slots=True)
 class Answer:
     id: str
@@ -76,6 +74,7 @@ class Answer:
     input_tokens: int
     output_tokens: int
     stream: bool
+    body: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def error_type(status: int) -> str:
@@ -152,6 +151,7 @@ def answer_for(raw: bytes) -> Answer:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("stream: must be a boolean")
+    check_conversation(body)
     messages = body["messages"]
     user_text = next(
         (_text_of(m["content"]) for m in reversed(messages) if m["role"] == "user"), ""
@@ -169,6 +169,7 @@ def answer_for(raw: bytes) -> Answer:
         input_tokens=_tokens(_input_chars(body)),
         output_tokens=_tokens(len(text)),
         stream=stream,
+        body=body,
     )
 
 

@@ -13,7 +13,7 @@ ensure = { $(1); } >/dev/null 2>&1 || { \
 	    echo "$(2) is missing: run 'sudo apt-get install $(2)' and retry"; exit 1; \
 	  fi; }
 
-.PHONY: run test lint types unit bench bench-quick soak wrk valgrind redis-server postgresql chromium fake-upstream clean
+.PHONY: run test lint types unit bench bench-quick bench-scaleout soak wrk valgrind redis-server postgresql chromium fake-upstream clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,9 +36,11 @@ types: $(STAMP)
 unit: $(STAMP) redis-server postgresql chromium
 	$(BIN)/pytest -q
 
-# Tests start their own redis-server on a free port; this only makes sure the binary exists.
+# Tests start their own redis-server on a free port (and a Cluster and a Sentinel set,
+# which redis-cli creates); this only makes sure the binaries exist.
 redis-server:
 	@$(call ensure,command -v redis-server,redis-server)
+	@$(call ensure,command -v redis-cli,redis-tools)
 
 # Tests create a throwaway PostgreSQL cluster (initdb + postgres on a free port, never 5432);
 # this only makes sure the binaries exist (pg_config --bindir, or /usr/lib/postgresql/*/bin).
@@ -70,6 +72,10 @@ bench: $(BENCH_STAMP) wrk valgrind redis-server chromium
 
 bench-quick: $(BENCH_STAMP) wrk valgrind redis-server chromium
 	$(BIN)/python bench/suite.py --quick
+
+# Three instances on a Redis Cluster: shared hit ratio, hit throughput (about a minute).
+bench-scaleout: $(BENCH_STAMP) redis-server
+	$(BIN)/python bench/scaleout.py --markdown bench/results/scaleout.md
 
 # Ten minutes of mixed load, RSS sampled (not in CI, not in `make bench`).
 soak: $(BENCH_STAMP) wrk

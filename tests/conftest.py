@@ -14,6 +14,7 @@ for _name in Settings.model_fields:
 pytest_plugins = [
     "tests.fixtures_upstream",
     "tests.fixtures_redis",
+    "tests.fixtures_topologies",
     "tests.fixtures_gateway",
     "tests.fixtures_postgres",
 ]

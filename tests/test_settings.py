@@ -81,3 +81,60 @@ def test_cli_exits_2_with_the_variable_name(monkeypatch):
     )
     assert result.returncode == 2
     assert "PORT" in result.stderr
+
+
+def test_redis_topologies_from_the_environment(monkeypatch):
+    monkeypatch.setenv("REDIS_CLUSTER_NODES", "10.0.0.1:7000, 10.0.0.2:7001")
+    monkeypatch.setenv("REDIS_PASSWORD", "pw")
+    monkeypatch.setenv("REDIS_USERNAME", "gateway")
+    settings = load_settings()
+    assert settings.redis_topology == "cluster"
+    assert settings.redis_cluster_nodes == ("10.0.0.1:7000", "10.0.0.2:7001")
+    monkeypatch.delenv("REDIS_CLUSTER_NODES")
+    monkeypatch.setenv("REDIS_SENTINELS", "s1:26379,s2:26379")
+    monkeypatch.setenv("REDIS_SENTINEL_MASTER", "mymaster")
+    monkeypatch.setenv("REDIS_SENTINEL_PASSWORD", "sentinel-pw")
+    settings = load_settings()
+    assert settings.redis_topology == "sentinel"
+    assert "sentinel-pw" not in repr(settings)
+    monkeypatch.delenv("REDIS_SENTINELS")
+    assert load_settings().redis_topology == "single"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"REDIS_URL": "redis://h:1/0", "REDIS_CLUSTER_NODES": "h:7000"}, ("REDIS_URL",)),
+        ({"REDIS_HOST": "h", "REDIS_SENTINELS": "h:26379"}, ("REDIS_HOST", "REDIS_SENTINELS")),
+        (
+            {"REDIS_CLUSTER_NODES": "h:7000", "REDIS_SENTINELS": "h:26379"},
+            ("REDIS_CLUSTER_NODES", "REDIS_SENTINELS"),
+        ),
+    ],
+)
+def test_two_topologies_are_a_start_up_error_naming_both(monkeypatch, env, named):
+    monkeypatch.setenv("REDIS_SENTINEL_MASTER", "m")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    for name in (*named, *env):
+        assert name in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("REDIS_CLUSTER_NODES", "h7000", "REDIS_CLUSTER_NODES"),
+        ("REDIS_SENTINELS", "h:99999", "REDIS_SENTINELS"),
+        ("REDIS_SENTINELS", "h:26379", "REDIS_SENTINEL_MASTER"),
+    ],
+)
+def test_bad_topology_values_name_the_variable(monkeypatch, name, value, expected):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=expected):
+        load_settings()
+
+
+def test_tls_turns_the_single_url_into_rediss():
+    assert load_settings(redis_tls=True).redis_location().startswith("rediss://")

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     redis_host: str = "localhost"
     redis_port: Annotated[int, Field(gt=0, le=65535)] = 6379
     redis_password: SecretStr | None = None
+    redis_username: str | None = None
+    redis_tls: bool = False
+    redis_cluster_nodes: Annotated[tuple[str, ...], NoDecode] = ()
+    redis_sentinels: Annotated[tuple[str, ...], NoDecode] = ()
+    redis_sentinel_master: str | None = None
+    redis_sentinel_password: SecretStr | None = None
     redis_socket_timeout: PositiveFloat = 0.2
     redis_connect_timeout: PositiveFloat = 0.2
     redis_max_connections: PositiveInt = 32
@@ -162,6 +168,22 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("redis_cluster_nodes", "redis_sentinels", mode="before")
+    @classmethod
+    def _split_addresses(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("redis_cluster_nodes", "redis_sentinels")
+    @classmethod
+    def _check_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{address!r} is not host:port (write host:port,host:port)")
+        return value
+
     @field_validator("anthropic_base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
@@ -192,7 +214,12 @@ class Settings(BaseSettings):
         raise ValueError("use sqlite:///file.db or postgresql://user:password@host:port/db")
 
     @field_validator(
-        "anthropic_api_key", "admin_api_key", "metrics_token", "redis_password", "redis_url"
+        "anthropic_api_key",
+        "admin_api_key",
+        "metrics_token",
+        "redis_password",
+        "redis_url",
+        "redis_sentinel_password",
     )
     @classmethod
     def _empty_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
@@ -212,6 +239,8 @@ class Settings(BaseSettings):
                 "anyone who can reach the gateway would spend its Anthropic key. "
                 "Set PROMPTRELAY_API_KEYS, or ALLOW_OPEN_ACCESS=true to accept that."
             )
+        if self.redis_sentinels and not self.redis_sentinel_master:
+            raise ValueError("REDIS_SENTINELS needs REDIS_SENTINEL_MASTER (the monitored name)")
         if self.max_free_sockets > self.max_sockets:
             raise ValueError("MAX_FREE_SOCKETS must not exceed MAX_SOCKETS")
         return self
@@ -221,11 +250,22 @@ class Settings(BaseSettings):
         """No gateway key: the offline provider answers unless a client brings its own key."""
         return self.anthropic_api_key is None
 
+    @property
+    def redis_topology(self) -> str:
+        """``cluster``, ``sentinel`` or ``single``: which kind of Redis the tier talks to."""
+        if self.redis_cluster_nodes:
+            return "cluster"
+        if self.redis_sentinels:
+            return "sentinel"
+        return "single"
+
     def redis_location(self) -> str:
-        """The Redis URL, built from REDIS_HOST/PORT/PASSWORD when REDIS_URL is unset."""
+        """The single Redis's URL, built from REDIS_HOST/PORT (and REDIS_TLS) when REDIS_URL
+        is unset."""
         if self.redis_url is not None:
             return self.redis_url.get_secret_value()
-        return f"redis://{self.redis_host}:{self.redis_port}/0"
+        scheme = "rediss" if self.redis_tls else "redis"
+        return f"{scheme}://{self.redis_host}:{self.redis_port}/0"
 
 
 def _describe(error: ValidationError) -> str:
@@ -237,8 +277,38 @@ def _describe(error: ValidationError) -> str:
     return "invalid configuration: " + "; ".join(lines)
 
 
+# Each Redis topology and the variables that choose it.
+_TOPOLOGY_VARIABLES = {
+    "single": ("REDIS_URL", "REDIS_HOST", "REDIS_PORT"),
+    "cluster": ("REDIS_CLUSTER_NODES",),
+    "sentinel": ("REDIS_SENTINELS",),
+}
+
+
+def _check_one_topology(overrides: dict[str, Any]) -> None:
+    """At most one Redis topology may be configured explicitly (environment or CLI).
+
+    Settings built in code pick cluster, then sentinel, then single; only what an operator
+    wrote is checked, since two written topologies mean a mistake in a deployment.
+    """
+    given = {name.upper() for name, value in os.environ.items() if value.strip()}
+    given |= {name.upper() for name, value in overrides.items() if value is not None}
+    chosen = {
+        topology: [name for name in names if name in given]
+        for topology, names in _TOPOLOGY_VARIABLES.items()
+    }
+    named = [" and ".join(names) for names in chosen.values() if names]
+    if len(named) > 1:
+        raise ConfigError(
+            "invalid configuration: more than one Redis topology is set ("
+            + "; ".join(named)
+            + "): configure a single Redis, a Cluster or a Sentinel set, not several"
+        )
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read the environment (plus explicit overrides, e.g. from CLI flags) once."""
+    _check_one_topology(overrides)
     try:
         return Settings(**overrides)
     except ValidationError as error:

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from promptrelay.cache import CacheEntry, CacheTier, MemoryTier, RedisTier, TieredCache
+from promptrelay.cache.topology import RedisTopology
 from tests.cache.conftest import CONNECT_TIMEOUT, SOCKET_TIMEOUT, FakeClock, entry
 from tests.fixtures_redis import RedisServer
+from tests.fixtures_topologies import RedisClusterSet, SentinelSet
 
 
 @dataclass
@@ -34,16 +36,43 @@ class Harness:
             await asyncio.sleep(seconds)
 
 
-@pytest.fixture(params=["memory", "redis", "tiered"])
+def _topology_tier(request: pytest.FixtureRequest) -> RedisTier:
+    """The Redis tier on the topology the parameter names (fixtures started on demand)."""
+    if request.param == "redis-cluster":
+        cluster: RedisClusterSet = request.getfixturevalue("redis_cluster")
+        nodes = tuple(("127.0.0.1", node.port) for node in cluster.nodes)
+        return RedisTier(
+            RedisTopology(
+                "cluster",
+                nodes=nodes,
+                password=cluster.password,
+                socket_timeout=SOCKET_TIMEOUT,
+                connect_timeout=CONNECT_TIMEOUT,
+            )
+        )
+    if request.param == "redis-sentinel":
+        sentinel: SentinelSet = request.getfixturevalue("redis_sentinel")
+        sentinels = tuple(("127.0.0.1", port) for port in sentinel.sentinel_ports)
+        return RedisTier(
+            RedisTopology(
+                "sentinel",
+                nodes=sentinels,
+                master=sentinel.master_name,
+                socket_timeout=SOCKET_TIMEOUT,
+                connect_timeout=CONNECT_TIMEOUT,
+            )
+        )
+    server: RedisServer = request.getfixturevalue("redis_server")  # only when needed
+    return RedisTier(server.url, socket_timeout=SOCKET_TIMEOUT, connect_timeout=CONNECT_TIMEOUT)
+
+
+@pytest.fixture(params=["memory", "redis", "tiered", "redis-cluster", "redis-sentinel"])
 async def harness(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Harness]:
     if request.param == "memory":
         yield Harness(MemoryTier(max_bytes=1 << 20, clock=clock), clock, False, 1.0)
         return
-    server: RedisServer = request.getfixturevalue("redis_server")  # only when needed
-    redis_tier = RedisTier(
-        server.url, socket_timeout=SOCKET_TIMEOUT, connect_timeout=CONNECT_TIMEOUT
-    )
-    if request.param == "redis":
+    redis_tier = _topology_tier(request)
+    if request.param != "tiered":
         await redis_tier.start()
         yield Harness(redis_tier, None, True, 0.3)
         await redis_tier.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from promptrelay.cache import Backoff, RedisTier
 from promptrelay.errors import RedisUnavailable
@@ -18,7 +18,7 @@ async def test_run_answers_while_up_and_raises_at_once_while_down(
 ) -> None:
     tier = await make_redis_tier(socket_timeout=0.5, backoff=Backoff(base=60, cap=60))
 
-    async def set_then_get(client: Redis) -> object:
+    async def set_then_get(client: Redis | RedisCluster) -> object:
         await client.set("pr:gate", b"v")
         return await client.get("pr:gate")
 

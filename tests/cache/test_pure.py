@@ -13,7 +13,7 @@ from promptrelay.cache import DEFAULT_TTLS, Backoff, CacheEntry, TtlPolicy, cont
 from promptrelay.cache.codec import FORMAT_VERSION, DecodeError, decode_entry, encode_entry
 from promptrelay.cache.glob import glob_escape, glob_matcher, glob_to_regex
 from promptrelay.cache.health import RedisHealth
-from promptrelay.cache.invalidation import decode_message, encode_message
+from promptrelay.cache.invalidation import decode_message, encode_message, missed_patterns
 from promptrelay.cache.redis import redact_url
 from promptrelay.cache.writebuffer import PendingWrite, WriteBuffer
 from promptrelay.settings import Settings
@@ -281,6 +281,18 @@ def test_write_buffer_discard_reports_only_sets() -> None:
 
 
 def test_invalidation_message_round_trip_and_garbage() -> None:
-    assert decode_message(encode_message("me", "pr:t:*")) == ("me", "pr:t:*")
+    assert decode_message(encode_message("me", "pr:t:*")) == ("me", "pr:t:*", None)
+    assert decode_message(encode_message("me", "pr:t:*", 7)) == ("me", "pr:t:*", 7)
     for garbage in [b"", b"[]", b"{", b'{"o": 1, "p": "x"}', b'{"o": "x"}', b"\xff"]:
         assert decode_message(garbage) is None
+
+
+def test_missed_patterns_from_the_generation_log() -> None:
+    log = [b"7 pr:c:*", b"6 pr:b:*", b"5 pr:a:*"]  # newest first, as LPUSH leaves it
+    assert missed_patterns(None, 7, log) == []  # first subscription: nothing held yet
+    assert missed_patterns(7, 7, log) == []
+    assert missed_patterns(5, 7, log) == ["pr:b:*", "pr:c:*"]
+    assert missed_patterns(3, 7, log) == ["*"]  # the log does not reach back to 4
+    assert missed_patterns(9, 2, log) == ["*"]  # Redis restarted: the counter went back
+    assert missed_patterns(4, None, []) == ["*"]  # and lost it altogether
+    assert missed_patterns(0, None, []) == []  # nothing was ever cleared

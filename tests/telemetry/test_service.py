@@ -398,7 +398,7 @@ async def test_redis_snapshots_and_alerts_delivered_once_across_processes(
     assert len(receiver.of("loop_lag", "firing")) == 1
     client = aioredis.from_url(redis_server.url)
     try:
-        keys = sorted(await client.keys("promptrelay:telemetry:process:*"))
+        keys = sorted(await client.keys("{promptrelay:telemetry}:process:*"))
         assert len(keys) == 1  # both gateways live in this one test process (same pid)
         assert 0 < await client.ttl(keys[0]) <= 60
         raw = await client.get(keys[0])

@@ -33,15 +33,17 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from promptrelay.cache._tasks import consume_outcome, stop_tasks
 from promptrelay.cache.health import Backoff, RedisHealth
+from promptrelay.cache.topology import RedisTopology
 from promptrelay.errors import RedisUnavailable
 
 __all__ = ["FAILED", "Failed", "RedisGate"]
@@ -73,7 +75,7 @@ class RedisGate:
 
     def __init__(
         self,
-        client: Redis,
+        client: Redis | RedisCluster,
         *,
         location: str,
         budget: float,
@@ -84,8 +86,13 @@ class RedisGate:
         stable_after: float = 30.0,
         on_state: Callable[[str], object] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        topology: RedisTopology | None = None,
     ) -> None:
         self.location = location
+        self._topology = topology or RedisTopology.single(location)
+        # A cluster or sentinel client discovers its nodes before its first PING.
+        own = self._topology.connect_timeout + self._topology.socket_timeout
+        self._probe_budget = budget + self._topology.probe_budget - own
         self.budget = budget
         self.backoff = backoff or Backoff()
         self.health = RedisHealth(
@@ -118,7 +125,7 @@ class RedisGate:
         await stop_tasks(list(self._orphans))
 
     async def run(
-        self, call: Callable[[Redis], Awaitable[_T]], *, budget: float | None = None
+        self, call: Callable[[Redis | RedisCluster], Awaitable[_T]], *, budget: float | None = None
     ) -> _T:
         """``call(client)`` through the gate, for components other than the cache.
 
@@ -225,7 +232,8 @@ class RedisGate:
                 _log.exception("on_state listener failed")
 
     async def _ping(self) -> bool:
-        return await self.call(self._client.ping, probe=True) is not FAILED
+        ping = partial(self._topology.ping, self._client)
+        return await self.call(ping, budget=self._probe_budget, probe=True) is not FAILED
 
     async def probe_loop(self) -> None:
         """While down: after each cool-off, renew the pool and PING; up when it answers."""
@@ -248,6 +256,6 @@ class RedisGate:
         itself when they fail or are cancelled.
         """
         try:
-            await self._client.connection_pool.disconnect(inuse_connections=False)
+            await self._topology.renew(self._client)
         except (RedisError, OSError) as error:
             _log.debug("closing stale redis connections: %s", type(error).__name__)

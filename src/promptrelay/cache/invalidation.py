@@ -5,8 +5,14 @@ process runs an ``InvalidationListener`` that hands patterns from *other* origin
 its handler (the tiered cache clears its memory tier with it).
 
 Pub/sub is fire-and-forget: a process that is not subscribed when a message goes out
-never sees it. The listener therefore calls ``on_gap()`` whenever it subscribes again
-after having lost its subscription, so the owner can decide what a possible miss costs.
+never sees it. So every clear is also recorded in Redis before it is published: a
+generation counter and a bounded log of ``generation pattern`` lines, two keys under one
+hash tag (one slot on a cluster, written by one Lua script). Each message carries its
+generation. Whenever the listener (re)subscribes it reads the counter and the log once
+and hands every pattern cleared since the generation it last saw to the handler; when
+the log no longer reaches back that far, or Redis lost the counter (restarted empty),
+it hands over ``*``. Nothing of it is read per cache hit. The listener also calls
+``on_gap()`` whenever it subscribes again after having lost its subscription.
 The listener uses its own connection, waits for the Redis tier to be up before it
 (re)subscribes, and reports connection failures to the tier (it is often the first to
 notice Redis went away).
@@ -20,25 +26,68 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import orjson
-from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from promptrelay.resilience.backoff import Backoff
 
-__all__ = ["INVALIDATION_CHANNEL", "InvalidationListener", "decode_message", "encode_message"]
+__all__ = [
+    "GENERATION_KEY",
+    "INVALIDATION_CHANNEL",
+    "LOG_KEY",
+    "LOG_LENGTH",
+    "RECORD_SCRIPT",
+    "InvalidationListener",
+    "decode_message",
+    "encode_message",
+    "missed_patterns",
+]
 
 _log = logging.getLogger(__name__)
 
 INVALIDATION_CHANNEL = "promptrelay:invalidate"
+GENERATION_KEY = "{promptrelay:invalidate}:generation"
+LOG_KEY = "{promptrelay:invalidate}:log"
+LOG_LENGTH = 1000  # clears remembered; an instance that missed more drops its memory tier
+
+# KEYS: generation, log; ARGV: pattern, log length. Returns the clear's generation.
+RECORD_SCRIPT = """
+local generation = redis.call('INCR', KEYS[1])
+redis.call('LPUSH', KEYS[2], generation .. ' ' .. ARGV[1])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+return generation
+"""
 
 
-def encode_message(origin: str, pattern: str) -> bytes:
-    return orjson.dumps({"o": origin, "p": pattern})
+def missed_patterns(seen: int | None, current: int | None, log: list[bytes]) -> list[str]:
+    """The patterns to clear on (re)subscribing, given the generation last seen.
+
+    ``seen`` None: the first subscription (nothing held yet); ``current`` None: Redis
+    has no counter. ``log`` is the newest-first ``generation pattern`` list.
+    """
+    if seen is None or current == seen or (current is None and seen == 0):
+        return []
+    if current is None or current < seen:
+        return ["*"]  # Redis lost what it knew: anything may have been cleared meanwhile
+    patterns: dict[int, str] = {}
+    for line in log:
+        number, _, pattern = line.decode("utf-8", "replace").partition(" ")
+        if number.isdigit() and seen < int(number) <= current:
+            patterns[int(number)] = pattern
+    if len(patterns) < current - seen:
+        return ["*"]  # the log no longer reaches back to what we saw
+    return [patterns[number] for number in sorted(patterns)]
 
 
-def decode_message(data: bytes) -> tuple[str, str] | None:
-    """``(origin, pattern)``, or None for anything that is not our message."""
+def encode_message(origin: str, pattern: str, generation: int | None = None) -> bytes:
+    message: dict[str, object] = {"o": origin, "p": pattern}
+    if generation is not None:
+        message["g"] = generation
+    return orjson.dumps(message)
+
+
+def decode_message(data: bytes) -> tuple[str, str, int | None] | None:
+    """``(origin, pattern, generation)``, or None for anything that is not our message."""
     try:
         message = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -48,7 +97,8 @@ def decode_message(data: bytes) -> tuple[str, str] | None:
     origin, pattern = message.get("o"), message.get("p")
     if not isinstance(origin, str) or not isinstance(pattern, str):
         return None
-    return origin, pattern
+    generation = message.get("g")
+    return origin, pattern, generation if isinstance(generation, int) else None
 
 
 class InvalidationListener:
@@ -59,7 +109,7 @@ class InvalidationListener:
 
     def __init__(
         self,
-        client: Redis,
+        open_pubsub: Callable[[], Awaitable[PubSub]],
         *,
         channel: str,
         origin: str,
@@ -69,8 +119,9 @@ class InvalidationListener:
         wait_until_up: Callable[[], Awaitable[object]],
         backoff: Backoff,
         subscribe_timeout: float,
+        read_generation: Callable[[], Awaitable[tuple[int | None, list[bytes]]]] | None = None,
     ) -> None:
-        self._client = client
+        self._open_pubsub = open_pubsub
         self._channel = channel
         self._origin = origin
         self._handler = handler
@@ -79,6 +130,8 @@ class InvalidationListener:
         self._wait_until_up = wait_until_up
         self._backoff = backoff
         self._subscribe_timeout = subscribe_timeout
+        self._read_generation = read_generation
+        self.seen: int | None = None  # the newest generation this process has applied
         self.subscribed = asyncio.Event()
         self.received = 0
         self.stopped = False
@@ -88,19 +141,23 @@ class InvalidationListener:
         ever_subscribed = False
         while not self.stopped:
             await self._wait_until_up()
-            pubsub = self._client.pubsub()
+            pubsub: PubSub | None = None
             try:
                 async with asyncio.timeout(self._subscribe_timeout):
+                    pubsub = await self._open_pubsub()
                     await pubsub.subscribe(self._channel)
                 await self._listen(pubsub, gap=ever_subscribed)
             except (RedisError, OSError) as error:  # OSError covers TimeoutError
                 self._on_failure(error)
+            except Exception:  # e.g. a cluster client mid-failover; the loop must go on
+                _log.exception("invalidation subscription failed; retrying")
             finally:
                 if self.subscribed.is_set():
                     ever_subscribed, attempt = True, 0
                 self.subscribed.clear()
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+                if pubsub is not None:
+                    with contextlib.suppress(RedisError, OSError):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped
             await asyncio.sleep(self._backoff.compute(attempt))
             attempt += 1
 
@@ -110,6 +167,7 @@ class InvalidationListener:
             if message is None:
                 continue
             if message["type"] == "subscribe":
+                await self._catch_up()
                 self.subscribed.set()
                 if gap and self._on_gap is not None:
                     _call(self._on_gap)
@@ -117,13 +175,37 @@ class InvalidationListener:
             elif message["type"] == "message":
                 self._received(message["data"])
 
+    async def _catch_up(self) -> None:
+        """Apply what was cleared while this process was not subscribed (see above).
+
+        Runs after the subscription is confirmed, so no clear falls between the two."""
+        if self._read_generation is None:
+            return
+        async with asyncio.timeout(self._subscribe_timeout):
+            current, log = await self._read_generation()
+        for pattern in missed_patterns(self.seen, current, log):
+            _log.warning("invalidation %r was missed while unsubscribed; applying it", pattern)
+            self._apply(pattern)
+        self.saw(current or 0)
+
+    def _apply(self, pattern: str) -> None:
+        _call(lambda: self._handler(pattern))
+
+    def saw(self, generation: int) -> None:
+        """Record a generation as applied (this process's own clears included)."""
+        self.seen = generation if self.seen is None else max(self.seen, generation)
+
     def _received(self, data: bytes) -> None:
         decoded = decode_message(data)
-        if decoded is None or decoded[0] == self._origin:
+        if decoded is None:
+            return
+        origin, pattern, generation = decoded
+        if generation is not None:
+            self.saw(generation)
+        if origin == self._origin:
             return
         self.received += 1
-        pattern = decoded[1]
-        _call(lambda: self._handler(pattern))
+        self._apply(pattern)
 
 
 def _call(listener: Callable[[], object]) -> None:

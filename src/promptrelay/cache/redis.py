@@ -28,7 +28,10 @@ Guarantees:
 - Values use ``cache/codec.py``; an unreadable value is a miss and is deleted.
 - ``clear`` walks the keyspace with SCAN + UNLINK in batches, never KEYS.
 - Credentials never leave the redis-py pool: logs, stats, repr and exceptions name
-  the location only (``redis://host:port/db``).
+  the location only (``redis://host:port/db``, ``cluster://...``, ``sentinel://...``).
+- Any topology (``cache/topology.py``): a single Redis, a Cluster or a Sentinel set.
+  Every command touches one key, pipelines hold single-key commands only (a cluster
+  pipeline sends each node its own), and ``clear`` SCANs every primary.
 - Cross-process invalidation: ``publish_invalidation(pattern)`` and
   ``listen_invalidations(handler)`` (see ``cache/invalidation.py``).
 """
@@ -44,11 +47,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
-
-from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from promptrelay.cache._tasks import stop_tasks
 from promptrelay.cache.base import CacheEntry
@@ -57,10 +55,15 @@ from promptrelay.cache.gate import FAILED, RedisGate
 from promptrelay.cache.glob import glob_matcher
 from promptrelay.cache.health import Backoff
 from promptrelay.cache.invalidation import (
+    GENERATION_KEY,
     INVALIDATION_CHANNEL,
+    LOG_KEY,
+    LOG_LENGTH,
+    RECORD_SCRIPT,
     InvalidationListener,
     encode_message,
 )
+from promptrelay.cache.topology import RedisClient, RedisTopology, ScanPosition, redact_url
 from promptrelay.cache.writebuffer import PendingWrite, WriteBuffer
 
 if TYPE_CHECKING:
@@ -72,6 +75,7 @@ _log = logging.getLogger(__name__)
 _KeySet = set[str]  # spelled once here: inside the classes "set" is a method
 _T = TypeVar("_T")
 
+_BOOKKEEPING = "{promptrelay:"  # hash-tagged shared state (invalidation record, telemetry)
 _WRITE_BATCH = 1 << 20  # bytes per pipeline, unless one entry alone is larger
 _WRITE_THROUGHPUT = 8 << 20  # bytes/s assumed when sizing a write batch's time budget
 _COUNTS = (
@@ -80,25 +84,12 @@ _COUNTS = (
 )  # fmt: skip
 
 
-def redact_url(url: str) -> str:
-    """``scheme://host:port/db`` without user, password or query string."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{host}{port}{parts.path}"
-    except ValueError:
-        return "<unparseable redis url>"
-
-
 class RedisTier:
     """Redis as a cache tier. See the module docstring for the guarantees."""
 
     def __init__(
         self,
-        url: str,
+        url: str | RedisTopology,
         *,
         password: str | None = None,
         socket_timeout: float = 0.2,
@@ -117,22 +108,23 @@ class RedisTier:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self.location = redact_url(url)
-        budget = connect_timeout + socket_timeout
-        options: dict[str, Any] = {
-            "password": password,
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": connect_timeout,
-            "retry": Retry(NoBackoff(), 0),
-            "driver_info": None,  # no CLIENT SETINFO round trips on connect
-        }
-        self._client, self._sub_client = self._clients(url, max_connections, budget, options)
+        if isinstance(url, str):
+            timeouts = {"socket_timeout": socket_timeout, "connect_timeout": connect_timeout}
+            url = RedisTopology.single(
+                url, password=password, max_connections=max_connections, **timeouts
+            )
+        self._topology = url
+        self.location = url.location
+        self._origin = uuid.uuid4().hex
+        self._client = url.client()
+        self._sub_client = url.subscriber(f"promptrelay-subscriber-{self._origin}")
         self._counts = dict.fromkeys(_COUNTS, 0)  # the gate adds its own
         self._gate = RedisGate(
             self._client,
             location=self.location,
-            budget=budget,
-            max_connections=max_connections,
+            budget=url.connect_timeout + url.socket_timeout,
+            max_connections=url.max_connections,
+            topology=url,
             counts=self._counts,
             timeout_threshold=timeout_threshold,
             backoff=backoff,
@@ -145,7 +137,6 @@ class RedisTier:
         self._scan_count = scan_count
         self._channel = channel
         self._wall_clock = wall_clock
-        self._origin = uuid.uuid4().hex
         self._buffer = WriteBuffer(max_items=write_queue_max, max_bytes=write_queue_max_bytes)
         self._wake = asyncio.Event()
         self._drained = asyncio.Condition()
@@ -156,36 +147,12 @@ class RedisTier:
         self._closing = False
         self._closed = False
 
-    def _clients(
-        self, url: str, max_connections: int, budget: float, options: dict[str, Any]
-    ) -> tuple[Redis, Redis]:
-        """The pooled client for commands and a small one for the pub/sub listener."""
-        if options["password"] is None:
-            del options["password"]
-        try:
-            # The pool wait is bounded by our own per-call budget; its timeout is a backstop.
-            pool = BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=budget + 0.05, **options
-            )
-            sub_pool = ConnectionPool.from_url(url, max_connections=2, **options)
-        except (ValueError, TypeError):
-            # The message may quote the URL, password included.
-            raise ValueError(f"invalid Redis URL for {self.location}") from None
-        return Redis.from_pool(pool), Redis.from_pool(sub_pool)
-
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> RedisTier:
-        """Build from ``Settings``: location, password, timeouts, pool size, entry limit."""
-        password = settings.redis_password
-        options: dict[str, Any] = {
-            "password": None if password is None else password.get_secret_value(),
-            "socket_timeout": settings.redis_socket_timeout,
-            "connect_timeout": settings.redis_connect_timeout,
-            "max_connections": settings.redis_max_connections,
-            "max_entry_bytes": settings.cache_max_entry_bytes,
-        }
+        """Build from ``Settings``: topology, credentials, timeouts, pool size, entry limit."""
+        options: dict[str, Any] = {"max_entry_bytes": settings.cache_max_entry_bytes}
         options.update(kwargs)
-        return cls(settings.redis_location(), **options)
+        return cls(RedisTopology.from_settings(settings), **options)
 
     def __repr__(self) -> str:
         return f"RedisTier(location={self.location!r}, state={self.state!r})"
@@ -200,7 +167,7 @@ class RedisTier:
         return self._gate.budget
 
     async def run(
-        self, call: Callable[[Redis], Awaitable[_T]], *, budget: float | None = None
+        self, call: Callable[[RedisClient], Awaitable[_T]], *, budget: float | None = None
     ) -> _T:
         """Run ``call(client)`` for another component keeping state in this Redis.
 
@@ -248,8 +215,8 @@ class RedisTier:
         self._tasks.clear()
         await stop_tasks(tasks)
         await self._gate.close()
-        await self._client.aclose()
-        await self._sub_client.aclose()
+        await self._topology.close(self._client)
+        await self._topology.close(self._sub_client)
 
     async def __aenter__(self) -> RedisTier:
         await self.start()
@@ -322,19 +289,19 @@ class RedisTier:
             self._count("skipped")
             return removed
         await self._barrier()
-        cursor = 0
-        while True:
-            page = await self._gate.call(partial(self._scan, cursor, pattern))
+        position: ScanPosition | None = (0, 0)
+        while position is not None:
+            page = await self._gate.call(partial(self._scan, position, pattern))
             if page is FAILED:
                 break
-            cursor, keys = page
+            position, found = page
+            # The shared bookkeeping is no cache entry: a clear of "*" must not erase it.
+            keys = [key for key in found if not key.startswith(_BOOKKEEPING)]
             if keys:
                 unlinked = await self._gate.call(partial(self._unlink_each, keys))
                 if unlinked is FAILED:
                     break
                 removed.update(key for key, count in zip(keys, unlinked, strict=True) if count)
-            if cursor == 0:
-                break
         return removed
 
     def stats(self) -> dict[str, Any]:
@@ -367,13 +334,30 @@ class RedisTier:
     # -- invalidation pub/sub --------------------------------------------------------
 
     async def publish_invalidation(self, pattern: str) -> bool:
-        """Tell the other processes' listeners to clear ``pattern``; False if not sent."""
-        payload = encode_message(self._origin, pattern)
+        """Record the clear in Redis (``cache/invalidation.py``), then tell the other
+        processes' listeners to clear ``pattern``; False if not sent."""
+        recorded = await self._gate.call(partial(self._record_invalidation, pattern))
+        generation = recorded if isinstance(recorded, int) else None
+        if generation is not None and self._listener is not None:
+            self._listener.saw(generation)
+        payload = encode_message(self._origin, pattern, generation)
         sent = await self._gate.call(lambda: self._client.publish(self._channel, payload))
         if sent is FAILED:
             return False
         self._count("invalidations_published")
         return True
+
+    async def _record_invalidation(self, pattern: str) -> int:
+        keys_then_args = (GENERATION_KEY, LOG_KEY, pattern, LOG_LENGTH)
+        return int(await self._client.eval(RECORD_SCRIPT, 2, *keys_then_args))
+
+    async def _read_generation(self) -> tuple[int | None, list[bytes]]:
+        """The clear counter and log, read once per (re)subscription; raises on failure."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(GENERATION_KEY)
+        pipe.lrange(LOG_KEY, 0, -1)
+        current, log = await pipe.execute()
+        return (None if current is None else int(current)), list(log)
 
     def listen_invalidations(
         self, handler: Callable[[str], object], *, on_gap: Callable[[], object] | None = None
@@ -387,7 +371,7 @@ class RedisTier:
         if self._listener is not None:
             raise RuntimeError("invalidations already have a listener")
         self._listener = InvalidationListener(
-            self._sub_client,
+            partial(self._topology.pubsub, self._sub_client),
             channel=self._channel,
             origin=self._origin,
             handler=handler,
@@ -395,7 +379,8 @@ class RedisTier:
             on_failure=self._gate.record_failure,
             wait_until_up=self._gate.up.wait,
             backoff=self._gate.backoff,
-            subscribe_timeout=self._gate.budget,
+            subscribe_timeout=self._topology.probe_budget,
+            read_generation=self._read_generation,
         )
         if self._started and not self._closing:
             self._start_listener()
@@ -464,7 +449,9 @@ class RedisTier:
         pipe = self._client.pipeline(transaction=False)
         for key, write in batch.items():
             if write.entry is None:
-                pipe.delete(key)
+                # execute_command queues on every pipeline; a cluster pipeline's own
+                # delete/unlink are coroutines that run at once (multi-key helpers).
+                pipe.execute_command("DEL", key)
                 continue
             try:
                 payload = encode_entry(write.entry)
@@ -481,13 +468,14 @@ class RedisTier:
         for result in results:
             self._count("write_errors" if isinstance(result, Exception) else "writes")
 
-    async def _scan(self, cursor: int, pattern: str) -> tuple[int, list[str]]:
-        cursor, keys = await self._client.scan(cursor, match=pattern, count=self._scan_count)
-        return cursor, [k if isinstance(k, str) else k.decode("utf-8", "replace") for k in keys]
+    async def _scan(
+        self, position: ScanPosition, pattern: str
+    ) -> tuple[ScanPosition | None, list[str]]:
+        return await self._topology.scan(self._client, position, pattern, count=self._scan_count)
 
     async def _unlink_each(self, keys: list[str]) -> list[int]:
         """UNLINK each key in one round trip; 1 for each key that was removed."""
         pipe = self._client.pipeline(transaction=False)
         for key in keys:
-            pipe.unlink(key)
+            pipe.execute_command("UNLINK", key)  # queued (see _write)
         return await pipe.execute()

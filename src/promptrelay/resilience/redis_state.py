@@ -1,6 +1,7 @@
 """SharedBreakerState on Redis, through the Redis tier's health-gated `run`.
 
-Keys (each command touches one key, so a cluster needs no hash tags):
+Keys (each command, Lua scripts included, touches one key, so a cluster needs no hash
+tags):
 
     {prefix}:open    wall-clock `until` as text, expiring at `until` (SET ... PX)
     {prefix}:probe   this instance's random token while it holds the probe lease
@@ -21,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from promptrelay.errors import RedisUnavailable
 from promptrelay.resilience.shared import SharedStateError
@@ -51,7 +52,7 @@ class RedisRunner(Protocol):
     """Runs one call on a Redis client; raises RedisUnavailable instead of any failure."""
 
     async def run(
-        self, call: Callable[[Redis], Awaitable[_T]], *, budget: float | None = None
+        self, call: Callable[[Redis | RedisCluster], Awaitable[_T]], *, budget: float | None = None
     ) -> _T: ...
 
 
@@ -102,8 +103,8 @@ class RedisBreakerState:
     async def release_probe(self) -> None:
         await self._run(lambda r: r.eval(_RELEASE_IF_OWNER, 1, self._probe_key, self._token))
 
-    async def _run(self, command: Callable[[Redis], Any]) -> Any:
-        async def call(redis: Redis) -> Any:
+    async def _run(self, command: Callable[[Redis | RedisCluster], Any]) -> Any:
+        async def call(redis: Redis | RedisCluster) -> Any:
             # redis-py types its commands as `T | Awaitable[T]` for sync and async alike.
             return await command(redis)
 

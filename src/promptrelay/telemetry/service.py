@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from promptrelay.core.events import EventBus
 from promptrelay.errors import RedisUnavailable
@@ -55,10 +55,13 @@ __all__ = ["Sources", "Telemetry"]
 log = logging.getLogger("promptrelay.telemetry")
 
 _T = TypeVar("_T")
-_SNAPSHOT_PREFIX = "promptrelay:telemetry:process:"
 # Sorted set of process ids by the wall time of their last snapshot: the registry is
-# read with one range and one MGET, never a SCAN over the whole (shared) keyspace.
-_REGISTRY = "promptrelay:telemetry:processes"
+# read with one range and one MGET, never a SCAN over the whole (shared) keyspace. One
+# hash tag puts the set and every snapshot in one slot, so on a Redis Cluster that MGET
+# never crosses slots.
+_SNAPSHOT_PREFIX = "{promptrelay:telemetry}:process:"
+_REGISTRY = "{promptrelay:telemetry}:processes"
+_Client = Redis | RedisCluster
 _REGISTRY_MAX = 100
 
 
@@ -240,7 +243,7 @@ class Telemetry:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _redis_call(self, call: Callable[[Redis], Awaitable[_T]]) -> _T | None:
+    async def _redis_call(self, call: Callable[[_Client], Awaitable[_T]]) -> _T | None:
         """One call through the tier's health; None when Redis is absent, down or failing."""
         tier = self.sources.redis
         if tier is None:
@@ -254,7 +257,7 @@ class Telemetry:
     async def _claim(self, key: str, seconds: float) -> bool:
         """SET NX EX: True for the first process; True as well when Redis is unusable."""
 
-        async def set_nx(client: Redis) -> bool:
+        async def set_nx(client: _Client) -> bool:
             return bool(await client.set(key, self._process_id, nx=True, ex=max(1, round(seconds))))
 
         won = await self._redis_call(set_nx)
@@ -278,7 +281,7 @@ class Telemetry:
         ttl = self.settings.cache_ttl_metrics
         at = snapshot.at
 
-        async def write(client: Redis) -> Any:
+        async def write(client: _Client) -> Any:
             pipe = client.pipeline(transaction=False)
             pipe.set(_SNAPSHOT_PREFIX + self._process_id, payload, ex=ttl)
             pipe.zadd(_REGISTRY, {self._process_id: at})
@@ -292,7 +295,7 @@ class Telemetry:
         """Every process's latest snapshot in Redis (this one included), newest first."""
         since = self._wall() - self.settings.cache_ttl_metrics
 
-        async def read(client: Redis) -> list[Any]:
+        async def read(client: _Client) -> list[Any]:
             ids = await client.zrevrangebyscore(
                 _REGISTRY, "+inf", since, start=0, num=_REGISTRY_MAX
             )

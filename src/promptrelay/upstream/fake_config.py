@@ -27,6 +27,12 @@ class FakeConfig:
     `POST /v1/messages/batches` takes injected failures too (at once); a created batch
     stays `in_progress` for `batch_processing_ms`.
 
+    With `limit_requests` / `limit_input_tokens` / `limit_output_tokens` set, each API key
+    has token buckets of that capacity refilling at `limit_*_per_s`: a request that does
+    not fit gets Anthropic's 429 `rate_limit_error` with `retry-after`, checked after the
+    body is validated and before injected failures; every answer carries the
+    `anthropic-ratelimit-*` headers of the buckets that are on.
+
     Example: `FakeConfig(latency_ms=50, fail_status=529, fail_rate=0.1, retry_after=1)`
     answers after ~50 ms and fails one request in ten with 529 and `retry-after: 1`.
     """
@@ -47,6 +53,13 @@ class FakeConfig:
     extra_events: bool = True
     batch_processing_ms: float = 0  # a Message Batch stays in_progress this long
     garbage_next: int = 0  # the next N POST /v1/messages answer 200 text/html, not JSON
+    # Rate limits per API key (fake_limits.py): bucket capacity (None: off) and refill/s.
+    limit_requests: int | None = None
+    limit_requests_per_s: float = 1.0
+    limit_input_tokens: int | None = None
+    limit_input_tokens_per_s: float = 1000.0
+    limit_output_tokens: int | None = None
+    limit_output_tokens_per_s: float = 1000.0
 
 
 # name -> (kind, nullable). Kinds: "float" (>= 0), "int" (>= 0), "status", "rate", "bool".
@@ -67,6 +80,12 @@ _KNOBS: dict[str, tuple[str, bool]] = {
     "extra_events": ("bool", False),
     "batch_processing_ms": ("float", False),
     "garbage_next": ("int", False),
+    "limit_requests": ("int", True),
+    "limit_requests_per_s": ("float", False),
+    "limit_input_tokens": ("int", True),
+    "limit_input_tokens_per_s": ("float", False),
+    "limit_output_tokens": ("int", True),
+    "limit_output_tokens_per_s": ("float", False),
 }
 
 

@@ -11,6 +11,7 @@ so reading stats never changes them.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from aiohttp.web_protocol import RequestHandler
 from promptrelay.upstream import fake_wire as wire
 from promptrelay.upstream.fake_batches import FakeBatches
 from promptrelay.upstream.fake_config import FakeConfig, validate_knobs
+from promptrelay.upstream.fake_limits import BucketSpec, FakeLimits
 
 __all__ = ["FakeUpstream"]
 
@@ -81,6 +83,7 @@ class FakeUpstream:
         self._window_count = 0
         self._hangs: set[asyncio.Future[None]] = set()  # requests held by `hang`
         self._batches = FakeBatches()
+        self._limits = FakeLimits()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -147,8 +150,10 @@ class FakeUpstream:
         }
 
     def reset(self) -> None:
-        """Zero the counters (`in_flight` stays: it is live). Knobs are left alone."""
+        """Zero the counters (`in_flight` stays: it is live) and refill the rate-limit
+        buckets. Knobs are left alone."""
         self._counters.reset()
+        self._limits.reset()
 
     def configure(self, **knobs: Any) -> None:
         """Change knobs in place (ValueError on unknown names or bad values)."""
@@ -209,7 +214,7 @@ class FakeUpstream:
             return self._error(401, headers, "x-api-key header is required")
         method = request.method
         if path == "/v1/messages" and method == "POST":
-            return await self._messages(request, headers)
+            return await self._messages(request, headers, key)
         if path == "/v1/messages/count_tokens" and method == "POST":
             try:
                 tokens = wire.count_tokens(await request.read())
@@ -276,7 +281,7 @@ class FakeUpstream:
         return None
 
     async def _messages(
-        self, request: web.BaseRequest, headers: dict[str, str]
+        self, request: web.BaseRequest, headers: dict[str, str], key: str
     ) -> web.StreamResponse:
         config = self.config
         if config.hang:
@@ -290,6 +295,9 @@ class FakeUpstream:
             config.garbage_next -= 1
             headers["Content-Type"] = "text/html"
             return web.Response(status=200, body=_GARBAGE, headers=headers)
+        refused = self._rate_limit(key, answer, headers)
+        if refused is not None:
+            return refused
         failure = self._failure_status(config)
         if failure is not None:
             if config.fail_latency_ms > 0:
@@ -305,6 +313,37 @@ class FakeUpstream:
         if not answer.stream:
             return self._json(200, wire.message_json(answer), headers)
         return await self._stream(request, answer, config, headers)
+
+    def _bucket_specs(self) -> dict[str, BucketSpec]:
+        config = self.config
+        return {
+            "requests": BucketSpec(config.limit_requests, config.limit_requests_per_s),
+            "input-tokens": BucketSpec(config.limit_input_tokens, config.limit_input_tokens_per_s),
+            "output-tokens": BucketSpec(
+                config.limit_output_tokens, config.limit_output_tokens_per_s
+            ),
+        }
+
+    def _rate_limit(
+        self, key: str, answer: wire.Answer, headers: dict[str, str]
+    ) -> web.Response | None:
+        """Take the request from the key's buckets (headers updated), or its 429."""
+        config = self.config
+        if (
+            config.limit_requests is None
+            and config.limit_input_tokens is None
+            and config.limit_output_tokens is None
+        ):
+            return None
+        specs = self._bucket_specs()
+        verdict = self._limits.admit(key, specs, answer.input_tokens, answer.max_tokens)
+        headers.update(verdict.headers)
+        if verdict.allowed:
+            self._limits.settle(key, specs, answer.max_tokens, answer.output_tokens)
+            return None
+        headers["retry-after"] = str(max(1, math.ceil(verdict.retry_after)))
+        message = f"This request would exceed your rate limit of {verdict.limit} (fake upstream)"
+        return self._error(429, headers, message)
 
     async def _hang(self) -> None:
         """Wait until the client goes away (the handler is cancelled) or `stop()`."""

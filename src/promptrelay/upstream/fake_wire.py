@@ -76,6 +76,7 @@ class Answer:
     input_tokens: int
     output_tokens: int
     stream: bool
+    max_tokens: int = 0
 
 
 def error_type(status: int) -> str:
@@ -169,6 +170,7 @@ def answer_for(raw: bytes) -> Answer:
         input_tokens=_tokens(_input_chars(body)),
         output_tokens=_tokens(len(text)),
         stream=stream,
+        max_tokens=max_tokens,
     )
 
 

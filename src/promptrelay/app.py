@@ -35,6 +35,7 @@ from promptrelay.core.generate import GenerateFront
 from promptrelay.core.providers import Providers
 from promptrelay.core.resilient import ResilientUpstream
 from promptrelay.resilience.breaker import BreakerMachine, BreakerTransition
+from promptrelay.resilience.governor import Governor
 from promptrelay.resilience.redis_state import RedisBreakerState
 from promptrelay.resilience.retry import RetryPolicy
 from promptrelay.resilience.shared import CircuitBreaker
@@ -71,12 +72,14 @@ class Runtime:
             max_wait=settings.retry_max_wait,
             deadline=settings.upstream_timeout,
         )
+        self.governor = _governor(settings)
         resilient = ResilientUpstream(
             self.upstream,
             self.breaker,
             policy,
             budget=settings.upstream_timeout,
             events=self.events,
+            governor=self.governor,
         )
         self.gateway = Gateway(resilient, OfflineProvider(), self.cache, self.events)
         self.providers = Providers.from_settings(settings, self.cache)
@@ -325,3 +328,13 @@ def create_app() -> PromptRelay:
     from promptrelay.settings import load_settings
 
     return build_app(load_settings(), own_process=True)
+
+
+def _governor(settings: Settings) -> Governor | None:
+    if not settings.governor_enabled:
+        return None
+    return Governor(
+        initial_concurrency=settings.governor_initial_concurrency,
+        max_queue=settings.governor_max_queue,
+        max_wait=settings.governor_wait,
+    )

@@ -6,6 +6,7 @@
     ├── Forbidden                403 permission_error
     ├── NotFound                 404 not_found_error
     ├── PayloadTooLarge          413 request_too_large
+    ├── RateLimited              429 rate_limit_error, with retry_after (governor, quotas)
     ├── UpstreamError            an upstream call failed before an answer arrived
     │   ├── UpstreamTimeout      504 timeout_error
     │   ├── UpstreamUnavailable  502 api_error (connection refused/reset)
@@ -28,6 +29,7 @@ __all__ = [
     "NotFound",
     "OfflineUnsupported",
     "PayloadTooLarge",
+    "RateLimited",
     "Unauthorized",
     "UpstreamError",
     "UpstreamTimeout",
@@ -72,6 +74,11 @@ class NotFound(GatewayError):
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "request_too_large"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
 
 
 class UpstreamError(GatewayError):

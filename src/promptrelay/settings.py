@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     upstream_retries: NonNegativeInt = 2
     retry_max_wait: Annotated[float, Field(ge=0)] = 60.0
 
+    # Governor (docs/limits.md): pace requests by the upstream's rate-limit headers.
+    governor_enabled: bool = True
+    governor_initial_concurrency: PositiveInt = 4
+    governor_max_queue: PositiveInt = 1000
+    governor_max_wait: PositiveFloat = 60.0  # used as min(this, UPSTREAM_TIMEOUT)
+
     # Cache.
     redis_enabled: bool = False
     redis_url: SecretStr | None = None
@@ -201,6 +207,11 @@ class Settings(BaseSettings):
     def offline(self) -> bool:
         """No gateway key: the offline provider answers unless a client brings its own key."""
         return self.anthropic_api_key is None
+
+    @property
+    def governor_wait(self) -> float:
+        """GOVERNOR_MAX_WAIT, never above UPSTREAM_TIMEOUT."""
+        return min(self.governor_max_wait, self.upstream_timeout)
 
     def redis_location(self) -> str:
         """The Redis URL, built from REDIS_HOST/PORT/PASSWORD when REDIS_URL is unset."""

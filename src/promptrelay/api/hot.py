@@ -42,6 +42,7 @@ from promptrelay.errors import (
     GatewayError,
     InvalidRequest,
     NotFound,
+    RateLimited,
     UpstreamError,
     UpstreamUnavailable,
 )
@@ -272,8 +273,13 @@ class HotRoutes:
 
 
 def _error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:
-    # Our own upstream failures are final: tell SDKs not to multiply retries.
-    return [_NO_RETRY] if isinstance(error, UpstreamError) else []
+    # Our own upstream failures are final: tell SDKs not to multiply retries; nor should
+    # they retry a rate limit for minutes (SDKs would honour a long retry-after for hours).
+    if isinstance(error, UpstreamError):
+        return [_NO_RETRY]
+    if isinstance(error, RateLimited) and (error.retry_after or 0) > 60:
+        return [_NO_RETRY]
+    return []
 
 
 async def _send_reply(send: Send, receive: Receive, reply: Reply, trace: _Trace) -> None:

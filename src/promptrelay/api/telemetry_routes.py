@@ -46,6 +46,7 @@ def build_telemetry_router(runtime: Callable[[], Runtime]) -> APIRouter:
             },
             "upstream": await rt.upstream_status(),
             "breaker": rt.breaker.snapshot(),
+            "governor": rt.governor.snapshot() if rt.governor is not None else None,
         }
         return await telemetry().performance(seconds, extra)
 

@@ -26,6 +26,7 @@ from promptrelay.core.gateway import Gateway, MessagesCall, Reply
 from promptrelay.core.generate import GenerateFront, Prepared, generate_answer, upstream_error
 from promptrelay.core.request import json_object_or_none
 from promptrelay.errors import GatewayError, InvalidRequest
+from promptrelay.resilience.governor import BATCH
 
 __all__ = [
     "BatchContext",
@@ -119,6 +120,7 @@ async def _one(
     try:
         prepared = await prepare_item(item, context)
         call = item_call(prepared, context)
+        call.priority = BATCH
         reply = await batcher.submit(str(call.body["model"]), lambda: gateway.messages(call), limit)
         return _from_reply(index, reply, prepared, started)
     except Exception as error:  # item_failure logs a bug: it costs this item only

@@ -34,6 +34,8 @@ from promptrelay.core.keys import CLAUDE_RESPONSE, KeyParts, cache_key
 from promptrelay.core.request import json_object_or_none
 from promptrelay.core.resilient import ResilientUpstream
 from promptrelay.core.sse import MessageAssembler, SseParser, message_events
+from promptrelay.resilience.estimate import estimate_cost
+from promptrelay.resilience.governor import INTERACTIVE
 from promptrelay.upstream.client import UpstreamResponse
 from promptrelay.upstream.offline import OfflineProvider
 
@@ -58,6 +60,7 @@ class MessagesCall:
     beta: str | None = None
     control: CacheControl = DEFAULT
     timeout: float | None = None  # seconds for the upstream call; None: UPSTREAM_TIMEOUT
+    priority: int = INTERACTIVE  # in the governor's lane: interactive ahead of batch items
 
 
 @dataclass(slots=True)
@@ -247,6 +250,7 @@ class Gateway:
             return self._offline.messages(call.body, call.raw, stream=call.stream), False
         started = time.perf_counter()
         headers = upstream_headers(call.creds.upstream_key, call.version, call.beta)
+        governed = self._upstream.governor is not None
         sent = await self._upstream.send(
             "POST",
             "/v1/messages",
@@ -254,6 +258,8 @@ class Gateway:
             body=call.raw,
             stream=call.stream,
             budget=call.timeout,
+            cost=estimate_cost(call.body) if governed else None,
+            priority=call.priority,
         )
         self._events.emit(
             UpstreamFinished(sent.response.status, time.perf_counter() - started, sent.attempts)

@@ -1,7 +1,14 @@
 """One upstream call with retries and the circuit breaker around each attempt.
 
-    send()  ->  run_with_retries  ->  breaker.before_call  ->  UpstreamClient.request
-                     ^  backoff / retry-after       (one breaker call per attempt)
+    send()  ->  run_with_retries  ->  breaker.before_call  ->  governor  ->  UpstreamClient
+                     ^  backoff / retry-after       (one breaker call and one governor
+                                                     permit per attempt)
+
+The governor sits around each attempt, inside the retry loop: every request that leaves
+takes from the upstream key's buckets, retries included, and a retry after a 429 waits
+in the same lane as everyone else until the key's pause is over. Its refusal
+(RateLimited: the wait would pass GOVERNOR_MAX_WAIT) is not an upstream failure: it
+leaves the loop at once and the breaker ticket goes back unjudged.
 
 The whole call, retries and waits included, lives within UPSTREAM_TIMEOUT: each attempt
 gets the time that is left as its own total timeout, so a hung upstream is a timeout
@@ -17,6 +24,8 @@ from dataclasses import dataclass
 
 from promptrelay.core.events import EventBus, Retried
 from promptrelay.errors import UpstreamTimeout
+from promptrelay.resilience.governor import INTERACTIVE, Governor
+from promptrelay.resilience.ratelimit import Cost
 from promptrelay.resilience.retry import (
     Outcome,
     RetryEvent,
@@ -48,8 +57,10 @@ class ResilientUpstream:
         events: EventBus,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        governor: Governor | None = None,
     ) -> None:
         self.upstream = upstream
+        self.governor = governor
         self.breaker = breaker
         self._policy = policy
         self._budget = budget
@@ -66,19 +77,38 @@ class ResilientUpstream:
         body: bytes | None,
         stream: bool,
         budget: float | None = None,
+        cost: Cost | None = None,
+        priority: int = INTERACTIVE,
     ) -> Sent:
-        """Raises CircuitOpen, UpstreamTimeout or UpstreamUnavailable when no answer came.
+        """Raises CircuitOpen, UpstreamTimeout or UpstreamUnavailable when no answer came,
+        RateLimited when the governor refused to wait that long.
 
-        `budget` (a model's timeout from the providers file) narrows UPSTREAM_TIMEOUT."""
+        `budget` (a model's timeout from the providers file) narrows UPSTREAM_TIMEOUT;
+        `cost` (estimate_cost of the body) lets the governor pace the attempts."""
+        governor = self.governor if cost is not None else None
+        key = headers.get("x-api-key", "")
         deadline = self._clock() + min(budget or self._budget, self._budget)
 
         async def attempt() -> Outcome[UpstreamResponse]:
+            permit = None
+            if governor is not None:
+                assert cost is not None
+                permit = await governor.acquire(key, cost, priority)
             left = deadline - self._clock()
             if left <= 0:
+                if permit is not None:
+                    permit.release(0)
                 raise UpstreamTimeout("the upstream did not answer within UPSTREAM_TIMEOUT")
-            response = await self.upstream.request(
-                method, path, headers=headers, body=body, stream=stream, timeout=left
-            )
+            try:
+                response = await self.upstream.request(
+                    method, path, headers=headers, body=body, stream=stream, timeout=left
+                )
+            except BaseException:
+                if permit is not None:
+                    permit.release(0)
+                raise
+            if permit is not None:
+                permit.release(response.status, response.headers)
             retry_after = None
             if response.status >= 400:
                 retry_after = parse_retry_after(

@@ -1,0 +1,92 @@
+"""The governor against the fake upstream's token buckets, over real HTTP.
+
+Buckets are small and refill fast so a burst of 300 takes seconds, not minutes; the
+assertions count statuses, never durations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+BURST = 300
+
+
+def _body(i: int) -> dict[str, Any]:
+    # Mixed sizes: 3 to ~750 input tokens by the fake's count (characters / 4).
+    text = f"request {i} " + "x" * (i * 37 % 3000)
+    return {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": text}],
+    }
+
+
+async def _burst(url: str, headers: dict[str, str], count: int = BURST) -> list[int]:
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(i: int) -> int:
+            async with session.post(url, json=_body(i), headers=headers) as response:
+                await response.read()
+                return response.status
+
+        return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+def _limited(fake: Any) -> None:
+    fake.configure(
+        limit_requests=50,
+        limit_requests_per_s=50.0,
+        limit_input_tokens=20_000,
+        limit_input_tokens_per_s=20_000.0,
+    )
+
+
+async def test_burst_through_promptrelay_meets_no_429_straight_burst_does(
+    gateway_factory: Any, fake_upstream: Any
+) -> None:
+    _limited(fake_upstream)
+    straight = await _burst(fake_upstream.url + "/v1/messages", {"x-api-key": "k"})
+    assert straight.count(429) > BURST / 2
+    fake_upstream.reset()
+
+    gateway = gateway_factory(
+        anthropic_api_key="gw",
+        anthropic_base_url=fake_upstream.url,
+        upstream_retries=0,  # a 429 that got through would fail its request
+        governor_max_wait=30,
+    )
+    statuses = await _burst(gateway.url + "/v1/messages", {})
+    assert statuses == [200] * BURST
+    stats = fake_upstream.stats()
+    assert stats["by_status"] == {"200": BURST}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(gateway.url + "/api/performance") as response:
+            governor = (await response.json())["governor"]
+    assert governor["queued_total"] > 0 and governor["upstream_429"] == 0
+    (key,) = governor["keys"].values()
+    assert key["learned"] and key["buckets"]["requests"]["limit"] == 50
+    assert "gw" not in str(governor["keys"])
+
+
+async def test_halved_bucket_is_followed_within_a_few_answers(
+    gateway_factory: Any, fake_upstream: Any
+) -> None:
+    _limited(fake_upstream)
+    gateway = gateway_factory(
+        anthropic_api_key="gw",
+        anthropic_base_url=fake_upstream.url,
+        upstream_retries=3,
+        governor_max_wait=30,
+    )
+    url = gateway.url + "/v1/messages"
+    first = await _burst(url, {}, count=120)
+    assert first == [200] * 120
+    fake_upstream.configure(limit_requests=25, limit_requests_per_s=25.0)
+    second = await _burst(url, {}, count=120)
+    assert second == [200] * 120
+    # Only what was already let go under the old view can meet the smaller bucket.
+    assert fake_upstream.stats()["by_status"].get("429", 0) <= 5

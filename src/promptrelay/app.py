@@ -36,6 +36,7 @@ from promptrelay.core.providers import Providers
 from promptrelay.core.resilient import ResilientUpstream
 from promptrelay.resilience.breaker import BreakerMachine, BreakerTransition
 from promptrelay.resilience.governor import Governor
+from promptrelay.resilience.peers import RedisPeers
 from promptrelay.resilience.redis_state import RedisBreakerState
 from promptrelay.resilience.retry import RetryPolicy
 from promptrelay.resilience.shared import CircuitBreaker
@@ -72,7 +73,7 @@ class Runtime:
             max_wait=settings.retry_max_wait,
             deadline=settings.upstream_timeout,
         )
-        self.governor = _governor(settings)
+        self.governor = self._build_governor(settings)
         resilient = ResilientUpstream(
             self.upstream,
             self.breaker,
@@ -167,6 +168,20 @@ class Runtime:
             )
         return CircuitBreaker(machine, shared)
 
+    def _build_governor(self, settings: Settings) -> Governor | None:
+        if not settings.governor_enabled:
+            return None
+        redis = self.cache.redis
+        peers = None
+        if redis is not None:
+            peers = RedisPeers(lambda: redis.client, lambda: redis.is_up)
+        return Governor(
+            initial_concurrency=settings.governor_initial_concurrency,
+            max_queue=settings.governor_max_queue,
+            max_wait=settings.governor_wait,
+            peers=peers,
+        )
+
     def _redis_state(self, state: str) -> None:
         if state != self.redis_state:
             log.warning("redis is %s", state)
@@ -180,6 +195,8 @@ class Runtime:
             await self.templates.seed(self.settings.templates_dir)
         if self.telemetry is not None:
             await self.telemetry.start()
+        if self.governor is not None:
+            await self.governor.start()
 
     @property
     def mode(self) -> str:
@@ -194,6 +211,8 @@ class Runtime:
         """Close everything, each step on its own: one that fails (or never started) must
         not keep the others from closing (the cache's write-behind flush comes last)."""
         steps = [self.batcher.close]
+        if self.governor is not None:
+            steps.append(self.governor.close)
         if self.telemetry is not None:
             steps.append(self.telemetry.close)
         steps += [self.upstream.close, self.templates.close, self.cache.close]
@@ -328,13 +347,3 @@ def create_app() -> PromptRelay:
     from promptrelay.settings import load_settings
 
     return build_app(load_settings(), own_process=True)
-
-
-def _governor(settings: Settings) -> Governor | None:
-    if not settings.governor_enabled:
-        return None
-    return Governor(
-        initial_concurrency=settings.governor_initial_concurrency,
-        max_queue=settings.governor_max_queue,
-        max_wait=settings.governor_wait,
-    )

@@ -90,3 +90,49 @@ async def test_halved_bucket_is_followed_within_a_few_answers(
     assert second == [200] * 120
     # Only what was already let go under the old view can meet the smaller bucket.
     assert fake_upstream.stats()["by_status"].get("429", 0) <= 5
+
+
+async def test_two_instances_sharing_redis_stay_under_the_limit_together(
+    gateway_factory: Any, fake_upstream: Any, redis_server: Any
+) -> None:
+    _limited(fake_upstream)
+    gateways = [
+        gateway_factory(
+            anthropic_api_key="gw",
+            anthropic_base_url=fake_upstream.url,
+            upstream_retries=0,
+            governor_max_wait=30,
+            redis_enabled=True,
+            redis_url=redis_server.url,
+        )
+        for _ in range(2)
+    ]
+    for gateway in gateways:  # each counted the other by its start-up beat or the next
+        runtime = gateway.app.runtime
+        assert await _until(lambda r=runtime: r.governor.snapshot()["processes_sharing"] == 2)
+
+    async def half(gateway: Any, offset: int) -> list[int]:
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def one(i: int) -> int:
+                body = _body(offset + i)
+                async with session.post(gateway.url + "/v1/messages", json=body) as response:
+                    await response.read()
+                    return response.status
+
+            return list(await asyncio.gather(*(one(i) for i in range(BURST // 2))))
+
+    first, second = await asyncio.gather(half(gateways[0], 0), half(gateways[1], BURST))
+    assert first + second == [200] * BURST
+    assert fake_upstream.stats()["by_status"] == {"200": BURST}
+
+
+async def _until(predicate: Any, seconds: float = 10.0) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while loop.time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return False

@@ -10,6 +10,9 @@ priority queue: interactive requests (/v1 faces, /api/generate) ahead of batch i
 first come first served within each; only its head is considered, so nobody overtakes.
 The decisions are `KeyState`'s (ratelimit.py); this module only waits: a timer for a
 refill, or the next release when the concurrency limit binds.
+
+Several processes on one Redis each take 1/N of every bucket the headers announce, N
+being the processes alive (peers.py); without Redis, N = 1.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from promptrelay.errors import RateLimited
+from promptrelay.resilience.peers import Peers, SoloPeers
 from promptrelay.resilience.ratelimit import Cost, KeyState, Observed, parse_limits
 from promptrelay.resilience.retry import parse_retry_after
 
@@ -84,7 +88,9 @@ class Governor:
         max_wait: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        peers: Peers | None = None,
     ) -> None:
+        self._peers: Peers = peers if peers is not None else SoloPeers()
         self._initial = initial_concurrency
         self._max_queue = max_queue
         self._max_wait = max_wait
@@ -93,6 +99,12 @@ class Governor:
         self._lanes: dict[str, _Lane] = {}
         self._seq = itertools.count()
         self.stats = GovernorStats()
+
+    async def start(self) -> None:
+        await self._peers.start()
+
+    async def close(self) -> None:
+        await self._peers.close()
 
     def _lane(self, upstream_key: str) -> _Lane:
         lane = self._lanes.get(upstream_key)
@@ -189,6 +201,12 @@ class Governor:
         elif status == 529:
             self.stats.upstream_529 += 1
         limits = parse_limits(headers, self._wall()) if status else {}
+        share = self._peers.count()
+        if share > 1 and limits:
+            limits = {
+                name: (limit / share, remaining / share, full_in)
+                for name, (limit, remaining, full_in) in limits.items()
+            }
         now = self._clock()
         answer = Observed(status, limits, retry_after, now - permit.taken_at)
         permit.lane.state.observe(permit.cost, answer, now)
@@ -205,6 +223,7 @@ class Governor:
         stats = self.stats
         return {
             "keys": keys,
+            "processes_sharing": self._peers.count(),
             "queued": sum(len(lane.queue) for lane in self._lanes.values()),
             "queued_total": stats.queued_total,
             "waited_seconds": round(stats.waited_seconds, 3),

@@ -65,8 +65,17 @@ async def test_burst_through_promptrelay_meets_no_429_straight_burst_does(
     assert stats["by_status"] == {"200": BURST}
     async with aiohttp.ClientSession() as session:
         async with session.get(gateway.url + "/api/performance") as response:
-            governor = (await response.json())["governor"]
+            performance = await response.json()
+        async with session.get(gateway.url + "/metrics") as response:
+            metrics = await response.text()
+    governor = performance["governor"]
     assert governor["queued_total"] > 0 and governor["upstream_429"] == 0
+    assert any(r["area"] == "rate_limits" for r in performance["recommendations"])
+    waited = next(
+        line for line in metrics.splitlines() if line.startswith("promptrelay_governor_waited")
+    )
+    assert float(waited.split()[-1]) == governor["queued_total"]
+    assert 'promptrelay_governor_remaining{dimension="requests"' in metrics
     (key,) = governor["keys"].values()
     assert key["learned"] and key["buckets"]["requests"]["limit"] == 50
     assert "gw" not in str(governor["keys"])

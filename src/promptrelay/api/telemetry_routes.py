@@ -11,6 +11,7 @@ from promptrelay.api.admin import admin_guard
 from promptrelay.errors import InvalidRequest, NotFound
 from promptrelay.telemetry.history import parse_window
 from promptrelay.telemetry.prometheus import CONTENT_TYPE_LATEST
+from promptrelay.telemetry.recommend import governor_advice
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -48,7 +49,9 @@ def build_telemetry_router(runtime: Callable[[], Runtime]) -> APIRouter:
             "breaker": rt.breaker.snapshot(),
             "governor": rt.governor.snapshot() if rt.governor is not None else None,
         }
-        return await telemetry().performance(seconds, extra)
+        body = await telemetry().performance(seconds, extra)
+        body["recommendations"] += governor_advice(extra["governor"])
+        return body
 
     @router.get(
         "/api/alerts",
@@ -61,6 +64,9 @@ def build_telemetry_router(runtime: Callable[[], Runtime]) -> APIRouter:
     @router.get("/metrics", summary="Prometheus exposition", response_class=Response)
     async def metrics() -> Response:
         found = telemetry()
+        governor = runtime().governor
+        if governor is not None:
+            found.prometheus.governed(governor.snapshot())
         body = await found.prometheus.render(found.stats)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

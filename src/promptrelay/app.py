@@ -33,6 +33,7 @@ from promptrelay.core.events import (
 from promptrelay.core.gateway import Gateway, Reply
 from promptrelay.core.generate import GenerateFront
 from promptrelay.core.providers import Providers
+from promptrelay.core.quotas import Counters, MemoryCounters, Quotas, RedisCounters
 from promptrelay.core.resilient import ResilientUpstream
 from promptrelay.resilience.breaker import BreakerMachine, BreakerTransition
 from promptrelay.resilience.governor import Governor
@@ -42,6 +43,7 @@ from promptrelay.resilience.retry import RetryPolicy
 from promptrelay.resilience.shared import CircuitBreaker
 from promptrelay.settings import Settings
 from promptrelay.telemetry.batches import BatchStats
+from promptrelay.telemetry.prices import chain_prices
 from promptrelay.telemetry.savings import CacheSavings, saved_by_cache
 from promptrelay.telemetry.service import Sources, Telemetry
 from promptrelay.templates.render import Renderer
@@ -82,8 +84,11 @@ class Runtime:
             events=self.events,
             governor=self.governor,
         )
-        self.gateway = Gateway(resilient, OfflineProvider(), self.cache, self.events)
         self.providers = Providers.from_settings(settings, self.cache)
+        self.quotas = self._build_quotas(settings)
+        self.gateway = Gateway(
+            resilient, OfflineProvider(), self.cache, self.events, quotas=self.quotas
+        )
         limits = Limits(settings.template_max_steps, settings.template_max_output_bytes)
         self.templates = TemplateService(
             open_store(settings.database_url), self.cache, Renderer(limits)
@@ -167,6 +172,15 @@ class Runtime:
                 self.cache.redis.client, f"promptrelay:breaker:{upstream_id}"
             )
         return CircuitBreaker(machine, shared)
+
+    def _build_quotas(self, settings: Settings) -> Quotas | None:
+        if settings.keys_file is None:
+            return None
+        redis = self.cache.redis
+        counters: Counters = MemoryCounters()
+        if redis is not None:
+            counters = RedisCounters(lambda: redis.client, lambda: redis.is_up)
+        return Quotas(counters, chain_prices(self._price))
 
     def _build_governor(self, settings: Settings) -> Governor | None:
         if not settings.governor_enabled:

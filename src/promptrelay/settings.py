@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from promptrelay.core.keyfile import load_keys_file
+
 __all__ = ["ConfigError", "Settings", "is_loopback_host", "load_settings"]
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
@@ -132,6 +134,7 @@ class Settings(BaseSettings):
     # Access.
     admin_api_key: SecretStr | None = None
     promptrelay_api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    keys_file: str | None = None  # YAML of client keys with quotas (core/keyfile.py)
     allow_open_access: bool = False
     max_body_bytes: PositiveInt = 32 * 1024 * 1024
 
@@ -154,6 +157,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("keys_file")
+    @classmethod
+    def _check_keys_file(cls, value: str | None) -> str | None:
+        if value:
+            load_keys_file(value)  # KeysFileError (a ValueError) names the file and field
+        return value or None
 
     @field_validator("anthropic_base_url")
     @classmethod
@@ -191,6 +201,7 @@ class Settings(BaseSettings):
     def _check_open_access(self) -> Settings:
         if (
             not self.promptrelay_api_keys
+            and not self.keys_file
             and not self.allow_open_access
             and not is_loopback_host(self.host)
         ):

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from promptrelay import __version__
 from promptrelay.api.admin import build_admin_router
 from promptrelay.api.batch import build_batch_router
+from promptrelay.api.keys import build_keys_router
 from promptrelay.api.providers import build_providers_router
 from promptrelay.api.telemetry_routes import build_telemetry_router
 from promptrelay.api.templates import build_templates_router
@@ -73,6 +74,7 @@ def build_management_app(runtime: Callable[[], Runtime]) -> FastAPI:
     _install_error_handlers(app)
     app.include_router(build_admin_router(runtime))
     app.include_router(build_batch_router(runtime))
+    app.include_router(build_keys_router(runtime))
     app.include_router(build_templates_router(runtime))
     app.include_router(build_providers_router(runtime))
     app.include_router(build_telemetry_router(runtime))

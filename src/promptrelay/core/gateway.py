@@ -31,6 +31,7 @@ from promptrelay.core.cache_control import DEFAULT, CacheControl
 from promptrelay.core.coalesce import Coalescer, StreamCoalescer
 from promptrelay.core.events import CacheLookup, Coalesced, EventBus, UpstreamFinished
 from promptrelay.core.keys import CLAUDE_RESPONSE, KeyParts, cache_key
+from promptrelay.core.quotas import Quotas
 from promptrelay.core.request import json_object_or_none
 from promptrelay.core.resilient import ResilientUpstream
 from promptrelay.core.sse import MessageAssembler, SseParser, message_events
@@ -106,7 +107,9 @@ class Gateway:
         offline: OfflineProvider,
         cache: TieredCache,
         events: EventBus,
+        quotas: Quotas | None = None,
     ) -> None:
+        self._quotas = quotas
         self._upstream = upstream
         self._offline = offline
         self.cache = cache
@@ -135,6 +138,25 @@ class Gateway:
         return cache_key(call.body, parts, CLAUDE_RESPONSE)
 
     async def messages(self, call: MessagesCall) -> Reply:
+        tenant = call.creds.tenant
+        if tenant is None or self._quotas is None:
+            return await self._messages(call)
+        model = str(call.body.get("model", ""))
+        await self._quotas.admit(tenant, model)  # a hit counts as a request too
+        reply = await self._messages(call)
+        if reply.status != 200 or reply.cache == "HIT" or _COALESCED in reply.headers:
+            return reply
+        quotas = self._quotas
+        if reply.chunks is not None:
+            reply.chunks = _metered(reply.chunks, lambda u: quotas.charge(tenant, model, u))
+            return reply
+        message = json_object_or_none(reply.body)
+        usage = message.get("usage") if message is not None else None
+        if isinstance(usage, dict):
+            await quotas.charge(tenant, model, usage)
+        return reply
+
+    async def _messages(self, call: MessagesCall) -> Reply:
         self.served_by_mode[call.creds.mode.value] += 1
         key = self.key_for(call)
         control = call.control
@@ -375,3 +397,26 @@ async def _bytes_only(items: AsyncIterator[_Head | bytes]) -> AsyncIterator[byte
     async for item in items:
         assert isinstance(item, bytes)
         yield item
+
+
+async def _metered(
+    chunks: AsyncIterator[bytes], charge: Callable[[dict[str, Any]], Awaitable[None]]
+) -> AsyncIterator[bytes]:
+    """Forward a stream, then charge its usage: input and cache tokens as `message_start`
+    gave them, output tokens from the last `message_delta` (a running total, never
+    summed)."""
+    parser = SseParser()
+    usage: dict[str, Any] = {}
+    async for chunk in chunks:
+        for name, data in parser.feed(chunk):
+            if name == "message_start":
+                message = json_object_or_none(data) or {}
+                start = (message.get("message") or {}).get("usage")
+                usage = dict(start) if isinstance(start, dict) else {}
+            elif name == "message_delta":
+                delta = (json_object_or_none(data) or {}).get("usage") or {}
+                if isinstance(delta.get("output_tokens"), int):
+                    usage["output_tokens"] = delta["output_tokens"]
+        yield chunk
+    if usage:
+        await charge(usage)

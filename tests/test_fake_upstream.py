@@ -23,6 +23,7 @@ import pytest
 from promptrelay.upstream.fake import FakeConfig, FakeUpstream, FakeUpstreamThread
 from promptrelay.upstream.fake_config import validate_knobs
 from promptrelay.upstream.fake_wire import split_text
+from tests.rawhttp import raw_request
 
 KEY = {"x-api-key": "sk-test-1"}
 BODY: dict[str, Any] = {
@@ -500,3 +501,69 @@ def test_split_text(text, chunks):
     pieces = split_text(text, chunks)
     assert "".join(pieces) == text
     assert len(pieces) == min(chunks, len(text)) and all(pieces)
+
+
+# -- request log and prefix -------------------------------------------------------------
+
+
+async def test_reset_empties_the_request_log_then_it_fills_again(fake):
+    await asyncio.to_thread(raw_request, fake.port, b"/v1/models", headers=KEY)
+    await asyncio.to_thread(raw_request, fake.port, b"/_fake/reset", b"POST")
+    assert fake.stats()["request_log"] == []  # the reset itself included
+    await asyncio.to_thread(raw_request, fake.port, b"/v1/models?limit=1", headers=KEY)
+    await asyncio.to_thread(raw_request, fake.port, b"/v1/../x", b"DELETE", KEY)
+    assert fake.stats()["request_log"] == [
+        {"method": "GET", "path": "/v1/models?limit=1"},
+        {"method": "DELETE", "path": "/v1/../x"},
+    ]
+
+
+async def test_request_log_holds_every_raw_target_control_routes_included(fake):
+    targets = [b"/v1/%2e%2e/_fake/stats", b"/_fake/stats", b"/nowhere?x=%2F", b"/v1//models"]
+    for target in targets:
+        await asyncio.to_thread(raw_request, fake.port, target, headers=KEY)
+    logged = fake.stats()["request_log"]
+    assert logged == [{"method": "GET", "path": t.decode()} for t in targets]
+    assert fake.stats()["requests"] == 2  # the counters still count /v1 routes only
+
+
+async def test_request_log_keeps_the_last_entries_only():
+    upstream = FakeUpstream(request_log_max=3)
+    port = await upstream.start()
+    try:
+        for n in range(5):
+            await asyncio.to_thread(raw_request, port, f"/_fake/stats?n={n}".encode())
+        assert [e["path"] for e in upstream.stats()["request_log"]] == [
+            "/_fake/stats?n=2",
+            "/_fake/stats?n=3",
+            "/_fake/stats?n=4",
+        ]
+    finally:
+        await upstream.stop()
+
+
+async def test_prefix_serves_under_it_and_counts_what_falls_outside(session):
+    upstream = FakeUpstream(prefix="/anthropic")
+    port = await upstream.start()
+    try:
+        assert upstream.url == f"http://127.0.0.1:{port}/anthropic"
+        async with session.get(upstream.url + "/v1/models", headers=KEY) as resp:
+            assert resp.status == 200
+        async with session.get(upstream.url + "/_fake/stats") as resp:
+            assert (await resp.json())["requests"] == 1
+        for outside in (b"/v1/models", b"/_fake/stats", b"/anthropicx/v1/models", b"/"):
+            answer = await asyncio.to_thread(raw_request, port, outside, headers=KEY)
+            assert answer.status == 404
+            assert "outside the prefix" in answer.json()["error"]["message"]
+        stats = upstream.stats()
+        assert stats["outside_prefix"] == 4 and stats["requests"] == 1
+        assert [e["path"] for e in stats["request_log"]][-4:] == [
+            "/v1/models",
+            "/_fake/stats",
+            "/anthropicx/v1/models",
+            "/",
+        ]
+    finally:
+        await upstream.stop()
+    with pytest.raises(ValueError, match="prefix"):
+        FakeUpstream(prefix="anthropic/")

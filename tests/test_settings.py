@@ -33,6 +33,11 @@ def test_defaults_match_the_design_table():
         ("GC_THRESHOLD", "1.5"),
         ("REDIS_ENABLED", "perhaps"),
         ("ANTHROPIC_BASE_URL", "ftp://x"),
+        ("ANTHROPIC_BASE_URL", "http://proxy/anthropic/../other"),
+        ("ANTHROPIC_BASE_URL", "http://proxy/./anthropic"),
+        ("ANTHROPIC_BASE_URL", "http://proxy/anthropic%2f.."),
+        ("ANTHROPIC_BASE_URL", "http://proxy/anthropic?x=1"),
+        ("ANTHROPIC_BASE_URL", "http://proxy/anthropic#x"),
         ("CIRCUIT_RESET_TIMEOUT", "-1"),
     ],
 )
@@ -54,12 +59,19 @@ def test_open_host_needs_client_keys_or_explicit_consent(monkeypatch):
     assert [key.get_secret_value() for key in keys] == ["a", "b"]
 
 
+def test_a_base_url_may_have_a_path_prefix(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://proxy.internal:8080/anthropic/")
+    assert load_settings().anthropic_base_url == "http://proxy.internal:8080/anthropic"
+
+
 def test_secrets_do_not_print(monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-very-secret")
     monkeypatch.setenv("REDIS_PASSWORD", "hunter2")
+    monkeypatch.setenv("METRICS_TOKEN", "scrape-token")
     text = repr(load_settings())
     assert "sk-very-secret" not in text
     assert "hunter2" not in text
+    assert "scrape-token" not in text
 
 
 def test_cli_exits_2_with_the_variable_name(monkeypatch):

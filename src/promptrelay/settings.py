@@ -133,6 +133,7 @@ class Settings(BaseSettings):
 
     # Access.
     admin_api_key: SecretStr | None = None
+    metrics_token: SecretStr | None = None  # set: GET /metrics needs it as a Bearer token
     promptrelay_api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     keys_file: str | None = None  # YAML of client keys with quotas (core/keyfile.py)
     allow_open_access: bool = False
@@ -171,6 +172,10 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http(s) URL such as https://api.anthropic.com")
+        if parts.query or parts.fragment or "?" in value or "#" in value:
+            raise ValueError("must have no query or fragment; a path prefix is fine")
+        if "%" in parts.path or {".", ".."} & set(parts.path.split("/")):
+            raise ValueError("its path prefix must have no '.', '..' or %-escapes")
         return value.rstrip("/")
 
     @field_validator("alert_webhook_url")
@@ -190,7 +195,9 @@ class Settings(BaseSettings):
             return value
         raise ValueError("use sqlite:///file.db or postgresql://user:password@host:port/db")
 
-    @field_validator("anthropic_api_key", "admin_api_key", "redis_password", "redis_url")
+    @field_validator(
+        "anthropic_api_key", "admin_api_key", "metrics_token", "redis_password", "redis_url"
+    )
     @classmethod
     def _empty_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():

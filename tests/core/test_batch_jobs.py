@@ -24,6 +24,11 @@ def test_results_url_on_the_upstream_becomes_a_path():
         "http://api.anthropic.com/v1/messages/batches/x/results",
         "https://api.anthropic.com:8443/v1/messages/batches/x/results",
         "https://api.anthropic.com/other",
+        "https://api.anthropic.com/v1/../admin",
+        "https://api.anthropic.com/v1/%2e%2e/admin",
+        "https://api.anthropic.com/v1/messages/batches/x%2f..%2f..%2fadmin",
+        "https://api.anthropic.com/v1//admin",
+        "https://api.anthropic.com/v1/messages/batches/x/results#frag",
         None,
         42,
     ],
@@ -31,3 +36,13 @@ def test_results_url_on_the_upstream_becomes_a_path():
 def test_results_url_elsewhere_is_refused(url):
     with pytest.raises(UpstreamUnavailable):
         results_path(BASE, url)
+
+
+def test_results_url_under_a_prefixed_base_keeps_its_query():
+    base = "http://proxy:8080/anthropic"
+    url = f"{base}/v1/messages/batches/msgbatch_1/results?page=2"
+    assert results_path(base, url) == "/v1/messages/batches/msgbatch_1/results?page=2"
+    with pytest.raises(UpstreamUnavailable):
+        results_path(base, "http://proxy:8080/anthropic/v1/../../other/v1/x")
+    with pytest.raises(UpstreamUnavailable):
+        results_path(base, "http://proxy:8080/v1/messages/batches/msgbatch_1/results")

@@ -325,6 +325,45 @@ async def test_admin_rule_guards_alerts(gateway_factory, fake_upstream):
             assert response.status == 200
 
 
+async def test_performance_follows_the_admin_rule(gateway_factory, fake_upstream):
+    gw = gateway_factory(**live(fake_upstream.url, admin_api_key="adm"))
+    url = f"{gw.url}/api/performance"
+    async with aiohttp.ClientSession() as session:
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"x-api-key": "wrong"}):
+            async with session.get(url, headers=headers) as response:
+                assert response.status == 401, headers
+                error = (await response.json())["error"]
+                assert error["type"] == "authentication_error"
+        async with session.get(url, headers={"authorization": "Bearer adm"}) as response:
+            assert response.status == 200
+            assert "requests" in await response.json()
+
+
+async def test_metrics_are_open_unless_a_metrics_token_is_set(gateway_factory, fake_upstream):
+    open_gw = gateway_factory(**live(fake_upstream.url, admin_api_key="adm"))
+    closed = gateway_factory(**live(fake_upstream.url, admin_api_key="adm", metrics_token="tok"))
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{open_gw.url}/metrics") as response:
+            assert response.status == 200  # the admin key does not close it
+        refused: tuple[dict[str, str], ...] = (
+            {},
+            {"authorization": "Bearer wrong"},
+            {"authorization": "Bearer adm"},  # an admin key is not the scraper's token
+            {"authorization": "Basic tok"},
+            {"x-api-key": "tok"},
+        )
+        for headers in refused:
+            async with session.get(f"{closed.url}/metrics", headers=headers) as response:
+                assert response.status == 401, headers
+                error = (await response.json())["error"]
+                assert error["type"] == "authentication_error"
+                assert "tok" not in error["message"]
+        headers = {"authorization": "Bearer tok"}
+        async with session.get(f"{closed.url}/metrics", headers=headers) as response:
+            assert response.status == 200
+            assert "promptrelay_requests" in await response.text()
+
+
 async def test_telemetry_disabled(gateway_factory, fake_upstream):
     gw = gateway_factory(**live(fake_upstream.url, telemetry_enabled=False))
     assert gw.app.runtime.telemetry is None

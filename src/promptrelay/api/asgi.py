@@ -7,15 +7,17 @@ The hot routes bypass FastAPI's router (DESIGN.md, "Measured facts": a FastAPI r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 
 from promptrelay.errors import GatewayError, PayloadTooLarge
 
 __all__ = [
+    "ClientGone",
     "Receive",
     "Scope",
     "Send",
+    "client_left",
     "read_body",
     "request_headers",
     "send_error",
@@ -59,6 +61,26 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def client_left(receive: Receive) -> bool:
+    """Whether the client has already hung up, asked without waiting and without a task.
+
+    Call it only once the body is read: then the one message `receive()` can have ready
+    is `http.disconnect`. The coroutine is stepped once by hand; if it would wait (the
+    client is still there) it is closed before it suspends anyone. Starlette's
+    `is_disconnected` asks the same question with a cancelled scope; this costs no task
+    and no turn of the loop, so every non-streamed answer can afford it.
+    """
+    pending = receive()
+    if not isinstance(pending, Coroutine):
+        return False  # not a coroutine: cannot be asked without awaiting it
+    try:
+        pending.send(None)
+    except StopIteration as done:
+        return bool(done.value and done.value.get("type") == "http.disconnect")
+    pending.close()
+    return False
 
 
 async def send_response(

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -20,6 +21,7 @@ from promptrelay.api.asgi import (
     Receive,
     Scope,
     Send,
+    client_left,
     read_body,
     request_headers,
     send_error,
@@ -47,6 +49,7 @@ from promptrelay.errors import (
     UpstreamUnavailable,
 )
 from promptrelay.settings import Settings
+from promptrelay.upstream.paths import canonical_target
 
 __all__ = ["HotRoutes"]
 
@@ -226,8 +229,7 @@ class HotRoutes:
         trace.status, trace.cache = reply.status, reply.cache
         trace.upstream = reply.upstream_seconds
         if reply.status != 200:
-            trace.first, trace.response_bytes = time.perf_counter(), len(reply.body)
-            await send_response(send, reply.status, reply.headers, reply.body)
+            await _send_whole(send, receive, trace, reply.headers, reply.body)
             return
         message = json_object_or_none(reply.body)
         if message is None:
@@ -240,11 +242,12 @@ class HotRoutes:
             template=prepared.template,
         )
         cache_header = (b"x-cache", reply.cache.encode())
-        encoded = orjson.dumps(answer)
-        trace.first, trace.response_bytes = time.perf_counter(), len(encoded)
-        await send_response(send, 200, [JSON_CONTENT, cache_header], encoded)
+        await _send_whole(send, receive, trace, [JSON_CONTENT, cache_header], orjson.dumps(answer))
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send, trace: _Trace) -> None:
+        # Judged on the raw path, before anything else: a path that could leave /v1/ on
+        # the upstream is refused here and never reaches the upstream (upstream/paths.py).
+        target = canonical_target(_raw_path(scope), scope.get("query_string", b""))
         headers = request_headers(scope)
         creds = self._keys.resolve(headers)
         raw = await read_body(scope, receive, self._limit)
@@ -259,10 +262,9 @@ class HotRoutes:
                         f"{name}: not allowed; the upstream is set by configuration"
                     )
         version, beta = self._api_version(headers)
-        query = scope.get("query_string", b"").decode("latin-1")
         reply = await self._gateway.forward(
             scope["method"],
-            f"{scope['path']}?{query}" if query else scope["path"],
+            target,
             raw,
             creds,
             version=version,
@@ -270,6 +272,15 @@ class HotRoutes:
             content_type=content_type.decode("latin-1") if content_type else None,
         )
         await _send_reply(send, receive, reply, trace)
+
+
+def _raw_path(scope: Scope) -> bytes:
+    """The path as the request line had it; re-encoded from `path` for a server that
+    gives no `raw_path` (then an encoded slash cannot be told apart, but '..' still can)."""
+    raw: bytes | None = scope.get("raw_path")
+    if raw is not None:
+        return raw
+    return quote(scope["path"], safe="/!$&'()*+,;=:@").encode("ascii")
 
 
 def _error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:
@@ -282,15 +293,34 @@ def _error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:
     return []
 
 
+async def _send_whole(
+    send: Send,
+    receive: Receive,
+    trace: _Trace,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+) -> None:
+    """Send a whole answer; one that waited for the upstream first checks that its client
+    is still there, since uvicorn drops what is sent to a client that left (counted 499,
+    not as the upstream's status). A hit is answered at once: it skips the check."""
+    if trace.cache != "HIT" and client_left(receive):
+        raise ClientGone
+    trace.first, trace.response_bytes = time.perf_counter(), len(body)
+    await send_response(send, trace.status, headers, body)
+
+
 async def _send_reply(send: Send, receive: Receive, reply: Reply, trace: _Trace) -> None:
     trace.status, trace.cache, trace.upstream = reply.status, reply.cache, reply.upstream_seconds
-    trace.first = time.perf_counter()
     if reply.chunks is None:
-        trace.response_bytes = len(reply.body)
-        await send_response(send, reply.status, reply.headers, reply.body)
+        await _send_whole(send, receive, trace, reply.headers, reply.body)
         return
     trace.stream = True
     try:
+        # stream_response's watcher cannot see a client that left while the upstream was
+        # still on its way: its first look comes after the first chunk has gone out.
+        if trace.cache != "HIT" and client_left(receive):
+            raise ClientGone
+        trace.first = time.perf_counter()
         guarded = _guard(reply.chunks, trace)
         await stream_response(send, receive, reply.status, reply.headers, guarded)
     finally:
@@ -304,9 +334,11 @@ async def _guard(chunks: AsyncIterator[bytes], trace: _Trace) -> AsyncIterator[b
             trace.response_bytes += len(chunk)
             yield chunk
     except UpstreamError as error:
+        # The client gets the type and a fixed sentence; the HTTP client's own text (its
+        # exception, a URL) stays in our log.
         log.warning("upstream stream failed midway: %s", error.message)
-        event = encode_event(
-            "error", {"type": "error", "error": {"type": error.type, "message": error.message}}
-        )
+        message = f"the upstream stream failed midway ({error.type}); see the gateway's log"
+        detail = {"type": error.type, "message": message}
+        event = encode_event("error", {"type": "error", "error": detail})
         trace.response_bytes += len(event)
         yield event

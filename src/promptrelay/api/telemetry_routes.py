@@ -1,14 +1,20 @@
-"""Telemetry routes: GET /api/performance, GET /api/alerts (admin), GET /metrics."""
+"""Telemetry routes: GET /api/performance and GET /api/alerts (admin rule), GET /metrics.
+
+/metrics is open, as Prometheus expects on a private network, unless METRICS_TOKEN is
+set: then `Authorization: Bearer <METRICS_TOKEN>` is required (401 otherwise). The admin
+key does not open it: a scraper's token and an operator's key are kept apart.
+"""
 
 from __future__ import annotations
 
+import hmac
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from promptrelay.api.admin import admin_guard
-from promptrelay.errors import InvalidRequest, NotFound
+from promptrelay.errors import InvalidRequest, NotFound, Unauthorized
 from promptrelay.telemetry.history import parse_window
 from promptrelay.telemetry.prometheus import CONTENT_TYPE_LATEST
 from promptrelay.telemetry.recommend import governor_advice
@@ -24,6 +30,7 @@ __all__ = ["build_telemetry_router"]
 
 def build_telemetry_router(runtime: Callable[[], Runtime]) -> APIRouter:
     router = APIRouter(tags=["telemetry"])
+    require_admin = Depends(admin_guard(runtime))
 
     def telemetry() -> Telemetry:
         found = runtime().telemetry
@@ -31,7 +38,11 @@ def build_telemetry_router(runtime: Callable[[], Runtime]) -> APIRouter:
             raise NotFound("telemetry is off (TELEMETRY_ENABLED=false)")
         return found
 
-    @router.get("/api/performance", summary="System and request metrics, history, advice")
+    @router.get(
+        "/api/performance",
+        summary="System and request metrics, history, advice",
+        dependencies=[require_admin],
+    )
     async def performance(
         window: Annotated[str, Query(description="History window: 90s, 15m, 1h, 1d")] = "1h",
     ) -> dict[str, Any]:
@@ -56,12 +67,28 @@ def build_telemetry_router(runtime: Callable[[], Runtime]) -> APIRouter:
     @router.get(
         "/api/alerts",
         summary="Active and recent alerts",
-        dependencies=[Depends(admin_guard(runtime))],
+        dependencies=[require_admin],
     )
     async def alerts() -> dict[str, Any]:
         return telemetry().alerts_view()
 
-    @router.get("/metrics", summary="Prometheus exposition", response_class=Response)
+    def require_metrics_token(request: Request) -> None:
+        token = runtime().settings.metrics_token
+        if token is None:
+            return
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        expected = token.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            presented.strip().encode(), expected
+        ):
+            raise Unauthorized("/metrics: send Authorization: Bearer <METRICS_TOKEN>")
+
+    @router.get(
+        "/metrics",
+        summary="Prometheus exposition",
+        response_class=Response,
+        dependencies=[Depends(require_metrics_token)],
+    )
     async def metrics() -> Response:
         found = telemetry()
         governor = runtime().governor

@@ -49,6 +49,7 @@ from promptrelay.errors import (
 )
 from promptrelay.templates.render import Rendered
 from promptrelay.upstream.client import UpstreamResponse
+from promptrelay.upstream.paths import UnsafePath, canonical_target, is_plain_id
 
 __all__ = ["BatchJobs", "Preparer", "UpstreamRefused", "results_path"]
 
@@ -201,7 +202,10 @@ class BatchJobs:
         body = b'{"requests":[' + b",".join(entries) + b"]}"  # each entry encoded once
         response = await self._request(job, "POST", _BATCHES, body)
         batch = _object(response)
-        job.upstream_id = str(batch.get("id"))
+        upstream_id = batch.get("id")
+        if not is_plain_id(upstream_id):  # it becomes a path segment of every poll
+            raise UpstreamUnavailable("the upstream's Message Batch id is not a plain id")
+        job.upstream_id = upstream_id
         self._update(job, batch)
 
     def _trim(self, keep: _Job) -> None:
@@ -290,12 +294,19 @@ class BatchJobs:
 
 
 def results_path(base_url: str, url: Any) -> str:
-    """The path of a results_url on the configured upstream; anything else is refused,
-    so the upstream key never goes to another host (or another scheme or port)."""
+    """The target of a results_url on the configured upstream: under its scheme, host,
+    port and path prefix, then a path that stays under /v1/ (upstream/paths.py). Anything
+    else is refused, so the upstream key never goes to another host or path."""
     base = base_url.rstrip("/")
     if not isinstance(url, str) or not url.startswith(base + "/v1/"):
         raise UpstreamUnavailable("the Message Batch's results_url is not on the upstream")
-    return url[len(base) :]
+    path, _, query = url[len(base) :].partition("?")
+    try:
+        return canonical_target(path.encode("utf-8"), query.encode("utf-8"))
+    except UnsafePath:
+        raise UpstreamUnavailable(
+            "the Message Batch's results_url leaves the upstream's /v1/"
+        ) from None
 
 
 def _entry(custom_id: str, body: dict[str, Any]) -> bytes:

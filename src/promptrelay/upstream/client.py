@@ -19,11 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from promptrelay.errors import UpstreamTimeout, UpstreamUnavailable
 from promptrelay.settings import Settings
+from promptrelay.upstream.paths import upstream_url
 
 __all__ = ["PoolStats", "UpstreamClient", "UpstreamResponse"]
+
+_URLS_MAX = 256  # checked targets kept (a miss always asks for the same few)
 
 # Response headers worth passing back to the client; everything else is hop-by-hop,
 # recomputed by our server (length, encoding) or noise.
@@ -129,6 +133,7 @@ class UpstreamClient:
         )
         self.requests = 0
         self._in_flight = 0
+        self._urls: dict[str, URL] = {}
 
     @property
     def base_url(self) -> str:
@@ -136,6 +141,17 @@ class UpstreamClient:
 
     async def close(self) -> None:
         await self._session.close()
+
+    def _url(self, target: str) -> URL:
+        """The checked upstream URL of `target` (see `upstream_url`), remembered for the
+        few targets every request uses, so a miss does not re-check `/v1/messages`."""
+        url = self._urls.get(target)
+        if url is None:
+            url = upstream_url(self._base, target)
+            if len(self._urls) >= _URLS_MAX:
+                self._urls.clear()
+            self._urls[target] = url
+        return url
 
     def _timeout_for(self, total: float | None) -> aiohttp.ClientTimeout:
         """The session's timeouts, with the total cut to what the caller has left."""
@@ -178,14 +194,17 @@ class UpstreamClient:
         """Send one request. With `stream`, a 2xx body is handed over as it arrives;
         everything else (errors included) is read whole.
 
-        Raises UpstreamTimeout / UpstreamUnavailable; any HTTP status is a response.
+        `path` is a canonical `/v1/...` target (paths.canonical_target); anything else
+        raises UnsafePath before a byte is sent. Raises UpstreamTimeout /
+        UpstreamUnavailable; any HTTP status is a response.
         """
+        url = self._url(path)
         self.requests += 1
         self._in_flight += 1
         try:
             response = await self._session.request(
                 method,
-                self._base + path,
+                url,
                 headers=headers,
                 data=body,
                 allow_redirects=False,

@@ -11,9 +11,13 @@ Routes:
     GET  /v1/models, /v1/models/{id}
     POST /v1/messages/batches       Message Batches (fake_batches.py): create, then
     GET  /v1/messages/batches/{id}[/results]   status, results as JSONL once ended
-    GET  /_fake/stats               counters, see `FakeUpstream.stats`
+    GET  /_fake/stats               counters and the raw log of every request received,
+                                    see `FakeUpstream.stats`
     POST /_fake/reset               zero the counters
     GET|POST /_fake/config          read / change knobs (JSON object of FakeConfig fields)
+
+`FakeUpstream(prefix="/anthropic")` (or `FakeUpstreamThread(prefix=...)`) serves all of
+them under that path only, as an API behind a path-prefixed proxy; `url` includes it.
 
 Use in tests (the `fake_upstream` pytest fixture in tests/fixtures_upstream.py wraps it):
 

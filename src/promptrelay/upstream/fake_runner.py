@@ -49,8 +49,9 @@ class FakeUpstreamThread:
         host: str = "127.0.0.1",
         port: int = 0,
         rng: random.Random | None = None,
+        prefix: str = "",
     ) -> None:
-        self.upstream = FakeUpstream(config, rng=rng)
+        self.upstream = FakeUpstream(config, rng=rng, prefix=prefix)
         self._host, self._port = host, port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

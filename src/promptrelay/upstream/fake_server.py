@@ -5,7 +5,13 @@ more than parsing it (benchmarks push thousands of requests per second through h
 Every accepted TCP connection passes through `_protocol_factory`, which counts it.
 
 Counters cover the `/v1/*` routes only; the `/_fake/*` control routes do not move them,
-so reading stats never changes them.
+so reading stats never changes them. The request log is the exception: it holds the
+method and raw (undecoded) target of every request received, control routes and unknown
+paths included, the last `REQUEST_LOG_MAX`, so a test can prove what reached the server.
+
+With a `prefix` (say "/anthropic") the fake answers as if mounted there, as an API behind
+a path-prefixed egress proxy would: `/anthropic/v1/...` and `/anthropic/_fake/...` are its
+routes, and anything else on the host is a 404 counted in `outside_prefix`.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,6 +38,7 @@ _JSON = "application/json"
 _GARBAGE = b"<html><body><h1>502 Bad Gateway</h1></body></html>"  # `garbage_next`
 _RATE_LIMIT = 4000  # requests per minute, as announced in anthropic-ratelimit-* headers
 _RATE_WINDOW_S = 60.0
+REQUEST_LOG_MAX = 10_000
 
 
 @dataclass(slots=True)
@@ -43,10 +51,13 @@ class _Counters:
     max_in_flight: int = 0
     api_keys_seen: dict[str, None] = field(default_factory=dict)  # ordered set
     last_headers: Any = None  # the last /v1 request's CIMultiDictProxy, lower-cased lazily
+    log: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_MAX))
+    outside_prefix: int = 0
 
     def reset(self) -> None:
         """Zero everything but the live `in_flight` gauge."""
-        self.requests = self.connections_total = 0
+        self.requests = self.connections_total = self.outside_prefix = 0
+        self.log.clear()
         self.by_path, self.by_status, self.api_keys_seen = {}, {}, {}
         self.max_in_flight = self.in_flight
         self.last_headers = None
@@ -71,10 +82,20 @@ def _drop(request: web.BaseRequest) -> web.Response:
 class FakeUpstream:
     """A fake Anthropic API on loopback; see `promptrelay.upstream.fake` for usage."""
 
-    def __init__(self, config: FakeConfig | None = None, *, rng: random.Random | None = None):
+    def __init__(
+        self,
+        config: FakeConfig | None = None,
+        *,
+        rng: random.Random | None = None,
+        prefix: str = "",
+        request_log_max: int = REQUEST_LOG_MAX,
+    ) -> None:
+        if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+            raise ValueError(f"prefix must start with '/' and not end with one: {prefix!r}")
         self.config = config if config is not None else FakeConfig()
+        self._prefix = prefix
         self._rng = rng if rng is not None else random.Random(0)
-        self._counters = _Counters()
+        self._counters = _Counters(log=deque(maxlen=request_log_max))
         self._server: web.Server | None = None
         self._listener: asyncio.Server | None = None
         self._port = 0
@@ -124,7 +145,8 @@ class FakeUpstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        """Where the API is: the origin, plus the prefix if there is one."""
+        return f"http://127.0.0.1:{self._port}{self._prefix}"
 
     # -- control ---------------------------------------------------------------------
 
@@ -133,7 +155,9 @@ class FakeUpstream:
 
         requests, by_path {path: n}, by_status {"200": n; "499": no answer sent},
         connections_total (accepted), connections_open, in_flight, max_in_flight,
-        api_keys_seen (distinct, in order), last_headers (last /v1 request, lower-cased).
+        api_keys_seen (distinct, in order), last_headers (last /v1 request, lower-cased),
+        request_log [{"method", "path"}: every request, oldest first, the path raw with
+        its query], outside_prefix (requests not under `prefix`).
         """
         c = self._counters
         headers = c.last_headers
@@ -147,6 +171,8 @@ class FakeUpstream:
             "max_in_flight": c.max_in_flight,
             "api_keys_seen": list(c.api_keys_seen),
             "last_headers": {k.lower(): v for k, v in headers.items()} if headers else {},
+            "request_log": [{"method": method, "path": path} for method, path in c.log],
+            "outside_prefix": c.outside_prefix,
         }
 
     def reset(self) -> None:
@@ -185,10 +211,17 @@ class FakeUpstream:
         return self._json(status, wire.error_body(status, message, headers["request-id"]), headers)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        c = self._counters
+        c.log.append((request.method, request.raw_path))
         path = request.path
+        if self._prefix:
+            if not path.startswith(self._prefix + "/"):
+                c.outside_prefix += 1
+                message = f"Not found: {path} is outside the prefix {self._prefix}"
+                return self._error(404, self._headers(count=False), message)
+            path = path[len(self._prefix) :]
         if not path.startswith("/v1/"):
             return await self._control(request, path, self._headers(count=False))
-        c = self._counters
         c.requests += 1
         c.by_path[path] = c.by_path.get(path, 0) + 1
         c.last_headers = request.headers

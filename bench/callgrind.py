@@ -36,8 +36,11 @@ def callgrind_available() -> bool:
 
 
 class CallgrindServer:
-    def __init__(self, service: Service, workdir: Path) -> None:
+    def __init__(
+        self, service: Service, workdir: Path, start_timeout: float = _START_TIMEOUT
+    ) -> None:
         self.service = service
+        self._start_timeout = start_timeout
         self._out = workdir / f"callgrind.{service.name.replace(' ', '-')}"
         service.argv = [
             "valgrind",
@@ -48,7 +51,7 @@ class CallgrindServer:
         self._dumps = 0
 
     def __enter__(self) -> CallgrindServer:
-        self.service.start(timeout=_START_TIMEOUT)
+        self.service.start(timeout=self._start_timeout)
         return self
 
     def __exit__(

@@ -77,10 +77,10 @@ def main() -> None:
         env = {"TELEMETRY_INTERVAL": "3600"}
         servers = [
             CallgrindServer(
-                promptrelay_service(url, ON, GOVERNOR_ENABLED="true", **env), Path(tmp)
+                promptrelay_service(url, ON, GOVERNOR_ENABLED="true", **env), Path(tmp), 1200
             ),
             CallgrindServer(
-                promptrelay_service(url, OFF, GOVERNOR_ENABLED="false", **env), Path(tmp)
+                promptrelay_service(url, OFF, GOVERNOR_ENABLED="false", **env), Path(tmp), 1200
             ),
         ]
         log("  callgrind: starting 2 servers under valgrind (~1 min)")

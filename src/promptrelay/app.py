@@ -32,6 +32,7 @@ from promptrelay.core.events import (
 )
 from promptrelay.core.gateway import Gateway, Reply
 from promptrelay.core.generate import GenerateFront
+from promptrelay.core.keywatch import KeysFileWatcher
 from promptrelay.core.providers import Providers
 from promptrelay.core.quotas import Counters, MemoryCounters, Quotas, RedisCounters
 from promptrelay.core.resilient import ResilientUpstream
@@ -86,6 +87,9 @@ class Runtime:
         )
         self.providers = Providers.from_settings(settings, self.cache)
         self.quotas = self._build_quotas(settings)
+        self.keys_watcher = (
+            KeysFileWatcher(self.keys, settings.keys_file) if settings.keys_file else None
+        )
         self.gateway = Gateway(
             resilient, OfflineProvider(), self.cache, self.events, quotas=self.quotas
         )
@@ -211,6 +215,8 @@ class Runtime:
             await self.telemetry.start()
         if self.governor is not None:
             await self.governor.start()
+        if self.keys_watcher is not None:
+            await self.keys_watcher.start()
 
     @property
     def mode(self) -> str:
@@ -227,6 +233,8 @@ class Runtime:
         steps = [self.batcher.close]
         if self.governor is not None:
             steps.append(self.governor.close)
+        if self.keys_watcher is not None:
+            steps.append(self.keys_watcher.close)
         if self.telemetry is not None:
             steps.append(self.telemetry.close)
         steps += [self.upstream.close, self.templates.close, self.cache.close]

@@ -205,3 +205,17 @@ async def test_memory_counters_refuse_after_the_cap_with_a_fake_clock() -> None:
     assert refused.value.retry_after == pytest.approx(60)
     clock[0] += 60
     await quotas.admit(entry, "m")  # the next minute's window
+
+
+async def test_the_file_reloads_on_change(
+    gateway_factory: Any, fake_upstream: Any, keys_path: Path
+) -> None:
+    path = _write(keys_path, "keys:\n  - {name: a, key: k-a}\n  - {name: b, key: k-b}\n")
+    gateway = _start(gateway_factory, fake_upstream, path)
+    async with aiohttp.ClientSession() as session:
+        assert (await _post(session, gateway.url, "k-b", _body("b")))[0] == 200
+        _write(keys_path, "keys:\n  - {name: a, key: k-a}\n")
+        watcher = gateway.app.runtime.keys_watcher
+        watcher.check()  # what its own loop does every 2 s (it may have been first)
+        status, _, _ = await _post(session, gateway.url, "k-b", _body("b"))
+    assert status == 401

@@ -60,6 +60,8 @@ class FakeConfig:
     limit_input_tokens_per_s: float = 1000.0
     limit_output_tokens: int | None = None
     limit_output_tokens_per_s: float = 1000.0
+    # Prompt cache (fake_cache.py): prefixes shorter than this many tokens are not cached.
+    prompt_cache_min_tokens: int = 1024
 
 
 # name -> (kind, nullable). Kinds: "float" (>= 0), "int" (>= 0), "status", "rate", "bool".
@@ -86,6 +88,7 @@ _KNOBS: dict[str, tuple[str, bool]] = {
     "limit_input_tokens_per_s": ("float", False),
     "limit_output_tokens": ("int", True),
     "limit_output_tokens_per_s": ("float", False),
+    "prompt_cache_min_tokens": ("int", False),
 }
 
 

@@ -20,7 +20,7 @@ import asyncio
 import math
 import random
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -29,6 +29,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from promptrelay.upstream import fake_wire as wire
 from promptrelay.upstream.fake_batches import FakeBatches
+from promptrelay.upstream.fake_cache import FakePromptCache
 from promptrelay.upstream.fake_config import FakeConfig, validate_knobs
 from promptrelay.upstream.fake_limits import BucketSpec, FakeLimits
 
@@ -105,6 +106,7 @@ class FakeUpstream:
         self._hangs: set[asyncio.Future[None]] = set()  # requests held by `hang`
         self._batches = FakeBatches()
         self._limits = FakeLimits()
+        self._prompt_cache = FakePromptCache()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -180,6 +182,7 @@ class FakeUpstream:
         buckets. Knobs are left alone."""
         self._counters.reset()
         self._limits.reset()
+        self._prompt_cache.reset()
 
     def configure(self, **knobs: Any) -> None:
         """Change knobs in place (ValueError on unknown names or bad values)."""
@@ -328,6 +331,9 @@ class FakeUpstream:
             config.garbage_next -= 1
             headers["Content-Type"] = "text/html"
             return web.Response(status=200, body=_GARBAGE, headers=headers)
+        raw = await request.read()
+        if b'"cache_control"' in raw:
+            answer = self._cached(key, raw, answer)
         refused = self._rate_limit(key, answer, headers)
         if refused is not None:
             return refused
@@ -346,6 +352,21 @@ class FakeUpstream:
         if not answer.stream:
             return self._json(200, wire.message_json(answer), headers)
         return await self._stream(request, answer, config, headers)
+
+    def _cached(self, key: str, raw: bytes, answer: wire.Answer) -> wire.Answer:
+        """The answer with its input split by the prompt cache (fake_cache.py)."""
+        usage = self._prompt_cache.lookup(
+            key, orjson.loads(raw), self.config.prompt_cache_min_tokens
+        )
+        if not usage.cached:
+            return answer
+        return replace(
+            answer,
+            input_tokens=max(0, answer.input_tokens - usage.cached),
+            cache_creation=usage.created,
+            cache_creation_1h=usage.created_1h,
+            cache_read=usage.read,
+        )
 
     def _bucket_specs(self) -> dict[str, BucketSpec]:
         config = self.config
@@ -369,7 +390,8 @@ class FakeUpstream:
         ):
             return None
         specs = self._bucket_specs()
-        verdict = self._limits.admit(key, specs, answer.input_tokens, answer.max_tokens)
+        counted = answer.input_tokens + answer.cache_creation  # cache reads do not count
+        verdict = self._limits.admit(key, specs, counted, answer.max_tokens)
         headers.update(verdict.headers)
         if verdict.allowed:
             self._limits.settle(key, specs, answer.max_tokens, answer.output_tokens)

@@ -56,7 +56,7 @@ def _usage_of_stream(text: str) -> dict[str, Any]:
 
 def _by_hand(usage: dict[str, Any]) -> float:
     per_in, per_out = 0.25 / 1e6, 1.25 / 1e6
-    return (
+    return float(
         usage["input_tokens"] * per_in
         + usage.get("cache_creation_input_tokens", 0) * 1.25 * per_in
         + usage.get("cache_read_input_tokens", 0) * 0.1 * per_in

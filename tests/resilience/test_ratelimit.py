@@ -177,3 +177,15 @@ def test_images_by_width_times_height_over_750_long_edge_1568() -> None:
         ],
     }
     assert estimate_cost(body).input_tokens == 2 + 40
+
+
+def test_a_shared_view_is_only_ever_lowered_by_the_headers() -> None:
+    state = KeyState(initial_concurrency=4)
+    state.take(ONE, 0.0)
+    state.observe(ONE, Observed(200, {"requests": (25, 20, None)}, shared=True), 0.0)
+    state.take(ONE, 0.0)
+    state.take(ONE, 0.0)
+    state.observe(ONE, Observed(200, {"requests": (25, 24, None)}, shared=True), 0.0)
+    state.observe(ONE, Observed(200, {"requests": (25, 24, None)}, shared=True), 0.0)
+    # Nothing of ours out, but another process's may be: no resync up to 24.
+    assert state.buckets["requests"].level == pytest.approx(18)

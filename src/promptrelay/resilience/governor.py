@@ -208,7 +208,7 @@ class Governor:
                 for name, (limit, remaining, full_in) in limits.items()
             }
         now = self._clock()
-        answer = Observed(status, limits, retry_after, now - permit.taken_at)
+        answer = Observed(status, limits, retry_after, now - permit.taken_at, share > 1)
         permit.lane.state.observe(permit.cost, answer, now)
         if permit.lane.queue:
             self._pump(permit.lane)

@@ -7,7 +7,10 @@ Rules
                {limit,remaining,reset}` headers set that bucket's limit; its level becomes
                min(our level, remaining) (the upstream's word lowers ours at once, ours
                stays lower while our own reservations are still in flight), or remaining
-               itself once nothing of ours is in flight.
+               itself once nothing of ours is in flight. Shared between processes (the
+               headers already divided by their number), only ever min(): another
+               process's requests in flight are not in `remaining` yet, and a share
+               raised to remaining / N would count them twice.
     rate       a lower bound of the refill rate: (limit - remaining - 1) / (reset - now +
                round trip), since remaining is rounded down and the header was written
                at most one round trip before we read it. A small deficit gives a loose
@@ -69,6 +72,7 @@ class Observed:
     limits: Mapping[str, tuple[float, float, float | None]]
     retry_after: float | None = None
     round_trip: float = 0.0  # seconds since the request was let go
+    shared: bool = False  # limits are this process's share of what several use
 
 
 @dataclass(slots=True)
@@ -150,7 +154,7 @@ class KeyState:
             self.outstanding[name] = max(0.0, self.outstanding.get(name, 0.0) - cost.of(name))
         for name, (limit, remaining, full_in) in answer.limits.items():
             rate = _rate(limit, remaining, full_in, answer.round_trip)
-            self._learn(name, limit, remaining, rate, now)
+            self._learn(name, limit, remaining, rate, now, answer.shared)
         if answer.limits:
             self.learned = True
         if answer.status == 429:
@@ -165,7 +169,13 @@ class KeyState:
                 self.cap = None
 
     def _learn(
-        self, name: str, limit: float, remaining: float, rate: tuple[float, bool] | None, now: float
+        self,
+        name: str,
+        limit: float,
+        remaining: float,
+        rate: tuple[float, bool] | None,
+        now: float,
+        shared: bool,
     ) -> None:
         bucket = self.buckets.get(name)
         if bucket is None:
@@ -180,7 +190,8 @@ class KeyState:
                 bucket.rate, bucket.measured = value, True
         bucket.limit = limit
         mine = self.outstanding.get(name, 0.0)
-        bucket.level = remaining if mine <= 0 else min(bucket.level, remaining)
+        resync = mine <= 0 and not shared
+        bucket.level = remaining if resync else min(bucket.level, remaining)
 
     def snapshot(self, now: float) -> dict[str, object]:
         buckets = {

@@ -38,6 +38,7 @@ from promptrelay.core.quotas import Counters, MemoryCounters, Quotas, RedisCount
 from promptrelay.core.resilient import ResilientUpstream
 from promptrelay.resilience.breaker import BreakerMachine, BreakerTransition
 from promptrelay.resilience.governor import Governor
+from promptrelay.resilience.lease import ProbeLease
 from promptrelay.resilience.peers import RedisPeers
 from promptrelay.resilience.redis_state import RedisBreakerState
 from promptrelay.resilience.retry import RetryPolicy
@@ -147,7 +148,7 @@ class Runtime:
             in_flight=lambda: (self.hot.in_flight, self.hot.in_flight_bytes),
             cache_memory=lambda: (len(self.cache.memory), self.cache.memory.bytes),
             trim_memory=self.cache.memory.trim,
-            redis=lambda: redis.client if redis is not None else None,
+            redis=redis,
         )
 
     def _build_breaker(self, settings: Settings) -> CircuitBreaker:
@@ -166,16 +167,17 @@ class Runtime:
             failure_threshold=settings.circuit_failure_threshold,
             window=settings.circuit_window,
             reset_timeout=settings.circuit_reset_timeout,
-            probe_timeout=settings.upstream_timeout,
+            probe_timeout=settings.circuit_probe_timeout,
             listeners=[moved],
         )
-        shared = None
-        if self.cache.redis is not None:
-            upstream_id = hashlib.sha256(settings.anthropic_base_url.encode()).hexdigest()[:12]
-            shared = RedisBreakerState(
-                self.cache.redis.client, f"promptrelay:breaker:{upstream_id}"
-            )
-        return CircuitBreaker(machine, shared)
+        lease = ProbeLease(settings.circuit_probe_lease)
+        redis = self.cache.redis
+        if redis is None:
+            return CircuitBreaker(machine, lease=lease)
+        upstream_id = hashlib.sha256(settings.anthropic_base_url.encode()).hexdigest()[:12]
+        shared = RedisBreakerState(redis, f"promptrelay:breaker:{upstream_id}")
+        # The tier bounds each call itself (and learns from it); this is only a backstop.
+        return CircuitBreaker(machine, shared, lease=lease, shared_timeout=redis.budget + 0.1)
 
     def _build_quotas(self, settings: Settings) -> Quotas | None:
         if settings.keys_file is None:
@@ -183,7 +185,7 @@ class Runtime:
         redis = self.cache.redis
         counters: Counters = MemoryCounters()
         if redis is not None:
-            counters = RedisCounters(lambda: redis.client, lambda: redis.is_up)
+            counters = RedisCounters(redis)
         return Quotas(counters, chain_prices(self._price))
 
     def _build_governor(self, settings: Settings) -> Governor | None:
@@ -192,7 +194,7 @@ class Runtime:
         redis = self.cache.redis
         peers = None
         if redis is not None:
-            peers = RedisPeers(lambda: redis.client, lambda: redis.is_up)
+            peers = RedisPeers(redis)
         return Governor(
             initial_concurrency=settings.governor_initial_concurrency,
             max_queue=settings.governor_max_queue,
@@ -237,7 +239,7 @@ class Runtime:
             steps.append(self.keys_watcher.close)
         if self.telemetry is not None:
             steps.append(self.telemetry.close)
-        steps += [self.upstream.close, self.templates.close, self.cache.close]
+        steps += [self.breaker.close, self.upstream.close, self.templates.close, self.cache.close]
         for step in steps:
             try:
                 await step()

@@ -13,6 +13,11 @@
     │   └── CircuitOpen          503 overloaded_error, with retry_after
     └── OfflineUnsupported       501 api_error: the offline provider cannot answer this route
 
+    RedisUnavailable             never an HTTP answer: the Redis tier is down, or one call
+                                 through it failed or ran out of time; the caller uses its
+                                 local fallback (the breaker decides locally, an alert is
+                                 delivered by this process, ...)
+
 Foreign errors (aiohttp, redis) are translated at the boundary that meets them; the
 HTTP layer maps a GatewayError to Anthropic's error shape exactly once.
 """
@@ -30,6 +35,7 @@ __all__ = [
     "OfflineUnsupported",
     "PayloadTooLarge",
     "RateLimited",
+    "RedisUnavailable",
     "Unauthorized",
     "UpstreamError",
     "UpstreamTimeout",
@@ -104,6 +110,10 @@ class CircuitOpen(UpstreamError):
 class OfflineUnsupported(GatewayError):
     status = 501
     type = "api_error"
+
+
+class RedisUnavailable(Exception):
+    """Raised by the Redis tier's ``run`` instead of any redis-py error; see the tree."""
 
 
 def error_body(type_: str, message: str) -> bytes:

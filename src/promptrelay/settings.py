@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     circuit_failure_threshold: PositiveInt = 5
     circuit_reset_timeout: PositiveFloat = 60.0
     circuit_window: PositiveFloat = 300.0
+    # The half-open probe counts as failed without a status line and headers by then.
+    circuit_probe_timeout: PositiveFloat = 60.0
+    # Seconds the shared probe lock is held for at a time (renewed while the probe runs).
+    circuit_probe_lease: PositiveFloat = 5.0
 
     # Memory guard and alerts.
     gc_threshold: Fraction = 0.7

@@ -291,7 +291,7 @@ async def test_password_never_appears_in_stats_repr_logs_or_errors(
             got = await from_settings.get(KEY)
             assert got is not None and got.value == b"secret-free"
             for tier in (good, wrong, from_settings):
-                shown = repr(tier) + repr(tier.client) + str(tier.stats()) + tier.location
+                shown = repr(tier) + repr(tier._client) + str(tier.stats()) + tier.location
                 assert secret not in shown
                 assert tier.location == f"redis://127.0.0.1:{server.port}/0"
         finally:

@@ -28,6 +28,11 @@ class SharedStore:
         self.broken = False  # every operation raises
         self.hang = False  # every operation waits forever
         self.probe_grants = 0
+        self.renewals = 0
+
+    @property
+    def probe_held(self) -> bool:
+        return self.probe_owner is not None and self.probe_expires > self.clock()
 
 
 class FakeSharedState:
@@ -70,6 +75,15 @@ class FakeSharedState:
         store.probe_owner = self.token
         store.probe_expires = store.clock() + ttl
         store.probe_grants += 1
+        return True
+
+    async def renew_probe(self, ttl: float) -> bool:
+        await self._io()
+        store = self.store
+        if store.probe_owner != self.token or store.probe_expires <= store.clock():
+            return False
+        store.probe_expires = store.clock() + ttl
+        store.renewals += 1
         return True
 
     async def release_probe(self) -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from promptrelay.errors import CircuitOpen, UpstreamTimeout, UpstreamUnavailable
 from promptrelay.resilience.breaker import BreakerMachine, BreakerState
 from promptrelay.resilience.retry import (
+    HeadHook,
     Outcome,
     RetryEvent,
     RetryPolicy,
@@ -146,7 +147,7 @@ class Script:
         self.remaining = list(outcomes)
         self.calls = 0
 
-    async def __call__(self) -> Outcome[str]:
+    async def __call__(self, on_head: HeadHook) -> Outcome[str]:
         self.calls += 1
         item = self.remaining.pop(0) if len(self.remaining) > 1 else self.remaining[0]
         if isinstance(item, Exception):
@@ -279,7 +280,7 @@ async def test_cancelled_probe_is_released_for_the_next_caller() -> None:
     breaker.machine.trip(0)
     started = asyncio.Event()
 
-    async def hang() -> Outcome[str]:
+    async def hang(on_head: HeadHook) -> Outcome[str]:
         started.set()
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
@@ -295,3 +296,56 @@ async def test_cancelled_probe_is_released_for_the_next_caller() -> None:
     result = await run_with_retries(Script([OK]), RetryPolicy(), breaker=breaker)
     assert result.outcome.ok
     assert breaker.state is BreakerState.CLOSED
+
+
+async def test_a_probe_is_judged_by_its_head_before_its_body_arrives() -> None:
+    clock = FakeClock()
+    breaker = make_breaker(clock, threshold=1)
+    breaker.machine.trip(0)
+    seen: list[BreakerState] = []
+
+    async def head_then_broken_body(on_head: HeadHook) -> Outcome[str]:
+        await on_head(200)
+        seen.append(breaker.state)
+        if len(seen) == 1:
+            raise UpstreamUnavailable("the body broke off")
+        return OK
+
+    result = await run_with_retries(
+        head_then_broken_body, RetryPolicy(retries=1), breaker=breaker, sleep=FakeSleep()
+    )
+    assert seen == [BreakerState.CLOSED, BreakerState.CLOSED]
+    assert result.outcome.ok and result.attempts == 2
+    assert breaker.snapshot()["failures_in_window"] == 0  # judged once, by its head
+
+
+async def test_a_probe_with_a_failing_head_reopens_the_circuit_at_once() -> None:
+    clock = FakeClock()
+    breaker = make_breaker(clock, threshold=1)
+    breaker.machine.trip(0)
+    seen: list[BreakerState] = []
+
+    async def overloaded(on_head: HeadHook) -> Outcome[str]:
+        await on_head(529)
+        seen.append(breaker.state)
+        return OVERLOADED
+
+    with pytest.raises(CircuitOpen) as caught:
+        await run_with_retries(overloaded, RetryPolicy(), breaker=breaker, sleep=FakeSleep())
+    assert seen == [BreakerState.OPEN]
+    assert caught.value.retry_after == pytest.approx(60)
+
+
+async def test_other_attempts_are_judged_by_their_whole_outcome() -> None:
+    clock = FakeClock()
+    breaker = make_breaker(clock)
+
+    async def head_then_broken_body(on_head: HeadHook) -> Outcome[str]:
+        await on_head(200)
+        raise UpstreamUnavailable("the body broke off")
+
+    result = await run_with_retries(
+        head_then_broken_body, RetryPolicy(retries=0), breaker=breaker, sleep=FakeSleep()
+    )
+    assert result.outcome.connection_error
+    assert breaker.snapshot()["failures_in_window"] == 1

@@ -6,6 +6,7 @@ Two CircuitBreakers over one SharedStore play two promptrelay processes.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from tests.resilience.fakes import FakeClock, FakeSharedState, SharedStore
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 
 
-def process(clock: FakeClock, store: SharedStore | None, **kwargs: float) -> CircuitBreaker:
+def process(clock: FakeClock, store: SharedStore | None, **kwargs: Any) -> CircuitBreaker:
     machine = BreakerMachine(clock=clock, reset_timeout=60, probe_timeout=30)
     shared = FakeSharedState(store) if store is not None else None
     return CircuitBreaker(machine, shared, wall_clock=clock, **kwargs)

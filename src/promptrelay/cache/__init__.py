@@ -5,7 +5,8 @@ Modules:
     ttl.py           TtlPolicy: seconds to keep each content type
     memory.py        MemoryTier: in-process LRU bounded in bytes, TTLs, sweeper
     redis.py         RedisTier: shared tier, bounded calls, up/down health, write-behind
-    health.py        the pure up/down state machine RedisTier follows
+    gate.py          RedisGate: every Redis call bounded, skipped while down, fed to health
+    health.py        the pure up/down state machine the gate follows
     writebuffer.py   the pure write-behind buffer RedisTier drains
     invalidation.py  cross-process invalidation over pub/sub
     codec.py         the byte layout of a value stored in Redis

@@ -11,10 +11,15 @@ Guarantees:
   for a free connection included; redis-py's own retries are off. Calls queue for one
   of ``max_connections`` slots, and those still queued when Redis is marked down skip
   it instead of each waiting out a timeout.
-- Health (``cache/health.py``): a connection error or ``timeout_threshold`` timeouts in
-  a row mark the tier down; while down no network call is made at all. A background
-  probe PINGs after a growing cool-off and marks it up when Redis answers. Every state
-  change (and the initial state, at ``start``) is reported to ``on_state("up"|"down")``.
+- Health (``cache/health.py``, performed by ``cache/gate.py``): a connection error or
+  ``timeout_threshold`` timeouts in a row mark the tier down; while down no network call
+  is made at all. A background probe PINGs after a growing cool-off and marks it up when
+  Redis answers, after closing the pool's idle connections (an outage may have killed
+  them; the first command on each would fail and flap the tier). Every state change
+  (and the initial state, at ``start``) is reported to ``on_state("up"|"down")``.
+- Other components that keep state in this Redis (the breaker, alert dedupe, the process
+  registry) call it through ``run(call)``, the same gate: RedisUnavailable at once while
+  the tier is down, their outcomes feeding its health. There is no raw client to bypass it.
 - Writes are write-behind: ``set`` puts the entry into a bounded buffer (one slot per
   key, so the newest write wins) and returns; a background task writes batches through
   a pipeline with ``SET ... PX``. A full buffer drops the write and counts it. Reads see
@@ -36,8 +41,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
-from enum import Enum
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -45,15 +49,13 @@ from urllib.parse import urlsplit
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from promptrelay.cache._tasks import consume_outcome, stop_tasks
+from promptrelay.cache._tasks import stop_tasks
 from promptrelay.cache.base import CacheEntry
 from promptrelay.cache.codec import DecodeError, decode_entry, encode_entry
+from promptrelay.cache.gate import FAILED, RedisGate
 from promptrelay.cache.glob import glob_matcher
-from promptrelay.cache.health import Backoff, RedisHealth
+from promptrelay.cache.health import Backoff
 from promptrelay.cache.invalidation import (
     INVALIDATION_CHANNEL,
     InvalidationListener,
@@ -72,22 +74,10 @@ _T = TypeVar("_T")
 
 _WRITE_BATCH = 1 << 20  # bytes per pipeline, unless one entry alone is larger
 _WRITE_THROUGHPUT = 8 << 20  # bytes/s assumed when sizing a write batch's time budget
-
-
-class _Outcome(Enum):
-    FAILED = "failed"
-
-
-_FAILED = _Outcome.FAILED
-
-
-class _Skipped(Exception):
-    """Redis was marked down while the call waited for a connection slot."""
-
-
-@dataclass(slots=True)
-class _Slot:
-    acquired: bool = False
+_COUNTS = (
+    "hits", "misses", "sets", "writes", "write_errors", "write_dropped", "write_discarded",
+    "rejected", "deletes", "decode_errors", "invalidations_published",
+)  # fmt: skip
 
 
 def redact_url(url: str) -> str:
@@ -128,62 +118,60 @@ class RedisTier:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.location = redact_url(url)
-        self._budget = connect_timeout + socket_timeout
-        self._backoff = backoff or Backoff()
-        self._health = RedisHealth(
-            timeout_threshold=timeout_threshold,
-            backoff=self._backoff,
-            stable_after=stable_after,
-            clock=clock,
-        )
+        budget = connect_timeout + socket_timeout
         options: dict[str, Any] = {
+            "password": password,
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": connect_timeout,
             "retry": Retry(NoBackoff(), 0),
             "driver_info": None,  # no CLIENT SETINFO round trips on connect
         }
-        if password is not None:
-            options["password"] = password
-        try:
-            # The pool wait is bounded by our own per-call budget; its timeout is a backstop.
-            pool = BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=self._budget + 0.05, **options
-            )
-            sub_pool = ConnectionPool.from_url(url, max_connections=2, **options)
-        except (ValueError, TypeError):
-            # The message may quote the URL, password included.
-            raise ValueError(f"invalid Redis URL for {self.location}") from None
-        self._client = Redis.from_pool(pool)
-        self._slots = asyncio.Semaphore(max_connections)
-        self._sub_client = Redis.from_pool(sub_pool)
+        self._client, self._sub_client = self._clients(url, max_connections, budget, options)
+        self._counts = dict.fromkeys(_COUNTS, 0)  # the gate adds its own
+        self._gate = RedisGate(
+            self._client,
+            location=self.location,
+            budget=budget,
+            max_connections=max_connections,
+            counts=self._counts,
+            timeout_threshold=timeout_threshold,
+            backoff=backoff,
+            stable_after=stable_after,
+            on_state=on_state,
+            clock=clock,
+        )
         self._max_entry_bytes = max_entry_bytes
         self._write_batch = write_batch
         self._scan_count = scan_count
         self._channel = channel
-        self._on_state = on_state
         self._wall_clock = wall_clock
         self._origin = uuid.uuid4().hex
         self._buffer = WriteBuffer(max_items=write_queue_max, max_bytes=write_queue_max_bytes)
         self._wake = asyncio.Event()
         self._drained = asyncio.Condition()
         self._write_lock = asyncio.Lock()
-        self._up = asyncio.Event()
-        self._down = asyncio.Event()
         self._listener: InvalidationListener | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._orphans: set[asyncio.Future[Any]] = set()
         self._started = False
         self._closing = False
         self._closed = False
-        self._counts = dict.fromkeys(
-            (
-                "hits", "misses", "sets", "writes", "write_errors", "write_dropped",
-                "write_discarded", "rejected", "deletes", "timeouts", "connection_errors",
-                "errors", "skipped", "saturated", "decode_errors", "invalidations_published",
-            ),
-            0,
-        )  # fmt: skip
-        self._last_error: str | None = None
+
+    def _clients(
+        self, url: str, max_connections: int, budget: float, options: dict[str, Any]
+    ) -> tuple[Redis, Redis]:
+        """The pooled client for commands and a small one for the pub/sub listener."""
+        if options["password"] is None:
+            del options["password"]
+        try:
+            # The pool wait is bounded by our own per-call budget; its timeout is a backstop.
+            pool = BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=budget + 0.05, **options
+            )
+            sub_pool = ConnectionPool.from_url(url, max_connections=2, **options)
+        except (ValueError, TypeError):
+            # The message may quote the URL, password included.
+            raise ValueError(f"invalid Redis URL for {self.location}") from None
+        return Redis.from_pool(pool), Redis.from_pool(sub_pool)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> RedisTier:
@@ -204,21 +192,28 @@ class RedisTier:
 
     @property
     def state(self) -> str:
-        return self._health.state
+        return self._gate.health.state
 
     @property
-    def client(self) -> Redis:
-        """The pooled redis-py client, for other shared state (e.g. the circuit breaker).
+    def budget(self) -> float:
+        """Seconds any one call may take (connect + socket timeout), queueing included."""
+        return self._gate.budget
 
-        Calls made through it share this tier's connections but not its protections:
-        they are not time-bounded by the tier, do not feed its up/down health, and can
-        raise. Keep them few and wrap them in your own timeout.
+    async def run(
+        self, call: Callable[[Redis], Awaitable[_T]], *, budget: float | None = None
+    ) -> _T:
+        """Run ``call(client)`` for another component keeping state in this Redis.
+
+        The call goes through the tier's health (``cache/gate.py``): while the tier is
+        down it raises RedisUnavailable at once, without any network call; a failure or
+        a call longer than ``budget`` (default: ``budget``) raises it too, and counts
+        toward marking the tier down. Use the local fallback on RedisUnavailable.
         """
-        return self._client
+        return await self._gate.run(call, budget=budget)
 
     @property
     def is_up(self) -> bool:
-        return self._health.is_up
+        return self._gate.health.is_up
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -233,10 +228,8 @@ class RedisTier:
         self._started = True
         loop = asyncio.get_running_loop()
         self._tasks["writer"] = loop.create_task(self._drain_loop(), name="redis-tier-writer")
-        if await self._ping():
-            self._health.probe_succeeded()
-        self._apply_state()
-        self._tasks["probe"] = loop.create_task(self._probe_loop(), name="redis-tier-probe")
+        await self._gate.start()
+        self._tasks["probe"] = loop.create_task(self._gate.probe_loop(), name="redis-tier-probe")
         self._start_listener()
 
     async def close(self, flush_timeout: float = 1.0) -> None:
@@ -244,7 +237,7 @@ class RedisTier:
         if self._closing:
             return
         self._closing = True
-        if self._started and self._health.is_up:
+        if self._started and self._gate.health.is_up:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(flush_timeout):
                     await self.flush()
@@ -253,7 +246,8 @@ class RedisTier:
             self._listener.stopped = True
         tasks = list(self._tasks.values())
         self._tasks.clear()
-        await stop_tasks([*tasks, *self._orphans])
+        await stop_tasks(tasks)
+        await self._gate.close()
         await self._client.aclose()
         await self._sub_client.aclose()
 
@@ -267,7 +261,7 @@ class RedisTier:
     # -- the CacheTier protocol ------------------------------------------------------
 
     async def get(self, key: str) -> CacheEntry | None:
-        if not self._health.is_up:
+        if not self._gate.health.is_up:
             self._count("skipped", "misses")
             return None
         buffered = self._buffer.lookup(key)
@@ -278,8 +272,8 @@ class RedisTier:
                 return None
             self._count("hits")
             return entry
-        raw = await self._run(lambda: self._client.get(key))
-        if not isinstance(raw, bytes):  # _FAILED or None (no such key)
+        raw = await self._gate.call(lambda: self._client.get(key))
+        if not isinstance(raw, bytes):  # FAILED or None (no such key)
             self._count("misses")
             return None
         try:
@@ -298,7 +292,7 @@ class RedisTier:
     def set_nowait(self, key: str, entry: CacheEntry, ttl: float) -> bool:
         """Buffer a write; False when it was not accepted (down, too big, buffer full)."""
         self._count("sets")
-        if not self._health.is_up:
+        if not self._gate.health.is_up:
             self._count("write_discarded")
             return False
         if ttl <= 0 or len(entry.value) > self._max_entry_bytes:
@@ -311,12 +305,12 @@ class RedisTier:
     async def delete(self, key: str) -> bool:
         self._count("deletes")
         buffered = self._buffer.discard(key)
-        if not self._health.is_up:
+        if not self._gate.health.is_up:
             self._count("skipped")
             return buffered
         await self._barrier()
-        removed = await self._run(lambda: self._client.delete(key))
-        return buffered or (removed is not _FAILED and bool(removed))
+        removed = await self._gate.call(lambda: self._client.delete(key))
+        return buffered or (removed is not FAILED and bool(removed))
 
     async def clear(self, pattern: str = "*") -> int:
         return len(await self.clear_keys(pattern))
@@ -324,19 +318,19 @@ class RedisTier:
     async def clear_keys(self, pattern: str = "*") -> _KeySet:
         """Remove every key matching the glob; return the keys that were removed."""
         removed = self._buffer.discard_matching(glob_matcher(pattern))
-        if not self._health.is_up:
+        if not self._gate.health.is_up:
             self._count("skipped")
             return removed
         await self._barrier()
         cursor = 0
         while True:
-            page = await self._run(partial(self._scan, cursor, pattern))
-            if page is _FAILED:
+            page = await self._gate.call(partial(self._scan, cursor, pattern))
+            if page is FAILED:
                 break
             cursor, keys = page
             if keys:
-                unlinked = await self._run(partial(self._unlink_each, keys))
-                if unlinked is _FAILED:
+                unlinked = await self._gate.call(partial(self._unlink_each, keys))
+                if unlinked is FAILED:
                     break
                 removed.update(key for key, count in zip(keys, unlinked, strict=True) if count)
             if cursor == 0:
@@ -349,14 +343,14 @@ class RedisTier:
         if listener is not None and "listener" in self._tasks:
             subscriber = "subscribed" if listener.subscribed.is_set() else "connecting"
         return {
-            "state": self._health.state,
+            "state": self._gate.health.state,
             "location": self.location,
             **self._counts,
             "write_queue": len(self._buffer),
             "write_queue_bytes": self._buffer.bytes,
-            "state_changes": self._health.transitions,
-            "cool_off": self._health.cool_off(),
-            "last_error": self._last_error,
+            "state_changes": self._gate.health.transitions,
+            "cool_off": self._gate.health.cool_off(),
+            "last_error": self._gate.last_error,
             "subscriber": subscriber,
             "invalidations_received": 0 if listener is None else listener.received,
         }
@@ -375,8 +369,8 @@ class RedisTier:
     async def publish_invalidation(self, pattern: str) -> bool:
         """Tell the other processes' listeners to clear ``pattern``; False if not sent."""
         payload = encode_message(self._origin, pattern)
-        sent = await self._run(lambda: self._client.publish(self._channel, payload))
-        if sent is _FAILED:
+        sent = await self._gate.call(lambda: self._client.publish(self._channel, payload))
+        if sent is FAILED:
             return False
         self._count("invalidations_published")
         return True
@@ -398,10 +392,10 @@ class RedisTier:
             origin=self._origin,
             handler=handler,
             on_gap=on_gap,
-            on_failure=self._record_failure,
-            wait_until_up=self._up.wait,
-            backoff=self._backoff,
-            subscribe_timeout=self._budget,
+            on_failure=self._gate.record_failure,
+            wait_until_up=self._gate.up.wait,
+            backoff=self._gate.backoff,
+            subscribe_timeout=self._gate.budget,
         )
         if self._started and not self._closing:
             self._start_listener()
@@ -423,119 +417,11 @@ class RedisTier:
                 self._listener.run(), name="redis-tier-invalidation-listener"
             )
 
-    # -- internals: calls and health -------------------------------------------------
+    # -- internals ------------------------------------------------------------------
 
     def _count(self, *names: str) -> None:
         for name in names:
             self._counts[name] += 1
-
-    async def _run(
-        self, call: Callable[[], Awaitable[_T]], *, budget: float | None = None, probe: bool = False
-    ) -> _T | _Outcome:
-        """Perform one bounded call; translate every Redis failure into ``_FAILED``."""
-        if not probe and not self._health.is_up:
-            self._count("skipped")
-            return _FAILED
-        # A task and asyncio.wait, not asyncio.timeout: redis-py can swallow a
-        # cancellation (see _tasks.py), and the caller must get its answer on time.
-        slot = _Slot()
-        task = asyncio.ensure_future(self._guarded(call, slot, probe))
-        try:
-            done, _ = await asyncio.wait((task,), timeout=budget or self._budget)
-        except asyncio.CancelledError:
-            self._abandon(task)
-            raise
-        if not done:
-            self._abandon(task)
-            if slot.acquired:
-                self._record_failure(TimeoutError(), probe=probe)
-            else:  # never reached Redis: every connection was busy the whole time
-                self._count("saturated")
-            return _FAILED
-        try:
-            result = task.result()
-        except _Skipped:
-            self._count("skipped")
-            return _FAILED
-        except (RedisError, OSError) as error:  # OSError covers TimeoutError
-            self._record_failure(error, probe=probe)
-            return _FAILED
-        except Exception:  # a bug, not an outage: still never the caller's problem
-            self._count("errors")
-            _log.exception("unexpected error in a redis cache call")
-            return _FAILED
-        self._health.record_success()
-        return result
-
-    async def _guarded(self, call: Callable[[], Awaitable[_T]], slot: _Slot, probe: bool) -> _T:
-        """Run ``call`` holding one of ``max_connections`` slots.
-
-        Calls queue here rather than inside redis-py's pool, so that when Redis goes
-        down while they wait, they skip it instead of each waiting out a timeout.
-        """
-        async with self._slots:
-            slot.acquired = True
-            if not probe and not self._health.is_up:
-                raise _Skipped
-            return await call()
-
-    def _abandon(self, task: asyncio.Future[Any]) -> None:
-        """Cancel a call that ran out of time; it finishes in the background."""
-        task.cancel()
-        self._orphans.add(task)
-        task.add_done_callback(self._orphans.discard)
-        task.add_done_callback(consume_outcome)
-
-    def _record_failure(self, error: BaseException, *, probe: bool = False) -> None:
-        """Count a failed call and feed it to the health state machine."""
-        self._last_error = type(error).__name__
-        if isinstance(error, RedisTimeoutError | TimeoutError):
-            self._count("timeouts")
-            changed = not probe and self._health.record_timeout()
-        elif isinstance(error, RedisConnectionError | OSError):
-            self._count("connection_errors")
-            changed = not probe and self._health.record_connection_error()
-        else:
-            self._count("errors")
-            return
-        if changed:
-            self._apply_state()
-
-    def _apply_state(self) -> None:
-        state = self._health.state
-        if self._health.is_up:
-            self._down.clear()
-            self._up.set()
-            _log.info("redis cache tier %s is up", self.location)
-        else:
-            self._up.clear()
-            self._down.set()
-            _log.warning(
-                "redis cache tier %s is down (%s); using memory only, next probe in %.1fs",
-                self.location,
-                self._last_error or "no answer",
-                self._health.cool_off(),
-            )
-        if self._on_state is not None:
-            try:
-                self._on_state(state)
-            except Exception:  # a listener's bug must not break the cache
-                _log.exception("on_state listener failed")
-
-    async def _ping(self) -> bool:
-        return await self._run(self._client.ping, probe=True) is not _FAILED
-
-    async def _probe_loop(self) -> None:
-        while not self._closed:
-            await self._down.wait()
-            await asyncio.sleep(self._health.cool_off())
-            if self._health.is_up:
-                continue
-            if await self._ping():
-                if self._health.probe_succeeded():
-                    self._apply_state()
-            else:
-                self._health.probe_failed()
 
     # -- internals: write-behind -----------------------------------------------------
 
@@ -555,14 +441,14 @@ class RedisTier:
                         pass
 
     def _write_budget(self, batch: dict[str, PendingWrite]) -> float:
-        return self._budget + sum(write.size for write in batch.values()) / _WRITE_THROUGHPUT
+        return self._gate.budget + sum(write.size for write in batch.values()) / _WRITE_THROUGHPUT
 
     async def _drain_loop(self) -> None:
         while not self._closed:
             await self._wake.wait()
             self._wake.clear()
             while len(self._buffer):
-                if not self._health.is_up:
+                if not self._gate.health.is_up:
                     self._counts["write_discarded"] += self._buffer.clear()
                     break
                 batch = self._buffer.take(max_items=self._write_batch, max_bytes=_WRITE_BATCH)
@@ -586,10 +472,10 @@ class RedisTier:
                 self._count("write_errors")
                 continue
             pipe.set(key, payload, px=write.ttl_ms)
-        results = await self._run(
+        results = await self._gate.call(
             lambda: pipe.execute(raise_on_error=False), budget=self._write_budget(batch)
         )
-        if results is _FAILED:
+        if results is FAILED:
             self._counts["write_errors"] += len(batch)
             return
         for result in results:

@@ -20,7 +20,6 @@ safe). With Redis unreachable the memory counters of this process are used.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -29,10 +28,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError
+from redis.asyncio import Redis
 
 from promptrelay.core.keyfile import KeyEntry
-from promptrelay.errors import Forbidden, RateLimited
+from promptrelay.errors import Forbidden, RateLimited, RedisUnavailable
+from promptrelay.resilience.redis_state import RedisRunner
 
 __all__ = ["Counters", "MemoryCounters", "Quotas", "RedisCounters", "dollars", "windows"]
 
@@ -40,7 +40,6 @@ log = logging.getLogger("promptrelay.quotas")
 
 PriceFn = Callable[[str], tuple[float, float] | None]
 _PREFIX = "promptrelay:quota:"
-_BUDGET = 0.3  # seconds for one Redis call
 
 # limit name -> (counter kind, window)
 _LIMITS = {
@@ -120,36 +119,42 @@ class MemoryCounters:
 
 
 class RedisCounters:
-    """INCRBYFLOAT + EXPIRE per key in a non-transactional pipeline: one key a command."""
+    """INCRBYFLOAT + EXPIRE per key in a non-transactional pipeline: one key a command,
+    through the cache tier's gate; while it is down, this process's memory counts."""
 
-    def __init__(self, client: Callable[[], Any], is_up: Callable[[], bool]) -> None:
-        self._client, self._is_up = client, is_up
+    def __init__(self, redis: RedisRunner) -> None:
+        self._redis = redis
         self._fallback = MemoryCounters()
 
     async def get(self, keys: list[str]) -> list[float]:
-        if self._is_up():
-            try:
-                pipe = self._client().pipeline(transaction=False)
-                for key in keys:
-                    pipe.get(key)
-                values = await asyncio.wait_for(pipe.execute(), _BUDGET)
-                return [float(v) if v is not None else 0.0 for v in values]
-            except (RedisError, OSError, TimeoutError, ValueError) as error:
-                log.warning("quota counters: Redis read failed (%s)", type(error).__name__)
+        async def read(client: Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.get(key)
+            return list(await pipe.execute())
+
+        try:
+            values = await self._redis.run(read)
+            return [float(v) if v is not None else 0.0 for v in values]
+        except (RedisUnavailable, ValueError) as error:
+            log.warning("quota counters: Redis read failed (%s)", type(error).__name__)
         return await self._fallback.get(keys)
 
     async def add(self, items: Iterable[tuple[str, float, float]]) -> None:
         items = list(items)
-        if self._is_up():
-            try:
-                pipe = self._client().pipeline(transaction=False)
-                for key, amount, keep in items:
-                    pipe.incrbyfloat(key, amount)
-                    pipe.expire(key, math.ceil(keep))
-                await asyncio.wait_for(pipe.execute(), _BUDGET)
-                return
-            except (RedisError, OSError, TimeoutError) as error:
-                log.warning("quota counters: Redis write failed (%s)", type(error).__name__)
+
+        async def write(client: Redis) -> None:
+            pipe = client.pipeline(transaction=False)
+            for key, amount, keep in items:
+                pipe.incrbyfloat(key, amount)
+                pipe.expire(key, math.ceil(keep))
+            await pipe.execute()
+
+        try:
+            await self._redis.run(write)
+            return
+        except RedisUnavailable as error:
+            log.warning("quota counters: Redis write failed (%s)", type(error).__name__)
         await self._fallback.add(items)
 
 

@@ -12,7 +12,9 @@ leaves the loop at once and the breaker ticket goes back unjudged.
 
 The whole call, retries and waits included, lives within UPSTREAM_TIMEOUT: each attempt
 gets the time that is left as its own total timeout, so a hung upstream is a timeout
-the breaker counts, and the caller has its 504 within the budget.
+the breaker counts, and the caller has its 504 within the budget. A half-open probe is
+judged as soon as the upstream's status line and headers arrive (`on_head`); the request
+itself still has its whole budget.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from promptrelay.errors import UpstreamTimeout
 from promptrelay.resilience.governor import INTERACTIVE, Governor
 from promptrelay.resilience.ratelimit import Cost
 from promptrelay.resilience.retry import (
+    HeadHook,
     Outcome,
     RetryEvent,
     RetryPolicy,
@@ -89,7 +92,7 @@ class ResilientUpstream:
         key = headers.get("x-api-key", "")
         deadline = self._clock() + min(budget or self._budget, self._budget)
 
-        async def attempt() -> Outcome[UpstreamResponse]:
+        async def attempt(on_head: HeadHook) -> Outcome[UpstreamResponse]:
             permit = None
             if governor is not None:
                 assert cost is not None
@@ -101,7 +104,13 @@ class ResilientUpstream:
                 raise UpstreamTimeout("the upstream did not answer within UPSTREAM_TIMEOUT")
             try:
                 response = await self.upstream.request(
-                    method, path, headers=headers, body=body, stream=stream, timeout=left
+                    method,
+                    path,
+                    headers=headers,
+                    body=body,
+                    stream=stream,
+                    timeout=left,
+                    on_head=on_head,
                 )
             except BaseException:
                 if permit is not None:

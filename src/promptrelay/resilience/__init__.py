@@ -1,4 +1,4 @@
-"""Resilience: the circuit breaker (pure machine + async shell) and the retry policy/loop."""
+"""Resilience: the circuit breaker (pure machine + async shell, probe lease) and retries."""
 
 from promptrelay.resilience.breaker import (
     BreakerMachine,
@@ -10,9 +10,11 @@ from promptrelay.resilience.breaker import (
     TransitionListener,
     is_breaker_failure,
 )
-from promptrelay.resilience.redis_state import RedisBreakerState
+from promptrelay.resilience.lease import ProbeLease
+from promptrelay.resilience.redis_state import RedisBreakerState, RedisRunner
 from promptrelay.resilience.retry import (
     RETRYABLE_STATUSES,
+    HeadHook,
     Outcome,
     RetryEvent,
     RetryPolicy,
@@ -30,9 +32,12 @@ __all__ = [
     "BreakerTransition",
     "CircuitBreaker",
     "Decision",
+    "HeadHook",
     "Outcome",
+    "ProbeLease",
     "Reason",
     "RedisBreakerState",
+    "RedisRunner",
     "RetryEvent",
     "RetryPolicy",
     "RetryResult",

@@ -12,7 +12,8 @@ Rules
     HALF_OPEN  exactly one probe is in flight; every other call is refused.
                    probe success               -> CLOSED, remembered failures forgotten
                    probe failure               -> OPEN for a full reset_timeout
-                   probe silent for probe_timeout -> treated as a probe failure
+                   no status line and headers within probe_timeout
+                                               -> treated as a probe failure
                    probe released (no outcome) -> stays HALF_OPEN; the next caller probes
     any state  trip(seconds) forces OPEN for at least `seconds` (another process said so).
 
@@ -191,6 +192,12 @@ class BreakerMachine:
     def opened_at(self) -> float | None:
         """When the circuit last opened (machine clock); None while CLOSED."""
         return self._opened_at
+
+    def probe_seconds_left(self) -> float | None:
+        """While a probe is in flight, seconds until it counts as failed; else None."""
+        if self._probe is None:
+            return None
+        return max(0.0, self._probe_deadline - self.clock())
 
     def seconds_until_half_open(self) -> float | None:
         """While OPEN, how long until a caller may probe; None in other states."""

@@ -8,6 +8,7 @@ had Redis is alone (N = 1).
 
 Redis layout: one sorted set (one key: cluster-safe), member = a random process id,
 score = wall-clock time of its last beat; members silent for `ttl` seconds are dropped.
+Every call goes through the cache tier's gate (`RedisRunner`): none while it is down.
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError
+from redis.asyncio import Redis
+
+from promptrelay.errors import RedisUnavailable
+from promptrelay.resilience.redis_state import RedisRunner
 
 __all__ = ["Peers", "RedisPeers", "SoloPeers"]
 
 log = logging.getLogger("promptrelay.governor")
 
 _KEY = "promptrelay:governor:peers"
-_BUDGET = 0.5  # seconds for one beat
 
 
 class Peers(Protocol):
@@ -52,15 +55,13 @@ class SoloPeers:
 class RedisPeers:
     def __init__(
         self,
-        client: Callable[[], Any],
-        is_up: Callable[[], bool],
+        redis: RedisRunner,
         *,
         every: float = 2.0,
         ttl: float = 6.0,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self._client = client
-        self._is_up = is_up
+        self._redis = redis
         self._every, self._ttl, self._wall = every, ttl, wall
         self._id = secrets.token_hex(8)
         self._count = 1
@@ -79,26 +80,26 @@ class RedisPeers:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._is_up():
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
-                await asyncio.wait_for(self._client().zrem(_KEY, self._id), _BUDGET)
+        with contextlib.suppress(RedisUnavailable):
+            await self._redis.run(lambda client: client.zrem(_KEY, self._id))
 
     async def beat(self) -> None:
-        """Say we are here and count who else is; on any failure keep the last count."""
-        if not self._is_up():
-            return
+        """Say we are here and count who else is; when Redis is unavailable keep the last
+        count."""
         now = self._wall()
-        try:
-            pipe = self._client().pipeline(transaction=False)
+
+        async def beat(client: Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
             pipe.zadd(_KEY, {self._id: now})
             pipe.zremrangebyscore(_KEY, "-inf", now - self._ttl)
             pipe.zcard(_KEY)
             pipe.expire(_KEY, int(self._ttl * 2) + 1)
-            results = await asyncio.wait_for(pipe.execute(), _BUDGET)
-        except (RedisError, OSError, TimeoutError) as error:
-            log.debug(
-                "governor peers: beat failed (%s); keeping %d", type(error).__name__, self._count
-            )
+            return list(await pipe.execute())
+
+        try:
+            results = await self._redis.run(beat)
+        except RedisUnavailable:
+            log.debug("governor peers: Redis unavailable; keeping %d", self._count)
             return
         self._count = max(1, int(results[2]))
 

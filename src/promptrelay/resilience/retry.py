@@ -12,13 +12,22 @@ Rules
                    opened the circuit, ends the loop with CircuitOpen (retry_after = seconds
                    until half-open) at once, whatever attempts remain; a give-up by the
                    policy takes precedence, since its last outcome says more.
+    judged by      a half-open probe: its status line and headers (the attempt calls
+                   `on_head(status)` as they arrive, before any body), so the breaker
+                   decides without waiting for the whole answer; every other attempt: its
+                   whole outcome (a body that breaks off counts). Judged once either way.
     not failures   cancellation (the client left) and unexpected exceptions return the
                    attempt's ticket to the breaker unjudged and propagate.
 
-The loop knows no HTTP library: an attempt returns an `Outcome` (status, retry-after, the
-caller's own response value) or raises UpstreamTimeout / UpstreamUnavailable.
+The loop knows no HTTP library: an attempt is called with an `on_head` hook and returns
+an `Outcome` (status, retry-after, the caller's own response value) or raises
+UpstreamTimeout / UpstreamUnavailable.
 
 Usage::
+
+    async def send_once(on_head: HeadHook) -> Outcome[Response]:
+        response = await client.request(..., on_head=on_head)
+        return Outcome(status=response.status, value=response)
 
     policy = RetryPolicy(retries=settings.upstream_retries, max_wait=settings.retry_max_wait)
     result = await run_with_retries(send_once, policy, breaker=breaker, rng=random.Random())
@@ -40,11 +49,12 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from promptrelay.errors import CircuitOpen, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from promptrelay.resilience.breaker import is_breaker_failure
+from promptrelay.resilience.breaker import Ticket, is_breaker_failure
 from promptrelay.resilience.shared import CircuitBreaker
 
 __all__ = [
     "RETRYABLE_STATUSES",
+    "HeadHook",
     "Outcome",
     "RetryEvent",
     "RetryPolicy",
@@ -55,6 +65,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+HeadHook = Callable[[int], Awaitable[None]]
+"""Awaited by an attempt with the upstream's status as soon as its head has arrived."""
 
 _REFUSED = "upstream is failing; the circuit breaker is open"
 
@@ -215,7 +228,7 @@ class RetryResult(Generic[T]):
 
 
 async def run_with_retries(
-    attempt_fn: Callable[[], Awaitable[Outcome[T]]],
+    attempt_fn: Callable[[HeadHook], Awaitable[Outcome[T]]],
     policy: RetryPolicy,
     *,
     breaker: CircuitBreaker,
@@ -234,12 +247,13 @@ async def run_with_retries(
         ticket = decision.ticket
         if ticket is None:
             raise CircuitOpen(_REFUSED, retry_after=decision.retry_after)
+        verdict = _Verdict(breaker, ticket)
         try:
-            outcome = await _attempt(attempt_fn)
+            outcome = await _attempt(attempt_fn, verdict.on_head)
         except BaseException:
-            await asyncio.shield(breaker.release(ticket))
+            await asyncio.shield(verdict.release())
             raise
-        await breaker.record(ticket, failure=outcome.breaker_failure)
+        await verdict.record(failure=outcome.breaker_failure)
         if not outcome.retryable:
             return RetryResult(outcome, attempt + 1, gave_up=False)
         wait = policy.delay(attempt, outcome.retry_after, rng, elapsed=clock() - start)
@@ -254,9 +268,43 @@ async def run_with_retries(
         attempt += 1
 
 
-async def _attempt(attempt_fn: Callable[[], Awaitable[Outcome[T]]]) -> Outcome[T]:
+class _Verdict:
+    """The breaker's judgement of one attempt, handed over exactly once."""
+
+    __slots__ = ("_breaker", "_given", "_ticket")
+
+    def __init__(self, breaker: CircuitBreaker, ticket: Ticket) -> None:
+        self._breaker = breaker
+        self._ticket = ticket
+        self._given = False
+
+    async def on_head(self, status: int) -> None:
+        """A probe is judged by its head; other attempts wait for their whole outcome."""
+        if self._given or not self._ticket.probe:
+            return
+        self._given = True
+        failure = is_breaker_failure(
+            status, timeout=False, connection_error=False, client_disconnect=False
+        )
+        # Shielded: a client leaving now must not cut the verdict's publication short.
+        await asyncio.shield(self._breaker.record(self._ticket, failure=failure))
+
+    async def record(self, *, failure: bool) -> None:
+        if not self._given:
+            self._given = True
+            await self._breaker.record(self._ticket, failure=failure)
+
+    async def release(self) -> None:
+        if not self._given:
+            self._given = True
+            await self._breaker.release(self._ticket)
+
+
+async def _attempt(
+    attempt_fn: Callable[[HeadHook], Awaitable[Outcome[T]]], on_head: HeadHook
+) -> Outcome[T]:
     try:
-        return await attempt_fn()
+        return await attempt_fn(on_head)
     except UpstreamTimeout as exc:
         return Outcome(timeout=True, error=exc, retry_after=exc.retry_after)
     except UpstreamUnavailable as exc:

@@ -8,10 +8,19 @@ Rules
     local machine opens              publish open until now + seconds until half-open.
     local machine admits a probe     only the process that wins try_acquire_probe sends
                                      it; a loser gives the slot back and refuses the call.
-    our probe succeeds               publish closed, then release the probe lock. Other
-                                     processes still half-open then confirm with one probe
-                                     each, one at a time (the lock serialises them).
-    our probe fails / times out      publish open (above), then release the probe lock.
+    the probe lock is a lease        claimed and renewed for a few seconds at a time
+                                     (resilience/lease.py) while the probe waits for the
+                                     upstream's status line and headers, with a
+                                     compare-and-set on this instance's token; a holder
+                                     that dies frees it within one lease.
+    our probe is judged (its head)   publish closed (success) or open (failure), then
+                                     release the probe lock. Other processes still
+                                     half-open then confirm with one probe each, one at a
+                                     time (the lock serialises them).
+    our probe has no head in time    at its head deadline the renewal stops, the probe
+                                     counts as failed: publish open, release the lock.
+    refused while half-open          Retry-After: when the probe will have decided, at
+                                     most one lease away (not the request's own budget).
     shared state errors or hangs     ignored: the local machine decides alone. An unknown
                                      shared state never closes the circuit, it only fails
                                      to add an opening from elsewhere.
@@ -27,6 +36,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Protocol, TypeVar
 
 from promptrelay.resilience.breaker import (
@@ -37,6 +47,7 @@ from promptrelay.resilience.breaker import (
     Reason,
     Ticket,
 )
+from promptrelay.resilience.lease import ProbeLease
 
 __all__ = ["CircuitBreaker", "SharedBreakerState", "SharedStateError"]
 
@@ -67,6 +78,10 @@ class SharedBreakerState(Protocol):
         """Claim the one half-open probe for `ttl` seconds; False if another holds it."""
         ...
 
+    async def renew_probe(self, ttl: float) -> bool:
+        """Extend this instance's claim to `ttl` seconds from now; False if it is not ours."""
+        ...
+
     async def release_probe(self) -> None:
         """Give up a claim made by this instance (no effect on another holder's claim)."""
         ...
@@ -83,6 +98,7 @@ class CircuitBreaker:
             raise CircuitOpen("upstream unavailable", retry_after=decision.retry_after)
         ...
         await breaker.record(decision.ticket, failure=is_breaker_failure(...))
+        await breaker.close()  # at shutdown: stops a probe lease's renewal
     """
 
     def __init__(
@@ -90,19 +106,29 @@ class CircuitBreaker:
         machine: BreakerMachine,
         shared: SharedBreakerState | None = None,
         *,
+        lease: ProbeLease | None = None,
         wall_clock: Callable[[], float] = time.time,
         shared_timeout: float = 0.5,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         self.machine = machine
+        self.lease = lease or ProbeLease()
         self._shared = shared
         self._wall = wall_clock
         self._shared_timeout = shared_timeout
-        # The probe ticket for which this instance holds the shared probe lock.
+        self._sleep = sleep
+        # The probe ticket for which this instance holds the shared probe lock, and the
+        # task renewing that lock's lease.
         self._lock_holder: Ticket | None = None
+        self._renewal: asyncio.Task[None] | None = None
 
     @property
     def state(self) -> BreakerState:
         return self.machine.state
+
+    @property
+    def holds_probe_lock(self) -> bool:
+        return self._lock_holder is not None
 
     def snapshot(self) -> dict[str, object]:
         """The machine's snapshot with `opened_at` as wall-clock (unix) seconds."""
@@ -124,25 +150,33 @@ class CircuitBreaker:
         decision = self.machine.before_call()
         await self._publish(decision.transitions)
         ticket = decision.ticket
-        if ticket is None or not ticket.probe or self._shared is None:
+        if ticket is None:
+            if self.machine.state is not BreakerState.HALF_OPEN:
+                return decision
+            # A probe of our own is in flight: it decides by its head deadline at the latest.
+            wait = self.lease.retry_after(self.machine.probe_seconds_left())
+            return replace(decision, retry_after=wait)
+        if not ticket.probe or self._shared is None:
             return decision
+        ttl = self.lease.ttl(self.machine.probe_seconds_left()) or self.lease.duration
         # Unreachable shared state: the local machine's admission stands.
-        won = await self._shared_call(
-            self._shared.try_acquire_probe(self.machine.probe_timeout), True
-        )
+        won = await self._shared_call(self._shared.try_acquire_probe(ttl), True)
         if not won:
             self.machine.release(ticket)
-            return Decision(None, self.machine.probe_timeout, decision.transitions)
+            return Decision(None, self.lease.retry_after(None), decision.transitions)
         self._lock_holder = ticket
+        self._renewal = asyncio.ensure_future(self._hold_lease(ticket))
         return decision
 
     async def record(self, ticket: Ticket, *, failure: bool) -> tuple[BreakerTransition, ...]:
+        held = self._take_lock(ticket)
         if failure:
             moved = self.machine.record_failure(ticket)
         else:
             moved = self.machine.record_success(ticket)
         await self._publish(moved)
-        await self._release_lock_of(ticket)
+        if held:
+            await self._release_probe()
         return moved
 
     async def record_success(self, ticket: Ticket) -> tuple[BreakerTransition, ...]:
@@ -153,8 +187,16 @@ class CircuitBreaker:
 
     async def release(self, ticket: Ticket) -> None:
         """Return a ticket without an outcome (client disconnected, local error)."""
+        held = self._take_lock(ticket)
         self.machine.release(ticket)
-        await self._release_lock_of(ticket)
+        if held:
+            await self._release_probe()
+
+    async def close(self) -> None:
+        """Stop renewing a probe lease and release the lock, if this instance holds it."""
+        holder = self._lock_holder
+        if holder is not None and self._take_lock(holder):
+            await self._release_probe()
 
     # -- internals -----------------------------------------------------------------------
 
@@ -168,11 +210,52 @@ class CircuitBreaker:
         elif last.new is BreakerState.CLOSED:
             await self._shared_call(self._shared.publish_closed(), None)
 
-    async def _release_lock_of(self, ticket: Ticket) -> None:
+    async def _hold_lease(self, ticket: Ticket) -> None:
+        """Renew the probe lock while our probe waits for its head; judge it at the deadline.
+
+        Ends by itself once the probe is no longer in flight (judged, or past its head
+        deadline: then it counts as failed and is published so), releasing the lock, or
+        when the lock turns out not to be ours; record/release cancel it.
+        """
+        assert self._shared is not None
+        while (wait := self.lease.renew_in(self.machine.probe_seconds_left())) is not None:
+            await self._sleep(wait)
+            moved = self.machine.tick()  # a probe past its head deadline: failed
+            if moved:
+                held = self._take_lock(ticket)
+                await self._publish(moved)
+                if held:
+                    await self._release_probe()
+                return
+            ttl = self.lease.ttl(self.machine.probe_seconds_left())
+            if ttl is None:
+                break
+            # Unreachable shared state: keep the claim (nobody else can take it either).
+            if not await self._shared_call(self._shared.renew_probe(ttl), True):
+                logger.warning("the shared probe lock lapsed while our probe ran")
+                self._take_lock(ticket)  # not ours any more: never delete another's claim
+                return
+        if self._take_lock(ticket):
+            await self._release_probe()
+
+    def _take_lock(self, ticket: Ticket) -> bool:
+        """Stop holding the probe lock for `ticket`; True if we held it (then release it).
+
+        Synchronous, so that no renewal can run between a verdict and its release.
+        """
         holder = self._lock_holder
         if self._shared is None or holder is None or holder.serial != ticket.serial:
-            return
+            return False
         self._lock_holder = None
+        renewal, self._renewal = self._renewal, None
+        if renewal is not None and renewal is not asyncio.current_task():
+            # A renewal already sent is harmless: it extends only our own token, which
+            # the release then deletes (or finds gone).
+            renewal.cancel()
+        return True
+
+    async def _release_probe(self) -> None:
+        assert self._shared is not None
         await self._shared_call(self._shared.release_probe(), None)
 
     async def _shared_call(self, op: Awaitable[_T], fallback: _T) -> _T:

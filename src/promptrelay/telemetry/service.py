@@ -7,6 +7,9 @@
         -> Prometheus gauges, History rings, Redis snapshot (with Redis, CACHE_TTL_METRICS)
         -> alert rules -> AlertManager.step -> AlertDelivery (log, webhook; once across
            processes through Redis SET NX)
+    Redis (snapshots, the process registry, alert claims) only through the tier's
+    health-gated `run`: while the tier is down nothing is sent, each falls back at once
+    (no registry beyond this process, every alert delivered here).
     readers: performance(window) for /api/performance, alerts() for /api/alerts,
              prometheus.render() for /metrics
 
@@ -24,12 +27,13 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from redis.asyncio import Redis
 
 from promptrelay.core.events import EventBus
+from promptrelay.errors import RedisUnavailable
 from promptrelay.settings import Settings
 from promptrelay.telemetry.alerts import AlertManager, Thresholds, evaluate
 from promptrelay.telemetry.delivery import AlertDelivery
@@ -43,13 +47,19 @@ from promptrelay.telemetry.stats import RequestStats
 from promptrelay.telemetry.system import GcWatch, LoopLagProbe, SystemProbe, SystemSample
 from promptrelay.upstream.client import PoolStats
 
+if TYPE_CHECKING:
+    from promptrelay.cache.redis import RedisTier
+
 __all__ = ["Sources", "Telemetry"]
 
 log = logging.getLogger("promptrelay.telemetry")
 
 _T = TypeVar("_T")
-_REDIS_BUDGET = 0.5  # seconds for one telemetry Redis call
 _SNAPSHOT_PREFIX = "promptrelay:telemetry:process:"
+# Sorted set of process ids by the wall time of their last snapshot: the registry is
+# read with one range and one MGET, never a SCAN over the whole (shared) keyspace.
+_REGISTRY = "promptrelay:telemetry:processes"
+_REGISTRY_MAX = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +72,7 @@ class Sources:
     in_flight: Callable[[], tuple[int, int]]  # (requests, request body bytes)
     cache_memory: Callable[[], tuple[int, int]]  # (entries, bytes)
     trim_memory: Callable[[float], int]
-    redis: Callable[[], Redis | None]
+    redis: RedisTier | None
 
 
 class Telemetry:
@@ -246,21 +256,14 @@ class Telemetry:
         task.add_done_callback(self._background.discard)
 
     async def _redis_call(self, call: Callable[[Redis], Awaitable[_T]]) -> _T | None:
-        """One bounded call; None when Redis is absent, down, slow or failing."""
-        client = self.sources.redis()
-        if client is None or self.sources.redis_state() != "up":
-            return None
-        # A task and asyncio.wait: redis-py may swallow a cancellation (cache/_tasks.py).
-        task = asyncio.ensure_future(call(client))
-        done, _ = await asyncio.wait((task,), timeout=_REDIS_BUDGET)
-        if not done:
-            task.cancel()
-            task.add_done_callback(_consume)
+        """One call through the tier's health; None when Redis is absent, down or failing."""
+        tier = self.sources.redis
+        if tier is None:
             return None
         try:
-            return task.result()
-        except Exception as error:  # a telemetry write is never worth an error
-            log.debug("telemetry redis call failed: %s", type(error).__name__)
+            return await tier.run(call)
+        except RedisUnavailable as error:  # a telemetry write is never worth an error
+            log.debug("telemetry redis call skipped: %s", error)
             return None
 
     async def _claim(self, key: str, seconds: float) -> bool:
@@ -288,18 +291,28 @@ class Telemetry:
             }
         )
         ttl = self.settings.cache_ttl_metrics
+        at = snapshot.at
 
         async def write(client: Redis) -> Any:
-            return await client.set(_SNAPSHOT_PREFIX + self._process_id, payload, ex=ttl)
+            pipe = client.pipeline(transaction=False)
+            pipe.set(_SNAPSHOT_PREFIX + self._process_id, payload, ex=ttl)
+            pipe.zadd(_REGISTRY, {self._process_id: at})
+            pipe.zremrangebyscore(_REGISTRY, "-inf", at - ttl)  # processes gone quiet
+            pipe.expire(_REGISTRY, ttl)
+            return await pipe.execute()
 
         await self._redis_call(write)
 
     async def processes(self) -> list[dict[str, Any]]:
         """Every process's latest snapshot in Redis (this one included), newest first."""
+        since = self._wall() - self.settings.cache_ttl_metrics
 
         async def read(client: Redis) -> list[Any]:
-            keys = [key async for key in client.scan_iter(_SNAPSHOT_PREFIX + "*", count=100)]
-            return list(await client.mget(keys[:100])) if keys else []
+            ids = await client.zrevrangebyscore(
+                _REGISTRY, "+inf", since, start=0, num=_REGISTRY_MAX
+            )
+            keys = [_SNAPSHOT_PREFIX + _text(member) for member in ids]
+            return list(await client.mget(keys)) if keys else []
 
         values = await self._redis_call(read) or []
         found = [orjson.loads(v) for v in values if v]
@@ -367,6 +380,5 @@ class Telemetry:
         }
 
 
-def _consume(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
+def _text(member: object) -> str:
+    return member.decode() if isinstance(member, bytes) else str(member)

@@ -14,7 +14,7 @@ aiohttp errors are translated here, at the boundary, into `UpstreamTimeout` and
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,9 +190,11 @@ class UpstreamClient:
         body: bytes | None = None,
         stream: bool = False,
         timeout: float | None = None,
+        on_head: Callable[[int], Awaitable[object]] | None = None,
     ) -> UpstreamResponse:
         """Send one request. With `stream`, a 2xx body is handed over as it arrives;
-        everything else (errors included) is read whole.
+        everything else (errors included) is read whole. `on_head(status)` is awaited as
+        soon as the status line and headers have arrived, before any of the body.
 
         `path` is a canonical `/v1/...` target (paths.canonical_target); anything else
         raises UnsafePath before a byte is sent. Raises UpstreamTimeout /
@@ -227,6 +229,12 @@ class UpstreamClient:
                 self._in_flight -= 1
                 response.release()
 
+        if on_head is not None:
+            try:
+                await on_head(response.status)
+            except BaseException:
+                release()
+                raise
         kept = kept_response_headers(response.raw_headers)
         content_type = response.headers.get("content-type", "")
         if stream and 200 <= response.status < 300:
@@ -237,19 +245,21 @@ class UpstreamClient:
                 chunks=_iterate(response, release),
                 _release=release,
             )
-        try:
-            body_bytes = await response.read()
-        except TimeoutError as error:
-            raise UpstreamTimeout("the upstream did not finish its answer in time") from error
-        except aiohttp.ClientError as error:
-            raise UpstreamUnavailable(
-                f"the upstream answer broke off: {_describe(error)}"
-            ) from error
-        finally:
-            release()
+        body_bytes = await _read_whole(response, release)
         return UpstreamResponse(
             status=response.status, headers=kept, body=body_bytes, content_type=content_type
         )
+
+
+async def _read_whole(response: aiohttp.ClientResponse, release: Callable[[], None]) -> bytes:
+    try:
+        return await response.read()
+    except TimeoutError as error:
+        raise UpstreamTimeout("the upstream did not finish its answer in time") from error
+    except aiohttp.ClientError as error:
+        raise UpstreamUnavailable(f"the upstream answer broke off: {_describe(error)}") from error
+    finally:
+        release()
 
 
 async def _iterate(

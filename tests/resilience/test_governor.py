@@ -124,3 +124,25 @@ async def test_a_429_pauses_the_key_for_everyone() -> None:
     assert governor.stats.upstream_429 == 1
     await governor.acquire("key", COST)  # waits out the pause
     assert governor.stats.queued_total == 1
+
+
+async def test_far_from_the_limit_headers_are_read_every_eighth_answer_errors_always() -> None:
+    governor = Governor(initial_concurrency=4)
+    permit = await governor.acquire("key", COST)
+    permit.release(200, HEADERS)  # 99 of 100 left: roomy
+    (await governor.acquire("key", COST)).release(429, [(b"retry-after-ms", b"1")])
+    assert governor.stats.upstream_429 == 1  # an error is read even while roomy
+    halved = [
+        (b"anthropic-ratelimit-requests-limit", b"50"),
+        (b"anthropic-ratelimit-requests-remaining", b"10"),
+    ]
+
+    def limit() -> object:
+        (view,) = governor.snapshot()["keys"].values()  # type: ignore[attr-defined]  # dict
+        return view["buckets"]["requests"]["limit"]
+
+    for _ in range(7):
+        (await governor.acquire("key", COST)).release(200, halved)
+    assert limit() == 100  # seven answers not read
+    (await governor.acquire("key", COST)).release(200, halved)
+    assert limit() == 50  # the eighth is

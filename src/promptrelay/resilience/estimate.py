@@ -30,11 +30,16 @@ _MAX_EDGE = 1568
 
 
 def estimate_cost(body: dict[str, Any]) -> Cost:
-    chars = _chars(body.get("system"))
+    system = body.get("system")
+    chars = len(system) if type(system) is str else _chars(system)
     images = 0
     for message in body.get("messages") or ():
         if isinstance(message, dict):
-            text, image = _content(message.get("content"))
+            content = message.get("content")
+            if type(content) is str:  # the common case, without a call
+                chars += len(content)
+                continue
+            text, image = _content(content)
             chars += text
             images += image
     tools = body.get("tools")

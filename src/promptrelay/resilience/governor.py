@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 
 from promptrelay.errors import RateLimited
 from promptrelay.resilience.peers import Peers, SoloPeers
-from promptrelay.resilience.ratelimit import Cost, KeyState, Observed, parse_limits
+from promptrelay.resilience.ratelimit import (
+    ROOMY_SKIPS,
+    Cost,
+    KeyState,
+    Observed,
+    parse_limits,
+)
 from promptrelay.resilience.retry import parse_retry_after
 
 __all__ = ["BATCH", "INTERACTIVE", "Governor", "Permit", "key_id"]
@@ -68,6 +74,7 @@ class _Lane:
     state: KeyState
     queue: list[_Waiter] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
+    skipped: int = 0  # answers in a row whose headers were not read (KeyState.roomy)
 
 
 @dataclass(slots=True)
@@ -191,9 +198,17 @@ class Governor:
         if permit.done:
             return
         permit.done = True
+        lane = permit.lane
+        if status < 400 and lane.state.roomy and lane.skipped < ROOMY_SKIPS and status:
+            lane.skipped += 1
+            lane.state.settle(permit.cost)
+            if lane.queue:
+                self._pump(lane)
+            return
+        lane.skipped = 0
         retry_after = None
-        headers = list(headers)
         if status == 429:
+            headers = list(headers)
             self.stats.upstream_429 += 1
             retry_after = parse_retry_after(
                 {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}

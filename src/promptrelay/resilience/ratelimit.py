@@ -23,6 +23,10 @@ Rules
                from the buckets the key has; it goes when every one of them holds enough,
                else it waits for the refill (`wait` says how long).
     429        a 429 that comes anyway pauses the whole key until its retry-after.
+    roomy      while every bucket of a key is at least half full (and no cap, no pause),
+               the shell may skip reading the headers of up to ROOMY_SKIPS answers in a
+               row (`settle`): far from a limit nothing is decided by them, and that keeps
+               the governor's cost per request small. Any error status is always read.
     529        overloaded: the concurrency cap halves (multiplicative decrease); every
                successful answer raises it by 1/cap (additive increase, about +1 per
                round trip) until it no longer binds.
@@ -34,6 +38,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 __all__ = ["DIMENSIONS", "Cost", "KeyState", "Observed", "parse_limits"]
 
@@ -44,16 +49,25 @@ _UNBOUNDED_CAP = 256.0  # an AIMD cap that grew past this no longer binds
 _DEFAULT_PAUSE = 1.0  # a 429 without retry-after pauses the key this long
 
 
-@dataclass(frozen=True, slots=True)
-class Cost:
+ROOMY_SKIPS = 7
+_INDEX = {name: i for i, name in enumerate(DIMENSIONS)}
+# Exact (lower-case) header name -> (dimension, part): one dict lookup per header.
+_HEADERS = {
+    f"anthropic-ratelimit-{dimension}-{part}".encode(): (dimension, part)
+    for dimension in (*DIMENSIONS, "tokens")
+    for part in ("limit", "remaining", "reset")
+}
+
+
+class Cost(NamedTuple):
+    """What one request takes, in the order of DIMENSIONS."""
+
     requests: float = 1.0
     input_tokens: float = 0.0
     output_tokens: float = 0.0
 
     def of(self, dimension: str) -> float:
-        if dimension == "requests":
-            return self.requests
-        return self.input_tokens if dimension == "input-tokens" else self.output_tokens
+        return self[_INDEX[dimension]]
 
     def plus(self, other: Cost) -> Cost:
         return Cost(
@@ -94,11 +108,12 @@ class Bucket:
 class KeyState:
     initial_concurrency: int
     buckets: dict[str, Bucket] = field(default_factory=dict)
-    outstanding: dict[str, float] = field(default_factory=dict)
+    outstanding: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     in_flight: int = 0
     learned: bool = False
     cap: float | None = None  # AIMD concurrency cap after a 529; None: not bounded
     paused_until: float = 0.0
+    roomy: bool = False  # see "roomy" above; set by observe
 
     def concurrency_limit(self) -> float | None:
         if not self.learned:
@@ -144,19 +159,28 @@ class KeyState:
         for name, bucket in self.buckets.items():
             bucket.refill(now)
             bucket.level -= cost.of(name)
-        for name in DIMENSIONS:
-            self.outstanding[name] = self.outstanding.get(name, 0.0) + cost.of(name)
+        out = self.outstanding
+        out[0] += cost[0]
+        out[1] += cost[1]
+        out[2] += cost[2]
 
     def observe(self, cost: Cost, answer: Observed, now: float) -> None:
         """An answer to a request that `take` let go (headers arrived, or it failed)."""
         self.in_flight = max(0, self.in_flight - 1)
-        for name in DIMENSIONS:
-            self.outstanding[name] = max(0.0, self.outstanding.get(name, 0.0) - cost.of(name))
+        out = self.outstanding
+        out[0] = max(0.0, out[0] - cost[0])
+        out[1] = max(0.0, out[1] - cost[1])
+        out[2] = max(0.0, out[2] - cost[2])
         for name, (limit, remaining, full_in) in answer.limits.items():
             rate = _rate(limit, remaining, full_in, answer.round_trip)
             self._learn(name, limit, remaining, rate, now, answer.shared)
         if answer.limits:
             self.learned = True
+        self.roomy = (
+            self.learned
+            and self.cap is None
+            and all(b.level >= 0.5 * b.limit for b in self.buckets.values())
+        )
         if answer.status == 429:
             pause = answer.retry_after if answer.retry_after is not None else _DEFAULT_PAUSE
             self.paused_until = max(self.paused_until, now + pause)
@@ -167,6 +191,14 @@ class KeyState:
             self.cap += 1.0 / self.cap
             if self.cap > _UNBOUNDED_CAP:
                 self.cap = None
+
+    def settle(self, cost: Cost) -> None:
+        """A successful answer whose headers were not read (roomy): only the accounting."""
+        self.in_flight = max(0, self.in_flight - 1)
+        out = self.outstanding
+        out[0] = max(0.0, out[0] - cost[0])
+        out[1] = max(0.0, out[1] - cost[1])
+        out[2] = max(0.0, out[2] - cost[2])
 
     def _learn(
         self,
@@ -179,7 +211,7 @@ class KeyState:
     ) -> None:
         bucket = self.buckets.get(name)
         if bucket is None:
-            others = self.outstanding.get(name, 0.0)
+            others = self.outstanding[_INDEX[name]]
             bucket = self.buckets[name] = Bucket(limit, remaining - others, now, limit / 60)
         bucket.refill(now)
         if limit != bucket.limit:
@@ -189,7 +221,7 @@ class KeyState:
             if clear or not bucket.measured or value > bucket.rate:
                 bucket.rate, bucket.measured = value, True
         bucket.limit = limit
-        mine = self.outstanding.get(name, 0.0)
+        mine = self.outstanding[_INDEX[name]]
         resync = mine <= 0 and not shared
         bucket.level = remaining if resync else min(bucket.level, remaining)
 
@@ -229,9 +261,16 @@ def parse_limits(
     """(limit, remaining, seconds until full) per dimension from Anthropic's headers."""
     found: dict[str, dict[str, bytes]] = {}
     for name, value in headers:
-        if len(name) > 20 and name[:20].lower() == b"anthropic-ratelimit-":
-            dimension, _, part = name[20:].decode("latin-1").lower().rpartition("-")
-            found.setdefault(dimension, {})[part] = value
+        spec = _HEADERS.get(name)
+        if spec is None:
+            if name[:1] not in (b"A", b"a") or (spec := _HEADERS.get(name.lower())) is None:
+                continue
+        parts = found.get(spec[0])
+        if parts is None:
+            parts = found[spec[0]] = {}
+        parts[spec[1]] = value
+    if not found:
+        return {}
     limits: dict[str, tuple[float, float, float | None]] = {}
     for dimension in DIMENSIONS:
         parts = found.get(dimension)

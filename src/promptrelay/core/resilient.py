@@ -96,7 +96,9 @@ class ResilientUpstream:
             permit = None
             if governor is not None:
                 assert cost is not None
-                permit = await governor.acquire(key, cost, priority)
+                permit = governor.try_acquire(key, cost)
+                if permit is None:
+                    permit = await governor.acquire(key, cost, priority)
             left = deadline - self._clock()
             if left <= 0:
                 if permit is not None:

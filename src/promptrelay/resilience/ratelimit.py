@@ -96,6 +96,7 @@ class Bucket:
     at: float
     rate: float
     measured: bool = False  # rate from the headers; else the limit / 60 guess
+    index: int = 0  # of its dimension in DIMENSIONS (and in a Cost)
 
     def refill(self, now: float) -> float:
         if now > self.at:
@@ -140,8 +141,8 @@ class KeyState:
         if limit is not None and self.in_flight >= limit:
             return None
         longest = 0.0
-        for name, bucket in self.buckets.items():
-            need = cost.of(name)
+        for bucket in self.buckets.values():
+            need = cost[bucket.index]
             level = bucket.refill(now)
             if level >= need:
                 continue
@@ -156,9 +157,9 @@ class KeyState:
 
     def take(self, cost: Cost, now: float) -> None:
         self.in_flight += 1
-        for name, bucket in self.buckets.items():
+        for bucket in self.buckets.values():
             bucket.refill(now)
-            bucket.level -= cost.of(name)
+            bucket.level -= cost[bucket.index]
         out = self.outstanding
         out[0] += cost[0]
         out[1] += cost[1]
@@ -212,7 +213,9 @@ class KeyState:
         bucket = self.buckets.get(name)
         if bucket is None:
             others = self.outstanding[_INDEX[name]]
-            bucket = self.buckets[name] = Bucket(limit, remaining - others, now, limit / 60)
+            level = remaining - others
+            bucket = Bucket(limit, level, now, limit / 60, index=_INDEX[name])
+            self.buckets[name] = bucket
         bucket.refill(now)
         if limit != bucket.limit:
             bucket.rate, bucket.measured = limit / 60, False

@@ -13,7 +13,7 @@ ensure = { $(1); } >/dev/null 2>&1 || { \
 	    echo "$(2) is missing: run 'sudo apt-get install $(2)' and retry"; exit 1; \
 	  fi; }
 
-.PHONY: run test lint types unit bench bench-quick soak wrk valgrind redis-server postgresql fake-upstream clean
+.PHONY: run test lint types unit bench bench-quick soak wrk valgrind redis-server postgresql chromium fake-upstream clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/promptrelay serve
 
-test: $(STAMP) redis-server postgresql lint types unit
+test: $(STAMP) redis-server postgresql chromium lint types unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -33,7 +33,7 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) redis-server postgresql
+unit: $(STAMP) redis-server postgresql chromium
 	$(BIN)/pytest -q
 
 # Tests start their own redis-server on a free port; this only makes sure the binary exists.
@@ -45,8 +45,13 @@ redis-server:
 postgresql:
 	@$(call ensure,command -v pg_config && test -x "$$(pg_config --bindir)/initdb" || ls /usr/lib/postgresql/*/bin/initdb,postgresql)
 
-# The benchmark suite (bench/suite.py, < 10 minutes): needs wrk, valgrind, redis-server and
-# matplotlib.
+# The dashboard and /docs tests drive Debian's chromium through Playwright (never
+# `playwright install`: it downloads a browser of its own).
+chromium:
+	@$(call ensure,test -x /usr/bin/chromium,chromium)
+
+# The benchmark suite (bench/suite.py, < 10 minutes): needs wrk, valgrind, redis-server,
+# chromium and matplotlib.
 BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
@@ -60,10 +65,10 @@ wrk:
 valgrind:
 	@$(call ensure,command -v valgrind && command -v callgrind_control,valgrind)
 
-bench: $(BENCH_STAMP) wrk valgrind redis-server
+bench: $(BENCH_STAMP) wrk valgrind redis-server chromium
 	$(BIN)/python bench/suite.py
 
-bench-quick: $(BENCH_STAMP) wrk valgrind redis-server
+bench-quick: $(BENCH_STAMP) wrk valgrind redis-server chromium
 	$(BIN)/python bench/suite.py --quick
 
 # Ten minutes of mixed load, RSS sampled (not in CI, not in `make bench`).

@@ -1,4 +1,4 @@
-"""Fixtures: a real promptrelay server (uvicorn + uvloop + httptools) in a thread.
+"""Fixtures: a real promptrelay server in a thread, with `promptrelay serve`'s uvicorn options.
 
 `gateway_factory(**settings)` starts one on a free loopback port and returns a
 `RunningGateway`; every server started is stopped at teardown.
@@ -17,6 +17,7 @@ import pytest
 import uvicorn
 
 from promptrelay.app import PromptRelay, build_app
+from promptrelay.server import uvicorn_options
 from promptrelay.settings import Settings
 
 
@@ -29,15 +30,9 @@ class RunningGateway:
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            self.app,
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            access_log=False,
-            log_level="warning",
-            timeout_graceful_shutdown=2,
-        )
+        options = uvicorn_options(settings)
+        options.update(log_level="warning", timeout_graceful_shutdown=2)
+        config = uvicorn.Config(self.app, **options)
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()

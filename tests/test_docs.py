@@ -19,7 +19,7 @@ README_MAX_LINES = 250
 
 # docs pages written on other branches; a link to one of them is skipped while the page
 # is missing. Remove each name once its branch has merged.
-LANDING_FROM_OTHER_BRANCHES = frozenset({"pool.md", "dashboard.md", "openai.md"})
+LANDING_FROM_OTHER_BRANCHES = frozenset({"pool.md", "openai.md"})
 
 OUTSIDE_REFERENCES = ("DESIGN.md", "STYLE.md", "../shared")
 

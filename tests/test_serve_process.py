@@ -3,53 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import aiohttp
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def serve(**env: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = _free_port()
-    full_env = {**os.environ, "PORT": str(port), **env}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "promptrelay", "serve"],
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("promptrelay did not start") from None
-                time.sleep(0.05)
-        yield process, url
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        assert process.stdout is not None
-        process.stdout.close()
+from tests.fixtures_process import serve_process as serve
 
 
 async def test_default_process_serves_offline_health():

@@ -46,6 +46,7 @@ from promptrelay.resilience.shared import CircuitBreaker
 from promptrelay.settings import Settings
 from promptrelay.telemetry.batches import BatchStats
 from promptrelay.telemetry.prices import chain_prices
+from promptrelay.telemetry.recommend import governor_advice
 from promptrelay.telemetry.savings import CacheSavings, saved_by_cache
 from promptrelay.telemetry.service import Sources, Telemetry
 from promptrelay.templates.render import Renderer
@@ -133,6 +134,22 @@ class Runtime:
             return self._savings.snapshot()
         assert self.telemetry is not None
         return saved_by_cache(self.telemetry.stats)
+
+    async def performance(self, window: float) -> dict[str, Any]:
+        """The /api/performance body over a history `window` (s); telemetry must be on."""
+        assert self.telemetry is not None
+        extra = {
+            "cache": {
+                "tiers": self.cache.stats(),
+                "savings_total": self.savings(),
+            },
+            "upstream": await self.upstream_status(),
+            "breaker": self.breaker.snapshot(),
+            "governor": self.governor.snapshot() if self.governor is not None else None,
+        }
+        body = await self.telemetry.performance(window, extra)
+        body["recommendations"] += governor_advice(extra["governor"])
+        return body
 
     def _price(self, model: str) -> tuple[float, float] | None:
         """The providers file's price, for the dollars the cache saved."""

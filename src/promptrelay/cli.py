@@ -1,4 +1,4 @@
-"""Command line: `promptrelay serve | fake-upstream | bench | cache warm`."""
+"""Command line: `promptrelay serve | fake-upstream | bench | status | cache stats|clear|warm`."""
 
 from __future__ import annotations
 
@@ -40,22 +40,14 @@ def serve(
     """Start the gateway. Configuration comes from the environment (see README)."""
     import uvicorn
 
+    from promptrelay.server import uvicorn_options
+
     overrides = {"host": host, "port": port, "workers": workers, "log_level": log_level}
     settings = _settings_or_exit(**overrides)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    common: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "loop": "uvloop",
-        "http": "httptools",
-        "lifespan": "on",
-        "access_log": access_log,
-        "log_level": settings.log_level,
-        "timeout_graceful_shutdown": int(settings.shutdown_grace),
-        "server_header": False,
-    }
+    common = uvicorn_options(settings, access_log=access_log)
     if settings.workers > 1:
         # Workers are new processes: they rebuild Settings from the environment.
         export_overrides({k: v for k, v in overrides.items() if v is not None})
@@ -254,6 +246,73 @@ def cache_warm(
         )
     )
     raise typer.Exit(1 if failed else 0)
+
+
+_URL = typer.Option(help="promptrelay's base URL.")
+_ADMIN_KEY = typer.Option(envvar="ADMIN_API_KEY", help="Admin key, if the server has one.")
+
+
+def _admin(*calls: tuple[str, dict[str, Any] | None], url: str, key: str | None) -> list[Any]:
+    """Each (path, POST body or None) against URL, in order; exit 1 with the reason."""
+    import asyncio
+
+    from promptrelay.admin_client import AdminError, call
+
+    async def run() -> list[Any]:
+        return [await call(url, path, key, body) for path, body in calls]
+
+    try:
+        return asyncio.run(run())
+    except AdminError as error:
+        typer.echo(f"promptrelay: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def status(
+    url: Annotated[str, _URL] = "http://127.0.0.1:8080",
+    admin_key: Annotated[str | None, _ADMIN_KEY] = None,
+) -> None:
+    """One screen about a running gateway: mode, hit ratio, breaker, Redis, alerts, advice."""
+    from rich.console import Console
+
+    from promptrelay.admin_client import render_status
+
+    # /api/dashboard: the /api/performance body behind the admin rule (None: telemetry off)
+    health, view = _admin(("/api/health", None), ("/api/dashboard", None), url=url, key=admin_key)
+    render_status(health, None if view is None else view["performance"], Console())
+
+
+@cache_app.command("stats")
+def cache_stats(
+    url: Annotated[str, _URL] = "http://127.0.0.1:8080",
+    admin_key: Annotated[str | None, _ADMIN_KEY] = None,
+) -> None:
+    """Hits, misses, savings and the memory tier's entries per namespace."""
+    from rich.console import Console
+
+    from promptrelay.admin_client import render_stats
+
+    (stats,) = _admin(("/api/cache/stats", None), url=url, key=admin_key)
+    render_stats(stats, Console())
+
+
+@cache_app.command("clear")
+def cache_clear(
+    url: Annotated[str, _URL] = "http://127.0.0.1:8080",
+    admin_key: Annotated[str | None, _ADMIN_KEY] = None,
+    namespace: Annotated[str, typer.Option(help="Key namespace glob.")] = "*",
+    content_type: Annotated[str, typer.Option(help="Content type glob.")] = "*",
+    pattern: Annotated[str, typer.Option(help="Glob over the rest of the key.")] = "*",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,
+) -> None:
+    """Remove matching entries in every tier and process."""
+    what = f"pr:{namespace}:{content_type}:{pattern}"
+    if not yes:
+        typer.confirm(f"remove every cache entry matching {what}?", abort=True)
+    spec = {"namespace": namespace, "content_type": content_type, "pattern": pattern}
+    (answer,) = _admin(("/api/cache/clear", spec), url=url, key=admin_key)
+    typer.echo(f"removed {answer['removed']} entries matching {answer['pattern']}")
 
 
 def main() -> None:

@@ -7,6 +7,9 @@
     ├── NotFound                 404 not_found_error
     ├── PayloadTooLarge          413 request_too_large
     ├── RateLimited              429 rate_limit_error, with retry_after (governor, quotas)
+    ├── HeadersTooLarge          431 request_too_large (request line + headers over the cap)
+    ├── RequestTimeout           408 timeout_error (the client's head or body stopped arriving)
+    ├── TooManyConnections       503 overloaded_error, with retry_after (connection cap)
     ├── UpstreamError            an upstream call failed before an answer arrived
     │   ├── UpstreamTimeout      504 timeout_error
     │   ├── UpstreamUnavailable  502 api_error (connection refused/reset)
@@ -30,12 +33,15 @@ __all__ = [
     "CircuitOpen",
     "Forbidden",
     "GatewayError",
+    "HeadersTooLarge",
     "InvalidRequest",
     "NotFound",
     "OfflineUnsupported",
     "PayloadTooLarge",
     "RateLimited",
     "RedisUnavailable",
+    "RequestTimeout",
+    "TooManyConnections",
     "Unauthorized",
     "UpstreamError",
     "UpstreamTimeout",
@@ -85,6 +91,21 @@ class PayloadTooLarge(GatewayError):
 class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
+
+
+class HeadersTooLarge(GatewayError):
+    status = 431
+    type = "request_too_large"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    type = "timeout_error"
+
+
+class TooManyConnections(GatewayError):
+    status = 503
+    type = "overloaded_error"
 
 
 class UpstreamError(GatewayError):

@@ -141,7 +141,15 @@ class Settings(BaseSettings):
     promptrelay_api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     keys_file: str | None = None  # YAML of client keys with quotas (core/keyfile.py)
     allow_open_access: bool = False
+    admin_hosts: Annotated[tuple[str, ...], NoDecode] = ()  # Host names admin writes accept
+    dashboard_refresh: Annotated[float, Field(ge=0.2, le=60)] = 3.0
     max_body_bytes: PositiveInt = 32 * 1024 * 1024
+
+    # Client connections (docs/hardening.md).
+    max_header_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024  # request line + headers
+    head_timeout: PositiveFloat = 30.0  # the whole request head, from its first byte
+    body_idle_timeout: PositiveFloat = 30.0  # longest silence between body chunks
+    max_connections: PositiveInt | None = None  # None: derived from RLIMIT_NOFILE
 
     # Requests.
     default_model: str = DEFAULT_MODEL
@@ -156,7 +164,7 @@ class Settings(BaseSettings):
     template_max_steps: PositiveInt = 200_000
     template_max_output_bytes: PositiveInt = 1024 * 1024
 
-    @field_validator("promptrelay_api_keys", mode="before")
+    @field_validator("promptrelay_api_keys", "admin_hosts", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -1,4 +1,8 @@
-"""`promptrelay cache warm FILE.jsonl`: send a file of requests to /api/cache/warm."""
+"""`promptrelay cache warm FILE.jsonl`: send a file of requests to /api/cache/warm.
+
+The file goes in chunks; each chunk's answer is NDJSON, a line per request as it
+finishes, so the progress bar moves per request, not per chunk.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import aiohttp
 import orjson
 from rich.console import Console
 from rich.progress import Progress
+
+from promptrelay.admin_client import admin_headers
 
 __all__ = ["warm_file"]
 
@@ -43,28 +49,33 @@ async def warm_file(
     requests = _parse(lines, console)
     if requests is None:
         return max(1, len(lines))
-    headers = {"authorization": f"Bearer {admin_key}"} if admin_key else {}
+    headers = {**admin_headers(admin_key), "accept": "application/x-ndjson"}
     totals = {"stored": 0, "already_cached": 0, "failed": 0}
     async with aiohttp.ClientSession(headers=headers) as session:
         with Progress(console=console) as progress:
             task = progress.add_task("warming", total=len(requests))
             for start in range(0, len(requests), chunk):
-                batch = requests[start : start + chunk]
-                body: dict[str, Any] = {"requests": batch, "concurrency": concurrency}
+                body: dict[str, Any] = {
+                    "requests": requests[start : start + chunk],
+                    "concurrency": concurrency,
+                }
                 if client_key:
                     body["client_key"] = client_key
                 async with session.post(f"{url}/api/cache/warm", json=body) as response:
-                    answer = await response.json(content_type=None)
-                if response.status != 200:
-                    message = answer.get("error", {}).get("message", answer)
-                    console.print(f"[red]{response.status}: {message}")
-                    return len(requests) - start + totals["failed"]
-                for name in totals:
-                    totals[name] += answer[name]
-                for item in answer["results"]:
-                    if not item["ok"]:
-                        console.print(f"request {start + item['index'] + 1}: {item['error']}")
-                progress.advance(task, len(batch))
+                    if response.status != 200:
+                        answer = await response.json(content_type=None)
+                        message = answer.get("error", {}).get("message", answer)
+                        console.print(f"[red]{response.status}: {message}")
+                        return len(requests) - start + totals["failed"]
+                    async for line in response.content:
+                        item = orjson.loads(line)
+                        if item.get("done"):
+                            for name in totals:
+                                totals[name] += item[name]
+                            continue
+                        if not item["ok"]:
+                            console.print(f"request {start + item['index'] + 1}: {item['error']}")
+                        progress.advance(task, 1)
     console.print(
         f"stored {totals['stored']}, already cached {totals['already_cached']}, "
         f"failed {totals['failed']}"

@@ -14,6 +14,8 @@ from promptrelay.app import Runtime
 from promptrelay.core.providers import Price, ProviderConfigError
 from promptrelay.settings import Settings
 
+ADMIN_WRITE = {"x-promptrelay-admin": "1"}  # admin writes need a header forms cannot send
+
 PROVIDERS = """\
 default_model: fast
 aliases:
@@ -93,14 +95,14 @@ async def test_reload_without_restart_and_a_bad_file_keeps_the_old_one(
     )
     async with aiohttp.ClientSession() as s:
         providers_file.write_text(PROVIDERS.replace("claude-haiku-4-5", "claude-haiku-9"))
-        reloaded = await s.post(f"{gateway.url}/api/providers/reload")
+        reloaded = await s.post(f"{gateway.url}/api/providers/reload", headers=ADMIN_WRITE)
         assert reloaded.status == 200
         assert (await reloaded.json())["aliases"]["fast"] == "claude-haiku-9"
         answer = await (await s.post(f"{gateway.url}/v1/messages", json=_body("fast"))).json()
         assert answer["model"] == "claude-haiku-9"
 
         providers_file.write_text(PROVIDERS.replace("output_per_mtok: 5.0", "output_per_mtok: -1"))
-        refused = await s.post(f"{gateway.url}/api/providers/reload")
+        refused = await s.post(f"{gateway.url}/api/providers/reload", headers=ADMIN_WRITE)
         payload = await refused.json()
         assert refused.status == 400
         message = payload["error"]["message"]

@@ -64,10 +64,12 @@ class _Trace:
     __slots__ = (
         "cache",
         "first",
+        "model",
         "request_bytes",
         "response_bytes",
         "status",
         "stream",
+        "template",
         "upstream",
     )
 
@@ -79,6 +81,8 @@ class _Trace:
         self.request_bytes = 0
         self.response_bytes = 0
         self.stream = False
+        self.model = ""
+        self.template = ""
 
 
 _Handler = Callable[[Scope, Receive, Send, _Trace], Awaitable[None]]
@@ -147,6 +151,8 @@ class HotRoutes:
                         trace.request_bytes,
                         trace.response_bytes,
                         trace.stream,
+                        trace.model,
+                        trace.template,
                     )
                 )
 
@@ -200,7 +206,7 @@ class HotRoutes:
         body = parse_json_object(raw)
         validate_messages_body(body)
         await self._providers.refresh()
-        model = self._providers.resolve(body["model"])
+        model = trace.model = self._providers.resolve(body["model"])
         if model != body["model"]:  # an alias: the resolved model goes upstream and into the key
             body = {**body, "model": model}
             raw = orjson.dumps(body)
@@ -217,6 +223,9 @@ class HotRoutes:
         raw = await read_body(scope, receive, self._limit)
         self._received(trace, raw)
         prepared = await self._front.prepare(raw)
+        trace.model = str(prepared.body["model"])
+        if prepared.template is not None:
+            trace.template = prepared.template.name
         version, beta = self._api_version(headers)
         call = self._front.call(
             prepared,

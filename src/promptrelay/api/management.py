@@ -14,8 +14,11 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from promptrelay import __version__
-from promptrelay.api.admin import build_admin_router
+from promptrelay.api.admin import admin_guard, build_admin_router
 from promptrelay.api.batch import build_batch_router
+from promptrelay.api.dashboard import build_dashboard_router
+from promptrelay.api.docs import build_docs_router
+from promptrelay.api.hot_schema import build_hot_schema_router
 from promptrelay.api.keys import build_keys_router
 from promptrelay.api.providers import build_providers_router
 from promptrelay.api.telemetry_routes import build_telemetry_router
@@ -68,16 +71,28 @@ def build_management_app(runtime: Callable[[], Runtime]) -> FastAPI:
     app = FastAPI(
         title="promptrelay",
         version=__version__,
-        docs_url="/docs",
+        docs_url=None,  # build_docs_router: Swagger UI from local files
         redoc_url=None,
     )
     _install_error_handlers(app)
+    app.include_router(build_docs_router(app.openapi_url or "/openapi.json", app.title))
+    app.include_router(build_hot_schema_router())
     app.include_router(build_admin_router(runtime))
     app.include_router(build_batch_router(runtime))
     app.include_router(build_keys_router(runtime))
     app.include_router(build_templates_router(runtime))
     app.include_router(build_providers_router(runtime))
     app.include_router(build_telemetry_router(runtime))
+    app.include_router(
+        build_dashboard_router(
+            admin_guard(runtime),
+            keyed=lambda: runtime().settings.admin_api_key is not None,
+            performance=lambda window: runtime().performance(window),
+            telemetry=lambda: runtime().telemetry,
+            refresh=lambda: runtime().settings.dashboard_refresh,
+            mode=lambda: runtime().mode,
+        )
+    )
 
     @app.get("/api/health", summary="Liveness and the state of the upstream and provider")
     async def health() -> dict[str, Any]:

@@ -17,7 +17,6 @@ from promptrelay.api.admin import admin_guard
 from promptrelay.errors import InvalidRequest, NotFound, Unauthorized
 from promptrelay.telemetry.history import parse_window
 from promptrelay.telemetry.prometheus import CONTENT_TYPE_LATEST
-from promptrelay.telemetry.recommend import governor_advice
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -50,19 +49,8 @@ def build_telemetry_router(runtime: Callable[[], Runtime]) -> APIRouter:
             seconds = parse_window(window)
         except ValueError as error:
             raise InvalidRequest(str(error)) from None
-        rt = runtime()
-        extra = {
-            "cache": {
-                "tiers": rt.cache.stats(),
-                "savings_total": rt.savings(),
-            },
-            "upstream": await rt.upstream_status(),
-            "breaker": rt.breaker.snapshot(),
-            "governor": rt.governor.snapshot() if rt.governor is not None else None,
-        }
-        body = await telemetry().performance(seconds, extra)
-        body["recommendations"] += governor_advice(extra["governor"])
-        return body
+        telemetry()  # 404 when telemetry is off
+        return await runtime().performance(seconds)
 
     @router.get(
         "/api/alerts",

@@ -199,6 +199,21 @@ class MemoryTier:
         self._expired += len(expired)
         return len(expired)
 
+    def by_namespace(self) -> dict[str, dict[str, int]]:
+        """Live entries and their bytes per key namespace (`pr:<namespace>:...`): one pass
+        over the keys, for an admin asking, never on the request path."""
+        now = self._clock()
+        found: dict[str, dict[str, int]] = {}
+        for key, slot in list(self._data.items()):
+            if slot[_EXPIRES] <= now:
+                continue
+            parts = key.split(":", 2)
+            name = parts[1] if len(parts) > 2 else "(other)"
+            counts = found.setdefault(name, {"entries": 0, "bytes": 0})
+            counts["entries"] += 1
+            counts["bytes"] += slot[_SIZE]
+        return dict(sorted(found.items()))
+
     def trim(self, fraction: float) -> int:
         """Shed at least ``fraction`` of the stored bytes, oldest first; return bytes freed."""
         if not 0 <= fraction <= 1:

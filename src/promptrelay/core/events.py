@@ -90,6 +90,8 @@ class RequestFinished(NamedTuple):
     `ttfb` runs until the status line went out; `upstream_seconds` is the part of it
     spent waiting for the upstream (or a shared call), so `ttfb - upstream_seconds` is
     promptrelay's own added time. Status 499: the client left before the answer.
+    `model` is the resolved model the request named ("" on a pass-through route),
+    `template` the template /api/generate rendered (else ""); never prompt text.
     """
 
     route: str
@@ -101,6 +103,8 @@ class RequestFinished(NamedTuple):
     request_bytes: int = 0
     response_bytes: int = 0
     stream: bool = False
+    model: str = ""
+    template: str = ""
 
 
 Event = (

@@ -44,6 +44,9 @@ _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _BATCH = 128  # events held before folding: amortises the fold, and few enough that the
 # held events do not push the GC's young generation (700 objects) into a collection
 _MAX_MODELS = 64  # model names are client input: beyond this many, hits are valued at once
+_MAX_NAMES = 64  # distinct models / templates counted by name; the rest count as OTHER
+OTHER = "(other)"
+RECENT = 50  # the last requests kept for the dashboard
 _RARE = (
     UpstreamFinished,
     Retried,
@@ -90,6 +93,9 @@ class RequestStats:
         self.added = LatencyHistogram()
         self.stream_ttfb = LatencyHistogram()
         self._finished: list[RequestFinished] = []  # not folded in yet
+        self.recent: deque[RequestFinished] = deque(maxlen=RECENT)  # newest last
+        self.by_model: Counter[str] = Counter()  # requests by model ("": none named)
+        self.by_template: Counter[str] = Counter()  # requests by template ("": none)
         self._lookups: list[CacheLookup] = []
         # (time, requests, errors) and (time, added counts, stream TTFB counts) at each
         # mark, oldest first
@@ -182,9 +188,10 @@ class RequestStats:
 
     def _fold_finished(self) -> None:
         events, self._finished = self._finished, []
-        routes, statuses, caches, seconds, ttfbs, upstream, sent, received, streams = zip(
-            *events, strict=True
-        )
+        (
+            routes, statuses, caches, seconds, ttfbs, upstream, sent, received, streams,
+            models, templates,
+        ) = zip(*events, strict=True)  # fmt: skip
         keys = list(zip(routes, statuses, caches, strict=True))
         distinct = set(keys)
         for key in distinct:
@@ -204,6 +211,9 @@ class RequestStats:
         self.added.record_many(list(map(sub, ttfbs, upstream)))  # below 0 counts as 0
         if any(streams):
             self.stream_ttfb.record_many(list(compress(ttfbs, streams)))
+        self.recent.extend(events[-RECENT:])
+        _count(self.by_model, models)
+        _count(self.by_template, templates)
 
     def _fold_lookups(self) -> None:
         events, self._lookups = self._lookups, []
@@ -337,6 +347,31 @@ class RequestStats:
         self.drain()
         return {key: histogram.count for key, histogram in list(self.series.items())}
 
+    def last_requests(self) -> list[dict[str, Any]]:
+        """The last RECENT requests, newest first: route, model, template, status, cache
+        result, seconds (what the dashboard lists; the events carry no prompt text)."""
+        self.drain()
+        return [
+            {
+                "route": event.route,
+                "model": event.model,
+                "template": event.template,
+                "status": event.status,
+                "cache": event.cache,
+                "ms": round(event.seconds * 1000, 2),
+                "stream": event.stream,
+            }
+            for event in reversed(self.recent)
+        ]
+
+    def counts_by(self) -> dict[str, dict[str, int]]:
+        """Requests by model and by template, largest first (unnamed ones left out)."""
+        self.drain()
+        return {
+            name: {key: count for key, count in counts.most_common() if key}
+            for name, counts in (("model", self.by_model), ("template", self.by_template))
+        }
+
     def breaker_opens(self, within: float) -> int:
         """How often the breaker opened in the last `within` seconds (flapping)."""
         since = self._clock() - within
@@ -395,6 +430,22 @@ class RequestStats:
                 "retries": self.retries,
             },
         }
+
+
+def _count(counts: Counter[str], names: tuple[str, ...]) -> None:
+    """Count a batch's names in C; names are client input, so past _MAX_NAMES distinct
+    ones the smallest fold into OTHER (a dictionary never grows without bound)."""
+    distinct = set(names)
+    if len(distinct) == 1:  # the usual batch: one model, or no template
+        counts[names[0]] += len(names)
+    else:
+        counts.update(names)
+    if len(counts) > _MAX_NAMES:
+        kept = dict(counts.most_common(_MAX_NAMES - 1))
+        other = counts.total() - sum(kept.values())
+        counts.clear()
+        counts.update(kept)
+        counts[OTHER] += other
 
 
 _Mark = TypeVar("_Mark", tuple[float, int, int], tuple[float, list[int], list[int]])

@@ -1,0 +1,202 @@
+"""uvicorn's httptools protocol with bounded heads, slow-client deadlines and a connection cap.
+
+httptools (llhttp) parses as bytes arrive and keeps nothing itself; uvicorn collects the
+URL and headers it reports without bound and has no deadline on a head or a body. This
+subclass counts the bytes fed to the parser while a head is arriving and refuses the
+request as soon as they pass `max_header_bytes`, so a head is never held whole beyond the
+cap. One timer per connection (the watch) enforces the phase deadlines of
+`promptrelay.server.limits`; the per-request work on the hot path is a few attribute
+stores and a clock read.
+
+Every refusal is answered in the error shape of `promptrelay.errors` when nothing of a
+response went out yet, then the connection is closed gracefully: the write side is shut
+after the answer and what the client still sends is read and dropped for `linger` seconds,
+so the client reads the answer instead of a reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from asyncio import TimerHandle
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from promptrelay.errors import (
+    GatewayError,
+    HeadersTooLarge,
+    InvalidRequest,
+    RequestTimeout,
+    TooManyConnections,
+)
+from promptrelay.server.limits import Phase, ServerLimits, time_left
+
+__all__ = ["GatewayProtocol"]
+
+_HEAD, _BODY, _IDLE = Phase.HEAD, Phase.BODY, Phase.IDLE
+
+
+class GatewayProtocol(HttpToolsProtocol):
+    """Built per connection by uvicorn: `functools.partial(GatewayProtocol, limits=...)`."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: ServerLimits,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = limits
+        self._phase = _HEAD
+        self._since = 0.0  # start of the head, or the last body chunk
+        self._head_size = 0  # bytes fed to the parser since the last complete head
+        self._heads = 0  # complete heads so far
+        self._refused = False  # an error answer is out: input is dropped
+        self._timer: TimerHandle | None = None  # the watch, or the linger after a refusal
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # (override) uvicorn narrows BaseTransport to Transport in its own signature.
+        super().connection_made(transport)
+        self._since = self.loop.time()
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse(
+                TooManyConnections(
+                    f"the gateway holds its maximum of {self.limits.max_connections} "
+                    "client connections; retry shortly",
+                    retry_after=self.limits.retry_after,
+                )
+            )
+            return
+        self._timer = self.loop.call_later(self.limits.watch_interval, self._watch)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        phase = self._phase
+        if phase is _BODY:
+            self._since = self.loop.time()
+        else:
+            if phase is _IDLE:  # bytes after a complete request start the next head
+                self._phase = _HEAD
+                self._since = self.loop.time()
+            room = self.limits.max_header_bytes - self._head_size
+            if len(data) > room:
+                self._feed_past_cap(data, room)
+                return
+            self._head_size += len(data)
+        super().data_received(data)
+
+    def _feed_past_cap(self, data: bytes, room: int) -> None:
+        """Feed what fits under the cap; refuse unless the head ended within it."""
+        heads = self._heads
+        if room:
+            self.data_received(data[:room])
+        if self._refused:
+            return
+        if self._heads == heads:
+            self._refuse(
+                HeadersTooLarge(
+                    f"the request line and headers exceed {self.limits.max_header_bytes} bytes"
+                )
+            )
+            return
+        self.data_received(data[room:])
+
+    # Parser callbacks: they track the phase, then do uvicorn's work. A head's start and a
+    # body's progress are seen in data_received, which saves two overrides per request.
+
+    def on_headers_complete(self) -> None:
+        self._heads += 1
+        self._head_size = 0
+        self._phase = _BODY
+        self._since = self.loop.time()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._phase = _IDLE
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn calls this when httptools refuses the bytes (request line, header,
+        # content-length, chunked framing); its own answer is plain text.
+        self._refuse(
+            InvalidRequest(
+                "malformed HTTP request (request line, a header, content-length or chunked framing)"
+            )
+        )
+
+    def _watch(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self._phase is _BODY and self.flow.read_paused:
+            # Reading is paused because the app has not taken the body yet: the client
+            # is not silent, we are not listening.
+            self._since = now
+        left = time_left(self._phase, self._since, now, self.limits)
+        if left is not None and left <= 0:
+            self._expire()
+            return
+        interval = self.limits.watch_interval
+        delay = interval if left is None else min(left, interval)
+        self._timer = self.loop.call_later(delay, self._watch)
+
+    def _expire(self) -> None:
+        if self._phase is _HEAD:
+            message = f"the request head did not arrive within {self.limits.head_timeout:g} s"
+        else:
+            message = f"the request body stopped arriving for {self.limits.body_idle_timeout:g} s"
+        self._refuse(RequestTimeout(message))
+
+    def _refuse(self, error: GatewayError) -> None:
+        """Answer `error` where no response is under way, and end the connection."""
+        self._refused = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        cycle = self.cycle
+        if self._phase is _BODY and cycle is not None:
+            # The app waits for this body: it now reads http.disconnect and its sends
+            # are dropped, so the error below is the only answer.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if cycle.response_started:
+                self.transport.close()
+                return
+        elif cycle is not None and not cycle.response_complete:
+            # A pipelined head failed while the previous answer is still going out: that
+            # answer finishes, then the connection closes.
+            cycle.keep_alive = False
+            return
+        self._answer_and_close(error)
+
+    def _answer_and_close(self, error: GatewayError) -> None:
+        self.transport.write(self._error_response(error))
+        self.flow.resume_reading()  # keep reading (and dropping) until the client is done
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # eof_received then closes the transport
+        self._timer = self.loop.call_later(self.limits.linger, self.transport.close)
+
+    def _error_response(self, error: GatewayError) -> bytes:
+        body = error.body()
+        parts = [STATUS_LINE[error.status]]
+        for name, value in self.server_state.default_headers:
+            parts += [name, b": ", value, b"\r\n"]
+        parts.append(b"content-type: application/json\r\n")
+        parts.append(b"content-length: %d\r\n" % len(body))
+        if error.retry_after is not None:
+            parts.append(b"retry-after: %d\r\n" % round(error.retry_after))
+        parts += [b"connection: close\r\n\r\n", body]
+        return b"".join(parts)

@@ -181,12 +181,12 @@ async def test_reload_removes_a_key_at_once_and_a_bad_reload_keeps_the_old(
         assert (await _post(session, gateway.url, "k-a", _body("a")))[0] == 200
         assert (await _post(session, gateway.url, "k-hashed", _body("h")))[0] == 200
         _write(keys_path, "keys:\n  - {name: a, key: k-a, requests_per_minute: nope}\n")
-        async with session.post(gateway.url + "/api/keys/reload") as response:
+        async with session.post(gateway.url + "/api/keys/reload", json={}) as response:
             assert response.status == 400
             assert "requests_per_minute" in (await response.json())["error"]["message"]
         assert (await _post(session, gateway.url, "k-hashed", _body("h")))[0] == 200
         _write(keys_path, "keys:\n  - {name: a, key: k-a}\n")
-        async with session.post(gateway.url + "/api/keys/reload") as response:
+        async with session.post(gateway.url + "/api/keys/reload", json={}) as response:
             assert response.status == 200
         status, _, body = await _post(session, gateway.url, "k-hashed", _body("h"))
         assert status == 401 and body["error"]["type"] == "authentication_error"

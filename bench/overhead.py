@@ -61,7 +61,14 @@ class Cell:
 
 
 def promptrelay_service(upstream_url: str, name: str = "promptrelay", **env_extra: str) -> Service:
-    """`promptrelay serve` on a free port, memory tier only; `env_extra` adds settings."""
+    """`promptrelay serve` on a free port, memory tier only; `env_extra` adds settings.
+
+    A stage that raises MAX_SOCKETS raises MAX_FREE_SOCKETS with it (the defaults'
+    proportion, 10 of 50, never below 10), unless it sets that too: it measures the
+    larger pool, not reconnects (bench/pool.py measures those)."""
+    if "MAX_SOCKETS" in env_extra and "MAX_FREE_SOCKETS" not in env_extra:
+        sockets = int(env_extra["MAX_SOCKETS"])
+        env_extra["MAX_FREE_SOCKETS"] = str(min(sockets, max(10, sockets // 5)))
     port = free_port()
     env = dict(os.environ)
     env.update(

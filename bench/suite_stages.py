@@ -45,7 +45,7 @@ from benchkit import (
 )
 from cache import fake_service, relay_service, run_prompts, zipf_prompts
 from overhead import DIRECT, PROMPTRELAY, REFERENCE, Cell, measure, promptrelay_service
-from promptrelay.loadgen import LoadPlan, Workload, run_bench
+from promptrelay.devtools.loadgen import LoadPlan, Workload, run_bench
 from promptrelay.settings import Settings
 from suite_report import Chart, Check, StageResult, at_least, at_most
 

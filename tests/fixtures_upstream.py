@@ -11,7 +11,7 @@ loop in a thread, so sync and async tests use it the same way:
         assert fake_upstream.stats()["by_path"]["/v1/messages"] == 2
 
 Send an `x-api-key` header on /v1 requests (the fake answers 401 without one). Knobs:
-`promptrelay.upstream.fake_config.FakeConfig`; stats keys: `FakeUpstream.stats`.
+`promptrelay.devtools.fake_config.FakeConfig`; stats keys: `FakeUpstream.stats`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from promptrelay.upstream.fake import FakeUpstreamThread
+from promptrelay.devtools.fake import FakeUpstreamThread
 
 __all__ = ["fake_upstream"]
 

@@ -11,7 +11,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Raw", "raw_request"]
+__all__ = ["Raw", "parse_head", "raw_request"]
 
 
 @dataclass
@@ -43,14 +43,21 @@ def raw_request(
     if not data:
         return Raw(0, {}, b"")  # closed without an answer
     head_bytes, _, body = data.partition(b"\r\n\r\n")
-    status_line, *lines = head_bytes.decode("latin-1").split("\r\n")
-    answer_headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        answer_headers[name.strip().lower()] = value.strip()
+    status, answer_headers = parse_head(head_bytes)
     if answer_headers.get("transfer-encoding") == "chunked":
         body = _dechunk(body)
-    return Raw(int(status_line.split(" ")[1]), answer_headers, body)
+    return Raw(status, answer_headers, body)
+
+
+def parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    """The status and the headers (lower-case names) of a response head."""
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers
 
 
 def _dechunk(data: bytes) -> bytes:

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from promptrelay.cli import app
-from promptrelay.loadgen import LoadPlan, Workload, percentile, run_bench
+from promptrelay.devtools.loadgen import LoadPlan, Workload, percentile, run_bench
 
 
 def _bench(tmp_path, *args: str) -> tuple[int, dict[str, Any], str]:
@@ -148,7 +148,7 @@ def test_zipf_and_stream_workloads(fake_upstream):
 
 
 def test_zipf_draws_follow_the_ranks():
-    from promptrelay.loadgen import body_maker
+    from promptrelay.devtools.loadgen import body_maker
 
     plan = LoadPlan(url="http://x", workload=Workload.ZIPF, prompts=50, exponent=1.1, seed=3)
     make = body_maker(plan)

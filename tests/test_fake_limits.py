@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from promptrelay.upstream.fake import FakeUpstream
-from promptrelay.upstream.fake_limits import BucketSpec, FakeLimits
+from promptrelay.devtools.fake import FakeUpstream
+from promptrelay.devtools.fake_limits import BucketSpec, FakeLimits
 
 WALL = 1_800_000_000.0
 BODY: dict[str, Any] = {

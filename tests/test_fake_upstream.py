@@ -20,9 +20,9 @@ import aiohttp
 import anthropic
 import pytest
 
-from promptrelay.upstream.fake import FakeConfig, FakeUpstream, FakeUpstreamThread
-from promptrelay.upstream.fake_config import validate_knobs
-from promptrelay.upstream.fake_wire import split_text
+from promptrelay.devtools.fake import FakeConfig, FakeUpstream, FakeUpstreamThread
+from promptrelay.devtools.fake_config import validate_knobs
+from promptrelay.devtools.fake_wire import split_text
 from tests.rawhttp import raw_request
 
 KEY = {"x-api-key": "sk-test-1"}
@@ -463,7 +463,7 @@ async def test_fixture_with_the_anthropic_sdk(fake_upstream):
 
 def test_run_fake_upstream_cli_entry():
     code = (
-        "from promptrelay.upstream.fake import FakeConfig, run_fake_upstream;"
+        "from promptrelay.devtools.fake import FakeConfig, run_fake_upstream;"
         "run_fake_upstream('127.0.0.1', 0, FakeConfig(latency_ms=1))"
     )
     proc = subprocess.Popen(

@@ -30,3 +30,20 @@ async def test_a_failed_startup_reports_and_stops_what_it_started(tmp_path: Path
     assert "colour: unknown field" in outbox[0]["message"]
     assert app.runtime is None
     assert not [name for name in left if name.startswith("promptrelay")], left
+
+
+async def test_before_start_up_every_http_request_is_a_503_in_the_envelope() -> None:
+    app = build_app(Settings())  # the lifespan never ran: no runtime, no management app
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    for path in ("/api/health", "/v1/messages"):
+        scope: dict[str, Any] = {"type": "http", "method": "GET", "path": path, "headers": []}
+        await app(scope, receive, send)
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [503, 503]
+    assert all(b"has not started" in m["body"] for m in sent if m["type"] == "http.response.body")

@@ -1,7 +1,9 @@
 """`promptrelay status` and `promptrelay cache stats|clear`: a running gateway, read over HTTP.
 
 Every call sends the admin key (when given) as a Bearer header and the
-`X-Promptrelay-Admin` header that admin writes require.
+`X-Promptrelay-Admin` header that admin writes require. Every string the gateway sends
+is escaped before rich renders it: it is data, never markup (a `[/]` in an alert would
+otherwise stop the command with a MarkupError).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from typing import Any
 
 import aiohttp
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -53,9 +56,14 @@ async def call(
     return answer if isinstance(answer, dict) else {}
 
 
+def _text(value: object) -> str:
+    """A value from the gateway, safe inside rich markup."""
+    return escape(str(value))
+
+
 def _state(value: object) -> str:
     style = _STATE_STYLE.get(str(value), "yellow")
-    return f"[{style}]{value}[/]"
+    return f"[{style}]{_text(value)}[/]"
 
 
 def render_status(
@@ -66,10 +74,10 @@ def render_status(
     grid.add_column(style="bold")
     grid.add_column()
     pool = health["upstream"]["pool"]
-    grid.add_row("mode", str(health["mode"]))
+    grid.add_row("mode", _text(health["mode"]))
     grid.add_row("breaker", _state(health["breaker"].get("state", "closed")))
     grid.add_row("redis", _state(health["redis"]))
-    grid.add_row("upstream pool", f"{pool['in_use']} in use, {pool['waiting']} waiting")
+    grid.add_row("upstream pool", _text(f"{pool['in_use']} in use, {pool['waiting']} waiting"))
     parts: list[Any] = [grid]
     if performance is None:
         grid.add_row("telemetry", "off: no hit ratio, alerts or recommendations")
@@ -81,7 +89,7 @@ def render_status(
         )
         grid.add_row("requests", f"{requests['total']} ({requests['errors']} errors)")
         parts += [_alerts(performance["alerts"]["active"]), _advice(performance)]
-    title = f"promptrelay {health.get('version', '')} at {health['upstream']['base_url']}"
+    title = _text(f"promptrelay {health.get('version', '')} at {health['upstream']['base_url']}")
     console.print(Panel(Group(*parts), title=title, expand=False))
 
 
@@ -90,7 +98,7 @@ def _alerts(active: list[dict[str, Any]]) -> Any:
         return "[green]no active alert[/]"
     table = Table("alert", "severity", "message", title="active alerts", title_justify="left")
     for alert in active:
-        table.add_row(alert["key"], alert["severity"], alert["message"])
+        table.add_row(_text(alert["key"]), _text(alert["severity"]), _text(alert["message"]))
     return table
 
 
@@ -99,18 +107,19 @@ def _advice(performance: dict[str, Any]) -> str:
     if not advice:
         return "recommendation: none"
     top = advice[0]
-    return f"recommendation ([bold]{top['area']}[/], {top['severity']}): {top['message']}"
+    area, severity, message = (_text(top[name]) for name in ("area", "severity", "message"))
+    return f"recommendation ([bold]{area}[/], {severity}): {message}"
 
 
 def render_stats(stats: dict[str, Any], console: Console) -> None:
     table = Table("namespace", "entries", "bytes", title="memory tier by namespace")
     for name, counts in stats.get("namespaces", {}).items():
-        table.add_row(name, str(counts["entries"]), f"{counts['bytes']:,}")
+        table.add_row(_text(name), _text(counts["entries"]), f"{counts['bytes']:,}")
     saved = stats["savings"]
     console.print(
         f"hits {stats['hits']}, misses {stats['misses']}, hit ratio {stats['hit_ratio']:.1%}; "
         f"{stats['entries']} entries, {stats['bytes']:,} bytes in memory; "
-        f"redis {stats['redis_state']}"
+        f"redis {_text(stats['redis_state'])}"
     )
     console.print(
         f"saved {saved['tokens_saved']:,} tokens, "

@@ -2,8 +2,9 @@
 
 The outer app is a plain ASGI callable. It sends the hot routes straight to `HotRoutes`
 and everything else to the FastAPI management app. It owns the ASGI lifespan: startup
-builds the `Runtime` (pooled upstream client, gateway, ...), shutdown closes it. No
-module-level app or client exists; two apps can live side by side in one process.
+builds the `Runtime` (pooled upstream client, the pipeline, the faces and the management
+app, each router handed the components it uses), shutdown closes it. No module-level app
+or client exists; two apps can live side by side in one process.
 """
 
 from __future__ import annotations
@@ -16,9 +17,19 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from promptrelay.api.asgi import Receive, Scope, Send
+from fastapi import APIRouter
+
+from promptrelay.api.access import Access
+from promptrelay.api.admin import build_admin_router
+from promptrelay.api.asgi import Receive, Scope, Send, send_error
+from promptrelay.api.batch import build_batch_router
+from promptrelay.api.dashboard import build_dashboard_router
 from promptrelay.api.hot import HotRoutes
+from promptrelay.api.keys import build_keys_router
 from promptrelay.api.management import build_management_app
+from promptrelay.api.providers import build_providers_router
+from promptrelay.api.telemetry_routes import build_telemetry_router
+from promptrelay.api.templates import build_templates_router
 from promptrelay.cache.tiered import TieredCache
 from promptrelay.core.auth import KeyMode, KeyResolver
 from promptrelay.core.batch_jobs import BatchJobs
@@ -31,11 +42,12 @@ from promptrelay.core.events import (
     RedisMoved,
 )
 from promptrelay.core.gateway import Gateway, Reply
-from promptrelay.core.generate import GenerateFront
 from promptrelay.core.keywatch import KeysFileWatcher
+from promptrelay.core.pipeline import Pipeline
 from promptrelay.core.providers import Providers
 from promptrelay.core.quotas import Counters, MemoryCounters, Quotas, RedisCounters
 from promptrelay.core.resilient import ResilientUpstream
+from promptrelay.errors import GatewayError
 from promptrelay.resilience.breaker import BreakerMachine, BreakerTransition
 from promptrelay.resilience.governor import Governor
 from promptrelay.resilience.lease import ProbeLease
@@ -63,6 +75,14 @@ log = logging.getLogger("promptrelay")
 _PROBE_EVERY = 10.0  # seconds between upstream reachability probes for /api/health
 
 
+class _NotStarted(GatewayError):
+    status = 503
+    type = "api_error"
+
+
+_NOT_STARTED = _NotStarted("promptrelay has not started (ASGI lifespan not run)")
+
+
 class Runtime:
     """Every long-lived component, created inside the event loop at startup."""
 
@@ -73,38 +93,17 @@ class Runtime:
         self.cache = TieredCache.from_settings(settings, on_state=self._redis_state)
         self.upstream = UpstreamClient(settings)
         self.breaker = self._build_breaker(settings)
-        policy = RetryPolicy(
-            retries=settings.upstream_retries,
-            max_wait=settings.retry_max_wait,
-            deadline=settings.upstream_timeout,
-        )
-        self.governor = self._build_governor(settings)
-        resilient = ResilientUpstream(
-            self.upstream,
-            self.breaker,
-            policy,
-            budget=settings.upstream_timeout,
-            events=self.events,
-            governor=self.governor,
-        )
         self.providers = Providers.from_settings(settings, self.cache)
         self.quotas = self._build_quotas(settings)
         self.keys_watcher = (
             KeysFileWatcher(self.keys, settings.keys_file) if settings.keys_file else None
         )
-        self.gateway = Gateway(
-            resilient, OfflineProvider(), self.cache, self.events, quotas=self.quotas
-        )
         limits = Limits(settings.template_max_steps, settings.template_max_output_bytes)
         self.templates = TemplateService(
             open_store(settings.database_url), self.cache, Renderer(limits)
         )
-        self.front = GenerateFront(
-            self.providers, self.templates, default_max_tokens=settings.default_max_tokens
-        )
-        self.hot = HotRoutes(
-            settings, self.gateway, self.keys, self.providers, self.front, self.events
-        )
+        self.pipeline = self._build_pipeline(settings)
+        self.hot = HotRoutes(settings, self.pipeline, self.keys, self.events)
         self.batch_stats = BatchStats()
         self.events.subscribe(self.batch_stats, BatchFlushed)
         window = WindowPolicy(settings.batch_max_size, settings.batch_window_ms / 1000)
@@ -112,7 +111,7 @@ class Runtime:
             window, budget=settings.batch_max_concurrency, events=self.events
         )
         self.batch_jobs = BatchJobs(
-            self.gateway,
+            self.pipeline,
             max_jobs=settings.batch_jobs_max,
             max_bytes=settings.batch_jobs_max_bytes,
         )
@@ -127,6 +126,81 @@ class Runtime:
         else:  # the cache's own savings counter; with telemetry on, its stats count them
             self._savings = CacheSavings()
             self.events.subscribe(self._savings, CacheLookup)
+        self.management = build_management_app(self._routers(), health=self.health)
+
+    def _build_pipeline(self, settings: Settings) -> Pipeline:
+        policy = RetryPolicy(
+            retries=settings.upstream_retries,
+            max_wait=settings.retry_max_wait,
+            deadline=settings.upstream_timeout,
+        )
+        self.governor = self._build_governor(settings)
+        resilient = ResilientUpstream(
+            self.upstream,
+            self.breaker,
+            policy,
+            budget=settings.upstream_timeout,
+            events=self.events,
+            governor=self.governor,
+        )
+        return Pipeline(
+            Gateway(resilient, OfflineProvider(), self.cache, self.events, quotas=self.quotas),
+            self.providers,
+            self.templates,
+            default_version=settings.anthropic_version,
+            default_max_tokens=settings.default_max_tokens,
+        )
+
+    def _routers(self) -> list[APIRouter]:
+        settings = self.settings
+        access = Access(settings, self.keys)
+        return [
+            build_admin_router(
+                access,
+                self.cache,
+                self.pipeline,
+                self.keys,
+                redis_state=lambda: self.redis_state,
+                savings=self.savings,
+            ),
+            build_batch_router(
+                settings,
+                self.keys,
+                self.pipeline,
+                batcher=self.batcher,
+                jobs=self.batch_jobs,
+                stats=self.batch_stats,
+            ),
+            build_templates_router(access, self.templates, self.pipeline, self.keys),
+            build_providers_router(access, self.providers),
+            build_telemetry_router(
+                access,
+                self.telemetry,
+                metrics_token=settings.metrics_token,
+                performance_body=self.performance,
+                governor=lambda: self.governor.snapshot() if self.governor else None,
+            ),
+            build_keys_router(access, self.keys, self.quotas),
+            build_dashboard_router(
+                access.admin,
+                keyed=lambda: settings.admin_api_key is not None,
+                performance=self.performance,
+                telemetry=lambda: self.telemetry,
+                refresh=lambda: settings.dashboard_refresh,
+                mode=lambda: self.mode,
+            ),
+        ]
+
+    async def health(self) -> dict[str, Any]:
+        """GET /api/health, below its status and version."""
+        return {
+            "mode": self.mode,
+            "served_by_key_mode": dict(self.pipeline.served_by_mode),
+            "upstream": await self.upstream_status(),
+            "breaker": self.breaker.snapshot(),
+            "redis": self.redis_state,
+            "cache": {"entries": len(self.cache.memory), "bytes": self.cache.memory.bytes},
+        }
 
     def savings(self) -> dict[str, Any]:
         """What the cache saved, for /api/cache/stats: hits, misses, time, tokens."""
@@ -283,7 +357,7 @@ class Runtime:
     async def _reachability(self) -> dict[str, Any]:
         """A TCP connect to the upstream, at most every _PROBE_EVERY seconds, and only
         once the upstream is in use: an offline gateway reaches out to nobody."""
-        in_use = self.mode == "live" or self.gateway.served_by_mode[KeyMode.CLIENT.value] > 0
+        in_use = self.mode == "live" or self.pipeline.served_by_mode[KeyMode.CLIENT.value] > 0
         if not in_use:
             return {"reachable": None, "probe": "skipped: offline, no upstream call yet"}
         now = time.monotonic()
@@ -310,12 +384,6 @@ class PromptRelay:
         self.settings = settings
         self.own_process = own_process  # the server process is ours alone: tune its GC
         self.runtime: Runtime | None = None
-        self.management = build_management_app(self._started)
-
-    def _started(self) -> Runtime:
-        if self.runtime is None:
-            raise RuntimeError("promptrelay has not started (ASGI lifespan not run)")
-        return self.runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.runtime is not None:
@@ -326,9 +394,13 @@ class PromptRelay:
                 return await self.runtime.hot.generate(scope, receive, send)
             if path.startswith("/v1/"):
                 return await self.runtime.hot.forward(scope, receive, send)
-        elif scope["type"] == "lifespan":
+            return await self.runtime.management(scope, receive, send)
+        if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
-        await self.management(scope, receive, send)
+        if scope["type"] == "http":
+            await send_error(send, _NOT_STARTED, [])
+        elif self.runtime is not None:  # a websocket: the management app refuses it
+            await self.runtime.management(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from promptrelay.loadgen import Workload
+from promptrelay.devtools.loadgen import Workload
 from promptrelay.settings import ConfigError, Settings, export_overrides, load_settings
 
 __all__ = ["app", "main"]
@@ -95,7 +95,7 @@ def fake_upstream(
     fail_rate: Annotated[float, typer.Option(help="Fraction of requests that fail.")] = 0.0,
 ) -> None:
     """Run the fake Anthropic API (for tests, benchmarks and trying promptrelay out)."""
-    from promptrelay.upstream.fake import FakeConfig, run_fake_upstream
+    from promptrelay.devtools.fake import FakeConfig, run_fake_upstream
 
     config = FakeConfig(
         latency_ms=latency_ms,
@@ -127,58 +127,60 @@ _BENCH_HELP = (
 )
 
 
+# The options of `promptrelay bench` whose declarations take more than a line.
+_BenchUrl = Annotated[str, typer.Option(help="Base URL; requests go to URL/v1/messages.")]
+_Concurrency = Annotated[
+    int,
+    typer.Option("--concurrency", "-c", min=1, help="Workers (closed loop) and max connections."),
+]
+_Duration = Annotated[
+    float | None,
+    typer.Option(
+        "--duration",
+        "-d",
+        min=0.1,
+        help="Seconds to run (10 when neither this nor --requests is given).",
+    ),
+]
+_Requests = Annotated[
+    int | None,
+    typer.Option("--requests", "-n", min=1, help="Send this many requests, then stop."),
+]
+_Workload = Annotated[Workload, typer.Option("--workload", "-w", help="What to send (see above).")]
+_Rate = Annotated[float | None, typer.Option(min=0.001, help="Open loop at this many requests/s.")]
+_ApiKey = Annotated[str | None, typer.Option(help="Sent as x-api-key (never printed or written).")]
+_Tag = Annotated[
+    str | None,
+    typer.Option(help="Text in every prompt (random by default, so runs share no prompt)."),
+]
+_JsonFile = Annotated[
+    Path | None, typer.Option("--json", help="Also write the plan and results here.")
+]
+
+
 @app.command(help=_BENCH_HELP)
 def bench(
-    url: Annotated[
-        str, typer.Option(help="Base URL; requests go to URL/v1/messages.")
-    ] = "http://127.0.0.1:8080",
-    concurrency: Annotated[
-        int,
-        typer.Option(
-            "--concurrency", "-c", min=1, help="Workers (closed loop) and max connections."
-        ),
-    ] = 16,
-    duration: Annotated[
-        float | None,
-        typer.Option(
-            "--duration",
-            "-d",
-            min=0.1,
-            help="Seconds to run (10 when neither this nor --requests is given).",
-        ),
-    ] = None,
-    requests: Annotated[
-        int | None,
-        typer.Option("--requests", "-n", min=1, help="Send this many requests, then stop."),
-    ] = None,
-    workload: Annotated[
-        Workload, typer.Option("--workload", "-w", help="What to send (see above).")
-    ] = Workload.UNIQUE,
+    url: _BenchUrl = "http://127.0.0.1:8080",
+    concurrency: _Concurrency = 16,
+    duration: _Duration = None,
+    requests: _Requests = None,
+    workload: _Workload = Workload.UNIQUE,
     prompts: Annotated[int, typer.Option(min=1, help="zipf: distinct prompts.")] = 200,
     exponent: Annotated[float, typer.Option(min=0.0, help="zipf: exponent s.")] = 1.1,
-    rate: Annotated[
-        float | None, typer.Option(min=0.001, help="Open loop at this many requests/s.")
-    ] = None,
-    api_key: Annotated[
-        str | None, typer.Option(help="Sent as x-api-key (never printed or written).")
-    ] = None,
+    rate: _Rate = None,
+    api_key: _ApiKey = None,
     model: Annotated[str, typer.Option(help="model field of every body.")] = "claude-sonnet-4-6",
     max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens field of every body.")] = 64,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds one request may take.")] = 60.0,
     seed: Annotated[int, typer.Option(help="zipf: random seed.")] = 1,
-    tag: Annotated[
-        str | None,
-        typer.Option(help="Text in every prompt (random by default, so runs share no prompt)."),
-    ] = None,
-    json_file: Annotated[
-        Path | None, typer.Option("--json", help="Also write the plan and results here.")
-    ] = None,
+    tag: _Tag = None,
+    json_file: _JsonFile = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     from rich.console import Console
 
-    from promptrelay.loadgen import LoadPlan
-    from promptrelay.loadgen_report import render, run_with_progress, write_json
+    from promptrelay.devtools.loadgen import LoadPlan
+    from promptrelay.devtools.loadgen_report import render, run_with_progress, write_json
 
     if duration is not None and requests is not None:
         typer.echo("promptrelay bench: give --duration or --requests, not both", err=True)

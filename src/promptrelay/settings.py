@@ -92,7 +92,6 @@ class Settings(BaseSettings):
     cache_ttl_claude_response: PositiveInt = 1800
     cache_ttl_template_content: PositiveInt = 3600
     cache_ttl_provider_config: PositiveInt = 7200
-    cache_ttl_health_status: PositiveInt = 300
     cache_ttl_metrics: PositiveInt = 60
     memory_cache_max_bytes: PositiveInt = 64 * 1024 * 1024
     cache_max_entry_bytes: PositiveInt = 4 * 1024 * 1024

@@ -9,8 +9,7 @@ import aiohttp
 import orjson
 
 from promptrelay.core.batch import BatchContext, prepare_item
-from promptrelay.core.batch_jobs import BatchJobs
-from promptrelay.core.generate import Prepared
+from promptrelay.core.pipeline import Prepared
 
 
 def _live(gateway_factory, fake_upstream, **overrides: Any):
@@ -257,13 +256,7 @@ async def test_a_bug_preparing_one_item_costs_that_item_only(gateway_factory, fa
             raise RuntimeError("a bug in preparation")
         return await prepare_item(item, context)
 
-    settings = runtime.settings
-    runtime.batch_jobs = BatchJobs(
-        runtime.gateway,
-        max_jobs=settings.batch_jobs_max,
-        max_bytes=settings.batch_jobs_max_bytes,
-        prepare=faulty,
-    )
+    runtime.batch_jobs.prepare_item = faulty
     requests = [{"prompt": "one"}, {"prompt": "boom"}, {"prompt": "three"}]
     async with aiohttp.ClientSession() as session:
         status, job = await _submit(session, gateway.url, requests)

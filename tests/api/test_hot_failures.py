@@ -17,13 +17,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from promptrelay.core.events import Event, RequestFinished
-from promptrelay.core.generate import Prepared
+from promptrelay.core.pipeline import Ask, Prepared
 
 
-class _BrokenFront:
-    """Stands in for the generate front with a bug in it."""
+class _BrokenPipeline:
+    """Stands in for the pipeline with a bug in it."""
 
-    async def prepare(self, raw: bytes) -> Prepared:
+    async def prepare(self, ask: Ask) -> Prepared:
         raise RuntimeError("a bug")
 
 
@@ -40,7 +40,7 @@ async def test_an_unexpected_error_is_an_enveloped_500_and_is_counted(
             finished.append(event)
 
     runtime.events.subscribe(listen)
-    runtime.hot._front = _BrokenFront()
+    runtime.hot._pipeline = _BrokenPipeline()
     with caplog.at_level(logging.ERROR, logger="promptrelay.api"):
         async with aiohttp.ClientSession() as session:
             response = await session.post(f"{gateway.url}/api/generate", json={"prompt": "x"})

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from promptrelay.devtools.fake import FakeUpstreamThread
 from promptrelay.settings import Settings
-from promptrelay.upstream.fake import FakeUpstreamThread
 from tests.fixtures_gateway import RunningGateway
 from tests.rawhttp import raw_request
 
@@ -69,6 +69,9 @@ REFUSED_BY_THE_GATEWAY = [
     b"/v1/models/..%2f..%2fx",
     b"/v1/./models",
     b"/v1/models/.",
+    b"/v1/..;/_fake/stats",
+    b"/v1/models/..;x=1/..;/_fake/stats",
+    b"/v1/%2e%2e;/_fake/stats",
     b"/v1//models",
     b"/v1/models//x",
     b"/v1/",
@@ -186,6 +189,10 @@ _HOSTILE = [
     "%7f",
     "%",
     "%g0",
+    "..;",
+    "..;x=1",
+    ".;",
+    "%2e%2e;",
 ]
 _BENIGN = ["models", "claude-x", "_fake", "stats", "x", "..a", "a..", "...", ";", "..;", "~", "%41"]
 _PIECE = st.sampled_from(_HOSTILE + _BENIGN)
@@ -214,7 +221,8 @@ def _strictly_under_v1(logged: str, prefix: str) -> bool:
     segments = unquote(path[len(prefix) :]).split("/")[2:]
     if segments and segments[-1] == "":
         segments.pop()
-    return bool(segments) and all(s not in ("", ".", "..") for s in segments)
+    # A segment is also read without its ';' parameters (Tomcat, Jetty): '..;x' is '..'.
+    return bool(segments) and all(s.partition(";")[0] not in ("", ".", "..") for s in segments)
 
 
 _EXAMPLES = settings(

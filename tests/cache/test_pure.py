@@ -28,7 +28,6 @@ def test_ttl_policy_defaults_match_the_design() -> None:
         "claude_response": 1800,
         "template_content": 3600,
         "provider_config": 7200,
-        "health_status": 300,
         "metrics": 60,
     }
     assert policy.ttl_for("something_else") == 3600

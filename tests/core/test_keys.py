@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from promptrelay.cache.keys import KeyParts, cache_key
 from promptrelay.core.cache_control import parse_cache_control
-from promptrelay.core.keys import KeyParts, cache_key
 
 PARTS = KeyParts(
     namespace="default",

@@ -154,7 +154,7 @@ async def test_identical_concurrent_misses_cost_one_upstream_call(live, fake_ups
     assert len({body for _, _, body in results}) == 1
     assert sum(1 for _, headers, _ in results if headers.get("x-coalesced") == "true") == 99
     assert fake_upstream.stats()["by_path"]["/v1/messages"] == 1
-    assert live.app.runtime is not None and live.app.runtime.gateway.in_flight() == 0
+    assert live.app.runtime is not None and live.app.runtime.pipeline.in_flight() == 0
 
 
 async def test_admin_routes_and_pattern_clear(gateway_factory, fake_upstream):

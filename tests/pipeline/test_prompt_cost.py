@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from promptrelay.upstream.fake_cache import FakePromptCache
+from promptrelay.devtools.fake_cache import FakePromptCache
 
 HAIKU = "claude-3-haiku-20240307"  # $0.25 input, $1.25 output per million tokens
 SYSTEM = [{"type": "text", "text": "rules " * 1000, "cache_control": {"type": "ephemeral"}}]

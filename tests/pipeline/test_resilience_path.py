@@ -156,7 +156,7 @@ async def test_coalesced_failure_reaches_everyone_and_cancellations_spare_the_la
         failed = await asyncio.gather(*(one() for _ in range(100)))
     assert set(failed) == {400}
     assert fake_upstream.stats()["by_path"]["/v1/messages"] == 1
-    assert runtime.gateway.in_flight() == 0
+    assert runtime.pipeline.in_flight() == 0
 
     tasks = [asyncio.create_task(_post(gateway.url, _body("patient"))) for _ in range(100)]
     await asyncio.sleep(0.5)
@@ -166,4 +166,4 @@ async def test_coalesced_failure_reaches_everyone_and_cancellations_spare_the_la
     await asyncio.gather(*tasks[:99], return_exceptions=True)
     assert status == 200 and b"patient" in body
     assert fake_upstream.stats()["by_path"]["/v1/messages"] == 2
-    assert runtime.gateway.in_flight() == 0
+    assert runtime.pipeline.in_flight() == 0

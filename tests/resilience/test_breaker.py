@@ -328,3 +328,38 @@ def test_never_more_than_one_probe_in_flight(events: list[tuple[str, int]]) -> N
             assert live == []
     for before, after in itertools.pairwise(seen):
         assert before.new is after.old
+
+
+# -- side calls (pass-through): counted, never the probe -------------------------------
+
+
+def test_a_side_call_is_admitted_and_counted_while_closed() -> None:
+    clock = FakeClock()
+    machine = make(clock, failure_threshold=2)
+    for _ in range(2):
+        decision = machine.before_side_call()
+        assert decision.ticket is not None and not decision.ticket.probe
+        machine.record_failure(decision.ticket)
+    assert machine.state is OPEN
+
+
+def test_a_side_call_is_refused_while_open_with_the_wait() -> None:
+    clock = FakeClock()
+    machine = open_machine(clock, reset_timeout=60.0)
+    clock.advance(20)
+    decision = machine.before_side_call()
+    assert decision.ticket is None and decision.retry_after == pytest.approx(40.0)
+
+
+def test_a_side_call_never_takes_the_half_open_probe() -> None:
+    clock = FakeClock()
+    machine = open_machine(clock, reset_timeout=60.0, probe_timeout=10.0)
+    clock.advance(60)
+    refused = machine.before_side_call()
+    assert refused.ticket is None and machine.state is OPEN and not machine.probe_in_flight
+    probe = machine.before_call().ticket
+    assert probe is not None and probe.probe and machine.state is HALF_OPEN
+    while_probing = machine.before_side_call()
+    assert while_probing.ticket is None and while_probing.retry_after == pytest.approx(10.0)
+    machine.record_success(probe)
+    assert machine.state is CLOSED and machine.before_side_call().ticket is not None

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 import orjson
+
+from tests.rawhttp import Raw, parse_head
 
 __all__ = ["Answer", "exchange", "read_answer"]
 
 
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
+class Answer(Raw):
     def error(self) -> dict[str, str]:
         """The error object of Anthropic's envelope, checking the envelope on the way."""
         assert self.headers["content-type"] == "application/json"
@@ -28,15 +24,9 @@ class Answer:
 
 async def read_answer(reader: asyncio.StreamReader) -> Answer:
     """One response; its body by content-length."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines:
-        if line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+    status, headers = parse_head(await reader.readuntil(b"\r\n\r\n"))
     body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return Answer(int(status_line.split()[1]), headers, body)
+    return Answer(status, headers, body)
 
 
 async def exchange(port: int, raw: bytes) -> Answer:

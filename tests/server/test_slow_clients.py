@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import psutil
 import pytest
 
+from promptrelay.server import ServerLimits
 from tests.fixtures_process import serve_process
 from tests.server.rawhttp import exchange, read_answer
 
@@ -159,3 +161,32 @@ async def test_a_later_head_on_a_kept_alive_connection_has_its_own_deadline(gate
     writer.close()
     assert answer.status == 408
     assert "head" in answer.error()["message"]
+
+
+def _open_server_side(gateway: Any) -> int:
+    """Connections the server holds that are not already closing (read across threads)."""
+    while True:
+        try:
+            held = list(gateway.server.server_state.connections)
+        except RuntimeError:  # the server thread changed the set meanwhile
+            continue
+        return sum(1 for protocol in held if not protocol.transport.is_closing())
+
+
+async def test_a_flood_beyond_the_cap_cannot_hold_a_descriptor_each(gateway_factory):
+    gateway = gateway_factory(max_connections=4)
+    slots = ServerLimits().lingering_refusals
+    health = b"GET /api/health HTTP/1.1\r\nhost: t\r\n\r\n"
+    held = []
+    for _ in range(4):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        writer.write(health)
+        assert (await read_answer(reader)).status == 200
+        held.append(writer)
+    flood = [await asyncio.open_connection("127.0.0.1", gateway.port) for _ in range(slots + 40)]
+    for reader, _writer in flood:  # every one refused, the polite ones and the rest alike
+        assert (await read_answer(reader)).status == 503
+    # The first `slots` linger (their client has not hung up); the others are closed at once.
+    assert _open_server_side(gateway) <= 4 + slots
+    for writer in held + [writer for _reader, writer in flood]:
+        writer.close()

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from promptrelay.resilience.backoff import Backoff
 from tests.fixtures_redis import free_port
 
 INTERVAL = 0.2  # TELEMETRY_INTERVAL in these tests
@@ -163,7 +164,7 @@ async def test_error_rate_alert_reaches_the_webhook_once_then_resolves(
 async def test_webhook_is_retried(gateway_factory, fake_upstream, receiver):
     receiver.fail_next = 2
     gw = gateway_factory(**live(fake_upstream.url, alert_webhook_url=receiver.url))
-    gw.app.runtime.telemetry.delivery.backoff = 0.05
+    gw.app.runtime.telemetry.delivery.backoff = Backoff(base=0.05, factor=2.0, cap=0.2)
     loop = gw.app.runtime.telemetry.loop
     loop.call_soon_threadsafe(time.sleep, 0.4)  # a loop-lag alert to deliver
     await wait_for(lambda: receiver.of("loop_lag", "firing"), timeout=5)

@@ -1,4 +1,6 @@
-"""Plain ASGI plumbing for the hot routes: read a bounded body, send bytes or a stream.
+"""Plain ASGI plumbing: read a bounded body, read the API version, send bytes or a stream.
+
+The management routes use the same body reader (on Starlette's `request.receive`).
 
 The hot routes bypass FastAPI's router (DESIGN.md, "Measured facts": a FastAPI route costs
 ~3x a plain ASGI callable here). These helpers are all they need.
@@ -17,6 +19,7 @@ __all__ = [
     "Receive",
     "Scope",
     "Send",
+    "api_version",
     "client_left",
     "read_body",
     "request_headers",
@@ -43,11 +46,24 @@ def request_headers(scope: Scope) -> dict[bytes, bytes]:
     return dict(scope["headers"])
 
 
+def api_version(headers: dict[bytes, bytes]) -> tuple[str | None, str | None]:
+    """`anthropic-version` and `anthropic-beta` as the client sent them (None: absent;
+    the pipeline applies ANTHROPIC_VERSION), forwarded verbatim."""
+    version = headers.get(b"anthropic-version")
+    beta = headers.get(b"anthropic-beta")
+    return (
+        version.decode("latin-1") if version else None,
+        beta.decode("latin-1") if beta else None,
+    )
+
+
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The whole request body, refusing more than `limit` bytes before reading them."""
     declared = request_headers(scope).get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body is {int(declared)} bytes; the limit is {limit}")
+        raise PayloadTooLarge(
+            f"request body is {int(declared)} bytes; the limit is {limit} (MAX_BODY_BYTES)"
+        )
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -57,7 +73,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes (MAX_BODY_BYTES)")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -2,7 +2,8 @@
 
 Same key rules as /api/generate (client key when PROMPTRELAY_API_KEYS is set; jobs are
 visible to their own namespace only). The body is read with the MAX_BODY_BYTES bound and
-parsed once with orjson; every item is then parsed by /api/generate's own parser.
+parsed once with orjson; every item is then the Ask /api/generate's own parser makes,
+prepared and run by the pipeline.
 
 The outer app sends only the exact path /api/generate to the hot handler, so
 /api/generate/batch arrives here.
@@ -10,20 +11,23 @@ The outer app sends only the exact path /api/generate to the hot handler, so
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from promptrelay.api.asgi import api_version, read_body, request_headers
+from promptrelay.core.auth import KeyResolver
 from promptrelay.core.batch import BatchContext, run_sync_batch
+from promptrelay.core.batch_jobs import BatchJobs
+from promptrelay.core.batcher import MicroBatcher
+from promptrelay.core.gateway import Reply
+from promptrelay.core.pipeline import Pipeline
 from promptrelay.core.request import parse_json_object
-from promptrelay.errors import InvalidRequest, PayloadTooLarge
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from promptrelay.app import Runtime
+from promptrelay.errors import InvalidRequest
+from promptrelay.settings import Settings
+from promptrelay.telemetry.batches import BatchStats
 
 __all__ = ["build_batch_router"]
 
@@ -66,33 +70,6 @@ def _json(value: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(value), status_code=status, media_type="application/json")
 
 
-async def _read_bounded(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body is larger than MAX_BODY_BYTES ({limit})")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is larger than MAX_BODY_BYTES ({limit})")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _context(rt: Runtime, request: Request) -> BatchContext:
-    headers = {k.lower().encode(): v.encode("latin-1") for k, v in request.headers.items()}
-    creds = rt.keys.resolve(headers)
-    version = headers.get(b"anthropic-version")
-    beta = headers.get(b"anthropic-beta")
-    return BatchContext(
-        creds=creds,
-        version=version.decode("latin-1") if version else rt.settings.anthropic_version,
-        beta=beta.decode("latin-1") if beta else None,
-        front=rt.front,
-    )
-
-
 def _parse(data: dict[str, Any], max_items: int, max_concurrency: int) -> tuple[list[Any], int]:
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
@@ -110,8 +87,21 @@ def _parse(data: dict[str, Any], max_items: int, max_concurrency: int) -> tuple[
     return items, min(concurrency, max_concurrency)
 
 
-def build_batch_router(runtime: Callable[[], Runtime]) -> APIRouter:
+def build_batch_router(
+    settings: Settings,
+    keys: KeyResolver,
+    pipeline: Pipeline,
+    *,
+    batcher: MicroBatcher[Reply],
+    jobs: BatchJobs,
+    stats: BatchStats,
+) -> APIRouter:
     router = APIRouter(tags=["batch"])
+
+    def context(request: Request) -> BatchContext:
+        headers = request_headers(request.scope)
+        version, beta = api_version(headers)
+        return BatchContext(keys.resolve(headers), version, beta, pipeline)
 
     @router.post(
         "/api/generate/batch",
@@ -120,32 +110,26 @@ def build_batch_router(runtime: Callable[[], Runtime]) -> APIRouter:
         openapi_extra=_BATCH_BODY,
     )
     async def generate_batch(request: Request) -> Response:
-        rt = runtime()
-        context = _context(rt, request)  # refuse a bad key before reading a large body
-        data = parse_json_object(await _read_bounded(request, rt.settings.max_body_bytes))
-        settings = rt.settings
+        shared = context(request)  # refuse a bad key before reading a large body
+        raw = await read_body(request.scope, request.receive, settings.max_body_bytes)
+        data = parse_json_object(raw)
         items, concurrency = _parse(data, settings.batch_max_items, settings.batch_max_concurrency)
         mode = data.get("mode", "sync")
         if mode not in _MODES:
             raise InvalidRequest('mode: must be "sync" or "async"')
         if mode == "async":
-            return _json(await rt.batch_jobs.submit(items, context), status=202)
-        answer = await run_sync_batch(
-            items, context, gateway=rt.gateway, batcher=rt.batcher, concurrency=concurrency
-        )
+            return _json(await jobs.submit(items, shared), status=202)
+        answer = await run_sync_batch(items, shared, batcher=batcher, concurrency=concurrency)
         answer["summary"]["concurrency"] = concurrency
         return _json(answer)
 
     @router.get("/api/batches/stats", summary="Micro-batcher groups, sizes and waits")
     async def batch_stats(request: Request) -> Response:
-        rt = runtime()
-        _context(rt, request)
-        stats = rt.batch_stats.snapshot()
-        return _json({**stats, "pending": rt.batcher.pending(), "jobs": len(rt.batch_jobs)})
+        context(request)
+        return _json({**stats.snapshot(), "pending": batcher.pending(), "jobs": len(jobs)})
 
     @router.get("/api/batches/{job_id}", summary="Status and, once ended, results of a job")
     async def batch_job(job_id: str, request: Request) -> Response:
-        rt = runtime()
-        return _json(await rt.batch_jobs.status(job_id, _context(rt, request)))
+        return _json(await jobs.status(job_id, context(request)))
 
     return router

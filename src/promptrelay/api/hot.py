@@ -1,8 +1,9 @@
 """The hot routes as plain ASGI: POST /v1/messages, POST /api/generate, other /v1/*.
 
-Each handler: read the bounded body, resolve credentials, parse once (orjson), call the
-Gateway, write the answer. GatewayErrors become Anthropic-shaped error responses here,
-once; nothing else leaves as a 500 without a log line.
+Each handler is a face of the pipeline: resolve credentials, read the bounded body, parse
+once (orjson) into the pipeline's Ask, `prepare` and `run` it, encode the Reply.
+GatewayErrors become Anthropic-shaped error responses here, once; nothing else leaves as
+a 500 without a log line. Other /v1/* routes are the pipeline's pass-through.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -21,6 +21,7 @@ from promptrelay.api.asgi import (
     Receive,
     Scope,
     Send,
+    api_version,
     client_left,
     read_body,
     request_headers,
@@ -28,12 +29,12 @@ from promptrelay.api.asgi import (
     send_response,
     stream_response,
 )
-from promptrelay.core.auth import Credentials, KeyResolver
-from promptrelay.core.cache_control import CacheControl, parse_cache_control
+from promptrelay.core.auth import KeyResolver
+from promptrelay.core.cache_control import parse_cache_control
 from promptrelay.core.events import EventBus, RequestFinished
-from promptrelay.core.gateway import Gateway, MessagesCall, Reply
-from promptrelay.core.generate import GenerateFront, generate_answer
-from promptrelay.core.providers import Providers
+from promptrelay.core.gateway import Reply
+from promptrelay.core.generate import generate_answer, generate_ask
+from promptrelay.core.pipeline import Ask, Pipeline
 from promptrelay.core.request import (
     json_object_or_none,
     parse_json_object,
@@ -49,6 +50,7 @@ from promptrelay.errors import (
     UpstreamUnavailable,
 )
 from promptrelay.settings import Settings
+from promptrelay.upstream.offline import OFFLINE_HEADER
 from promptrelay.upstream.paths import canonical_target
 
 __all__ = ["HotRoutes"]
@@ -90,23 +92,14 @@ _Handler = Callable[[Scope, Receive, Send, _Trace], Awaitable[None]]
 
 class HotRoutes:
     def __init__(
-        self,
-        settings: Settings,
-        gateway: Gateway,
-        keys: KeyResolver,
-        providers: Providers,
-        front: GenerateFront,
-        events: EventBus,
+        self, settings: Settings, pipeline: Pipeline, keys: KeyResolver, events: EventBus
     ) -> None:
-        self._gateway = gateway
+        self._pipeline = pipeline
         self._keys = keys
-        self._providers = providers
-        self._front = front
         self._events = events
         self.in_flight = 0  # requests inside a handler now
         self.in_flight_bytes = 0  # their request bodies, held in memory
         self._limit = settings.max_body_bytes
-        self._version = settings.anthropic_version
 
     async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._serve("/v1/messages", self._messages, scope, receive, send)
@@ -166,36 +159,6 @@ class HotRoutes:
         trace.request_bytes = len(raw)
         self.in_flight_bytes += trace.request_bytes
 
-    def _api_version(self, headers: dict[bytes, bytes]) -> tuple[str, str | None]:
-        """`anthropic-version` (ours when the client sent none) and `anthropic-beta`,
-        forwarded verbatim."""
-        version = headers.get(b"anthropic-version")
-        beta = headers.get(b"anthropic-beta")
-        return (
-            version.decode("latin-1") if version else self._version,
-            beta.decode("latin-1") if beta else None,
-        )
-
-    def _call(
-        self,
-        headers: dict[bytes, bytes],
-        raw: bytes,
-        body: dict[str, Any],
-        creds: Credentials,
-        control: CacheControl,
-    ) -> MessagesCall:
-        version, beta = self._api_version(headers)
-        return MessagesCall(
-            body=body,
-            raw=raw,
-            stream=bool(body.get("stream", False)),
-            creds=creds,
-            version=version,
-            beta=beta,
-            control=control,
-            timeout=self._providers.timeout(str(body.get("model", ""))),
-        )
-
     async def _messages(self, scope: Scope, receive: Receive, send: Send, trace: _Trace) -> None:
         if scope["method"] != "POST":
             raise NotFound("use POST /v1/messages")
@@ -205,14 +168,11 @@ class HotRoutes:
         self._received(trace, raw)
         body = parse_json_object(raw)
         validate_messages_body(body)
-        await self._providers.refresh()
-        model = trace.model = self._providers.resolve(body["model"])
-        if model != body["model"]:  # an alias: the resolved model goes upstream and into the key
-            body = {**body, "model": model}
-            raw = orjson.dumps(body)
+        version, beta = api_version(headers)
         control = parse_cache_control(headers.get(b"cache-control"))
-        call = self._call(headers, raw, body, creds, control)
-        await _send_reply(send, receive, await self._gateway.messages(call), trace)
+        prepared = await self._pipeline.prepare(Ask(creds, body, raw, version, beta, control))
+        trace.model = prepared.call.body["model"]
+        await _send_reply(send, receive, await self._pipeline.run(prepared.call), trace)
 
     async def _generate(self, scope: Scope, receive: Receive, send: Send, trace: _Trace) -> None:
         if scope["method"] != "POST":
@@ -222,19 +182,14 @@ class HotRoutes:
         creds = self._keys.resolve(headers)
         raw = await read_body(scope, receive, self._limit)
         self._received(trace, raw)
-        prepared = await self._front.prepare(raw)
-        trace.model = str(prepared.body["model"])
+        version, beta = api_version(headers)
+        control = parse_cache_control(headers.get(b"cache-control"))
+        ask = generate_ask(raw, creds, version=version, beta=beta, control=control)
+        prepared = await self._pipeline.prepare(ask)
+        trace.model = str(prepared.call.body["model"])
         if prepared.template is not None:
             trace.template = prepared.template.name
-        version, beta = self._api_version(headers)
-        call = self._front.call(
-            prepared,
-            creds,
-            version=version,
-            beta=beta,
-            control=parse_cache_control(headers.get(b"cache-control")),
-        )
-        reply = await self._gateway.messages(call)
+        reply = await self._pipeline.run(prepared.call)
         trace.status, trace.cache = reply.status, reply.cache
         trace.upstream = reply.upstream_seconds
         if reply.status != 200:
@@ -246,7 +201,7 @@ class HotRoutes:
         answer = generate_answer(
             message,
             cached=reply.cache == "HIT",
-            offline=(b"x-promptrelay-provider", b"offline") in reply.headers,
+            offline=OFFLINE_HEADER in reply.headers,
             latency_ms=(time.perf_counter() - started) * 1000,
             template=prepared.template,
         )
@@ -270,8 +225,8 @@ class HotRoutes:
                     raise InvalidRequest(
                         f"{name}: not allowed; the upstream is set by configuration"
                     )
-        version, beta = self._api_version(headers)
-        reply = await self._gateway.forward(
+        version, beta = api_version(headers)
+        reply = await self._pipeline.passthrough(
             scope["method"],
             target,
             raw,

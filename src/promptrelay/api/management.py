@@ -1,32 +1,25 @@
-"""The non-hot routes on FastAPI (OpenAPI docs, validation): health and, later, admin.
+"""The non-hot routes on FastAPI (OpenAPI docs, validation): health and the routers.
 
-Every error leaves in Anthropic's envelope, never FastAPI's default `{"detail": ...}`.
+Built inside the lifespan, from routers that were handed their components. Every error
+leaves in Anthropic's envelope, never FastAPI's default `{"detail": ...}`; a refusal
+with a wait (an open circuit) carries Retry-After, as on the hot routes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from promptrelay import __version__
-from promptrelay.api.admin import admin_guard, build_admin_router
-from promptrelay.api.batch import build_batch_router
-from promptrelay.api.dashboard import build_dashboard_router
+from promptrelay.api.asgi import ClientGone
 from promptrelay.api.docs import build_docs_router
 from promptrelay.api.hot_schema import build_hot_schema_router
-from promptrelay.api.keys import build_keys_router
-from promptrelay.api.providers import build_providers_router
-from promptrelay.api.telemetry_routes import build_telemetry_router
-from promptrelay.api.templates import build_templates_router
 from promptrelay.errors import GatewayError, error_body
-
-if TYPE_CHECKING:
-    from promptrelay.app import Runtime
 
 __all__ = ["build_management_app"]
 
@@ -41,14 +34,23 @@ _STATUS_TYPES = {
 }
 
 
-def _envelope(status: int, type_: str, message: str) -> Response:
-    return Response(error_body(type_, message), status_code=status, media_type="application/json")
+def _envelope(status: int, type_: str, message: str, retry_after: float | None = None) -> Response:
+    headers = None if retry_after is None else {"retry-after": str(max(1, round(retry_after)))}
+    return Response(
+        error_body(type_, message),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     async def on_gateway_error(_: Request, error: Exception) -> Response:
         assert isinstance(error, GatewayError)
-        return _envelope(error.status, error.type, error.message)
+        return _envelope(error.status, error.type, error.message, error.retry_after)
+
+    async def on_client_gone(_: Request, error: Exception) -> Response:
+        return Response(status_code=499)  # nobody reads it: the client left mid-body
 
     async def on_validation(_: Request, error: Exception) -> Response:
         assert isinstance(error, RequestValidationError)
@@ -64,10 +66,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GatewayError, on_gateway_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(ClientGone, on_client_gone)
 
 
-def build_management_app(runtime: Callable[[], Runtime]) -> FastAPI:
-    """`runtime()` returns the started components (they exist only inside the lifespan)."""
+def build_management_app(
+    routers: Iterable[APIRouter], *, health: Callable[[], Awaitable[dict[str, Any]]]
+) -> FastAPI:
+    """`health()`: the body of GET /api/health."""
     app = FastAPI(
         title="promptrelay",
         version=__version__,
@@ -77,35 +82,11 @@ def build_management_app(runtime: Callable[[], Runtime]) -> FastAPI:
     _install_error_handlers(app)
     app.include_router(build_docs_router(app.openapi_url or "/openapi.json", app.title))
     app.include_router(build_hot_schema_router())
-    app.include_router(build_admin_router(runtime))
-    app.include_router(build_batch_router(runtime))
-    app.include_router(build_keys_router(runtime))
-    app.include_router(build_templates_router(runtime))
-    app.include_router(build_providers_router(runtime))
-    app.include_router(build_telemetry_router(runtime))
-    app.include_router(
-        build_dashboard_router(
-            admin_guard(runtime),
-            keyed=lambda: runtime().settings.admin_api_key is not None,
-            performance=lambda window: runtime().performance(window),
-            telemetry=lambda: runtime().telemetry,
-            refresh=lambda: runtime().settings.dashboard_refresh,
-            mode=lambda: runtime().mode,
-        )
-    )
+    for router in routers:
+        app.include_router(router)
 
     @app.get("/api/health", summary="Liveness and the state of the upstream and provider")
-    async def health() -> dict[str, Any]:
-        rt = runtime()
-        return {
-            "status": "ok",
-            "version": __version__,
-            "mode": rt.mode,
-            "served_by_key_mode": dict(rt.gateway.served_by_mode),
-            "upstream": await rt.upstream_status(),
-            "breaker": rt.breaker.snapshot(),
-            "redis": rt.redis_state,
-            "cache": {"entries": len(rt.cache.memory), "bytes": rt.cache.memory.bytes},
-        }
+    async def health_route() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, **await health()}
 
     return app

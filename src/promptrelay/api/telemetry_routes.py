@@ -8,34 +8,39 @@ key does not open it: a scraper's token and an operator's key are kept apart.
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from pydantic import SecretStr
 
-from promptrelay.api.admin import admin_guard
+from promptrelay.api.access import Access
 from promptrelay.errors import InvalidRequest, NotFound, Unauthorized
 from promptrelay.telemetry.history import parse_window
 from promptrelay.telemetry.prometheus import CONTENT_TYPE_LATEST
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from promptrelay.app import Runtime
-    from promptrelay.telemetry.service import Telemetry
+from promptrelay.telemetry.service import Telemetry
 
 __all__ = ["build_telemetry_router"]
 
 
-def build_telemetry_router(runtime: Callable[[], Runtime]) -> APIRouter:
+def build_telemetry_router(
+    access: Access,
+    telemetry: Telemetry | None,
+    *,
+    metrics_token: SecretStr | None,
+    performance_body: Callable[[float], Awaitable[dict[str, Any]]],
+    governor: Callable[[], dict[str, Any] | None] = lambda: None,
+) -> APIRouter:
+    """`performance_body(window)`: the /api/performance body (telemetry's view and the
+    gateway's own state: cache tiers and savings, upstream pool, breaker)."""
     router = APIRouter(tags=["telemetry"])
-    require_admin = Depends(admin_guard(runtime))
+    require_admin = Depends(access.admin)
 
-    def telemetry() -> Telemetry:
-        found = runtime().telemetry
-        if found is None:
+    def started() -> Telemetry:
+        if telemetry is None:
             raise NotFound("telemetry is off (TELEMETRY_ENABLED=false)")
-        return found
+        return telemetry
 
     @router.get(
         "/api/performance",
@@ -49,8 +54,8 @@ def build_telemetry_router(runtime: Callable[[], Runtime]) -> APIRouter:
             seconds = parse_window(window)
         except ValueError as error:
             raise InvalidRequest(str(error)) from None
-        telemetry()  # 404 when telemetry is off
-        return await runtime().performance(seconds)
+        started()  # 404 when telemetry is off
+        return await performance_body(seconds)
 
     @router.get(
         "/api/alerts",
@@ -58,10 +63,29 @@ def build_telemetry_router(runtime: Callable[[], Runtime]) -> APIRouter:
         dependencies=[require_admin],
     )
     async def alerts() -> dict[str, Any]:
-        return telemetry().alerts_view()
+        return started().alerts_view()
+
+    @router.get(
+        "/metrics",
+        summary="Prometheus exposition",
+        response_class=Response,
+        dependencies=[Depends(_metrics_guard(metrics_token))],
+    )
+    async def metrics() -> Response:
+        found = started()
+        snapshot = governor()
+        if snapshot is not None:
+            found.prometheus.governed(snapshot)
+        body = await found.prometheus.render(found.stats)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def _metrics_guard(token: SecretStr | None) -> Callable[[Request], None]:
+    """The /metrics rule (see the module docstring)."""
 
     def require_metrics_token(request: Request) -> None:
-        token = runtime().settings.metrics_token
         if token is None:
             return
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
@@ -71,18 +95,4 @@ def build_telemetry_router(runtime: Callable[[], Runtime]) -> APIRouter:
         ):
             raise Unauthorized("/metrics: send Authorization: Bearer <METRICS_TOKEN>")
 
-    @router.get(
-        "/metrics",
-        summary="Prometheus exposition",
-        response_class=Response,
-        dependencies=[Depends(require_metrics_token)],
-    )
-    async def metrics() -> Response:
-        found = telemetry()
-        governor = runtime().governor
-        if governor is not None:
-            found.prometheus.governed(governor.snapshot())
-        body = await found.prometheus.render(found.stats)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
-
-    return router
+    return require_metrics_token

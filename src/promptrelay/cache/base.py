@@ -1,7 +1,7 @@
 """What every cache tier stores and the interface every tier offers.
 
 Keys are strings shaped ``pr:{namespace}:{content_type}:{hash}``; they are built in
-``core/keys.py``. Patterns given to ``clear`` are Redis-style globs over the whole key
+``cache/keys.py``. Patterns given to ``clear`` are Redis-style globs over the whole key
 (``pr:tenantA:*``), matched the same way by every tier (see ``cache/glob.py``).
 """
 
@@ -23,7 +23,6 @@ class ContentType(StrEnum):
     CLAUDE_RESPONSE = "claude_response"
     TEMPLATE_CONTENT = "template_content"
     PROVIDER_CONFIG = "provider_config"
-    HEALTH_STATUS = "health_status"
     METRICS = "metrics"
 
 

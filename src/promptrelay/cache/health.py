@@ -19,24 +19,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from promptrelay.resilience.backoff import Backoff
 
 __all__ = ["DOWN", "UP", "Backoff", "RedisHealth"]
 
 UP = "up"
 DOWN = "down"
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Seconds to wait before probe number ``attempt`` (0-based)."""
-
-    base: float = 0.5
-    factor: float = 2.0
-    cap: float = 10.0
-
-    def compute(self, attempt: int) -> float:
-        return min(self.cap, self.base * self.factor ** min(attempt, 64))
 
 
 class RedisHealth:

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from promptrelay.cache.health import Backoff
+from promptrelay.resilience.backoff import Backoff
 
 __all__ = ["INVALIDATION_CHANNEL", "InvalidationListener", "decode_message", "encode_message"]
 

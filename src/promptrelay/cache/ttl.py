@@ -24,7 +24,6 @@ DEFAULT_TTLS: Mapping[str, float] = MappingProxyType(
         ContentType.CLAUDE_RESPONSE: 1800.0,
         ContentType.TEMPLATE_CONTENT: 3600.0,
         ContentType.PROVIDER_CONFIG: 7200.0,
-        ContentType.HEALTH_STATUS: 300.0,
         ContentType.METRICS: 60.0,
     }
 )
@@ -49,7 +48,6 @@ class TtlPolicy:
             ContentType.CLAUDE_RESPONSE: settings.cache_ttl_claude_response,
             ContentType.TEMPLATE_CONTENT: settings.cache_ttl_template_content,
             ContentType.PROVIDER_CONFIG: settings.cache_ttl_provider_config,
-            ContentType.HEALTH_STATUS: settings.cache_ttl_health_status,
             ContentType.METRICS: settings.cache_ttl_metrics,
         }
         return cls(

@@ -81,6 +81,11 @@ class KeyResolver:
         )
 
     @property
+    def gateway_credentials(self) -> Credentials:
+        """The gateway's own: its key (or offline) and the "default" namespace."""
+        return self._default
+
+    @property
     def requires_client_key(self) -> bool:
         return bool(self._client_keys) or self._keys_file is not None
 

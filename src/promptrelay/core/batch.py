@@ -1,7 +1,8 @@
 """`POST /api/generate/batch`, mode "sync": every item through the micro-batcher.
 
-    items -> parse each like /api/generate (a bad one becomes its own error, at once)
-          -> MicroBatcher.submit(model, Gateway.messages)    grouped per model, paced by
+    items -> each one the Ask /api/generate makes, through Pipeline.prepare (a bad one
+             becomes its own error, at once)
+          -> MicroBatcher.submit(model, Pipeline.run)    grouped per model, paced by
              the shared budget and this call's `concurrency`
           -> {"results": [{"index", "ok", "result" | "error"}], "summary": {...}}
 
@@ -22,15 +23,16 @@ import orjson
 
 from promptrelay.core.auth import Credentials
 from promptrelay.core.batcher import MicroBatcher
-from promptrelay.core.gateway import Gateway, MessagesCall, Reply
-from promptrelay.core.generate import GenerateFront, Prepared, generate_answer, upstream_error
+from promptrelay.core.gateway import Reply
+from promptrelay.core.generate import generate_answer, generate_ask, upstream_error
+from promptrelay.core.pipeline import Pipeline, Prepared
 from promptrelay.core.request import json_object_or_none
 from promptrelay.errors import GatewayError, InvalidRequest
 from promptrelay.resilience.governor import BATCH
+from promptrelay.upstream.offline import OFFLINE_HEADER
 
 __all__ = [
     "BatchContext",
-    "item_call",
     "item_failure",
     "prepare_item",
     "run_sync_batch",
@@ -39,32 +41,28 @@ __all__ = [
 
 log = logging.getLogger("promptrelay.batch")
 
-_OFFLINE = (b"x-promptrelay-provider", b"offline")
-
 
 @dataclass(frozen=True, slots=True)
 class BatchContext:
-    """What every item of one batch call shares: who asked, and the API version/beta."""
+    """What every item of one batch call shares: who asked, the API version/beta as
+    sent, and the pipeline every item goes through."""
 
     creds: Credentials
-    version: str
+    version: str | None
     beta: str | None
-    front: GenerateFront
+    pipeline: Pipeline
 
 
 async def prepare_item(item: Any, context: BatchContext) -> Prepared:
-    """One batch item, prepared by the very code /api/generate uses (templates too)."""
+    """One batch item, prepared as /api/generate prepares its body (templates too)."""
     if not isinstance(item, dict):
         raise InvalidRequest("must be an /api/generate request object")
     try:
         raw = orjson.dumps(item)
     except TypeError as error:
         raise InvalidRequest(f"not JSON-serialisable: {error}") from None
-    return await context.front.prepare(raw)
-
-
-def item_call(prepared: Prepared, context: BatchContext) -> MessagesCall:
-    return context.front.call(prepared, context.creds, version=context.version, beta=context.beta)
+    ask = generate_ask(raw, context.creds, version=context.version, beta=context.beta)
+    return await context.pipeline.prepare(ask)
 
 
 def _error(error: GatewayError) -> dict[str, Any]:
@@ -97,7 +95,7 @@ def _from_reply(index: int, reply: Reply, prepared: Prepared, started: float) ->
     answer = generate_answer(
         message,
         cached=reply.cache == "HIT",
-        offline=_OFFLINE in reply.headers,
+        offline=OFFLINE_HEADER in reply.headers,
         latency_ms=(time.perf_counter() - started) * 1000,
         template=prepared.template,
     )
@@ -112,16 +110,16 @@ async def _one(
     index: int,
     item: Any,
     context: BatchContext,
-    gateway: Gateway,
     batcher: MicroBatcher[Reply],
     limit: asyncio.Semaphore,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         prepared = await prepare_item(item, context)
-        call = item_call(prepared, context)
+        call = prepared.call
         call.priority = BATCH
-        reply = await batcher.submit(str(call.body["model"]), lambda: gateway.messages(call), limit)
+        run = context.pipeline.run
+        reply = await batcher.submit(str(call.body["model"]), lambda: run(call), limit)
         return _from_reply(index, reply, prepared, started)
     except Exception as error:  # item_failure logs a bug: it costs this item only
         return item_failure(index, error)
@@ -131,14 +129,13 @@ async def run_sync_batch(
     items: list[Any],
     context: BatchContext,
     *,
-    gateway: Gateway,
     batcher: MicroBatcher[Reply],
     concurrency: int,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     limit = asyncio.Semaphore(concurrency)
     results = await asyncio.gather(
-        *(_one(i, item, context, gateway, batcher, limit) for i, item in enumerate(items))
+        *(_one(i, item, context, batcher, limit) for i, item in enumerate(items))
     )
     return {"results": results, "summary": summarize(results, started)}
 

@@ -1,12 +1,13 @@
 """`POST /api/generate/batch` mode "async": one Anthropic Message Batch per call.
 
-    submit: parse items like /api/generate (bad ones: their own error, at once)
-            -> already cached items answered from the cache (never sent, never paid)
+    submit: prepare items like /api/generate (bad ones: their own error, at once)
+            -> already cached items answered from the cache (Pipeline.lookup: never
+               sent, never paid, counted as hits)
             -> the rest: POST /v1/messages/batches {"requests": [{"custom_id", "params"}]}
             -> a job id, answered at once
     status: GET /v1/messages/batches/{id}; once `ended`, GET its results_url (JSONL)
-            -> each succeeded message stored in the cache under the key the same
-               /api/generate would use (so that prompt is later a HIT), then
+            -> each succeeded message stored (Pipeline.remember) under the key the
+               same /api/generate would use (so that prompt is later a HIT), then
                per-item results in the sync mode's shape
 
 Job state lives in this process's memory, at most BATCH_JOBS_MAX jobs and
@@ -17,6 +18,9 @@ that of its Message Batch entry, a result's that of its JSON. A job is visible o
 cache namespace (client key) that made it. The job keeps the credentials that created it,
 in memory only: polling must use the key the batch belongs to. Results are fetched only
 from the configured upstream's origin, so our key never follows a results_url elsewhere.
+
+Every Message Batches call is a pass-through of the pipeline: one attempt through the
+circuit breaker, refused at once (503 + Retry-After) while it is open.
 
 An item never fails another: a bad item, one whose entry cannot be encoded, or a bug
 while preparing it, is that item's own error (as in sync mode).
@@ -29,16 +33,16 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from promptrelay.core.batch import BatchContext, item_call, item_failure, prepare_item, summarize
-from promptrelay.core.cache_control import CacheControl
-from promptrelay.core.gateway import Gateway, MessagesCall, upstream_headers
-from promptrelay.core.generate import Prepared, generate_answer, upstream_error
+from promptrelay.core.batch import BatchContext, item_failure, prepare_item, summarize
+from promptrelay.core.gateway import MessagesCall, Reply
+from promptrelay.core.generate import generate_answer, upstream_error
+from promptrelay.core.pipeline import Pipeline, Prepared
 from promptrelay.core.request import json_object_or_none
 from promptrelay.errors import (
     GatewayError,
@@ -48,7 +52,6 @@ from promptrelay.errors import (
     UpstreamUnavailable,
 )
 from promptrelay.templates.render import Rendered
-from promptrelay.upstream.client import UpstreamResponse
 from promptrelay.upstream.paths import UnsafePath, canonical_target, is_plain_id
 
 __all__ = ["BatchJobs", "Preparer", "UpstreamRefused", "results_path"]
@@ -72,12 +75,12 @@ class UpstreamRefused(GatewayError):
 @dataclass(frozen=True, slots=True)
 class _Pending:
     """An item sent in the Message Batch, waiting for its result: only what storing and
-    answering that result needs. Not its MessagesCall: the raw bytes would be a second
-    copy of the body, and the job's context already holds the credentials."""
+    answering that result needs. Its call without the raw bytes (they would be a second
+    copy of the body): the result is stored under that call's cache key, if its cache
+    control allows ("cache": false says no)."""
 
     index: int
-    body: dict[str, Any]  # the Messages body: its result is stored under its cache key
-    control: CacheControl  # may that result be stored ("cache": false says no)
+    call: MessagesCall
     template: Rendered | None  # name and version only (what the answer reports)
     size: int  # bytes of its Message Batch entry
 
@@ -112,16 +115,16 @@ class _Job:
 class BatchJobs:
     def __init__(
         self,
-        gateway: Gateway,
+        pipeline: Pipeline,
         *,
         max_jobs: int,
         max_bytes: int,
         prepare: Preparer = prepare_item,
     ) -> None:
-        self._gateway = gateway
+        self._pipeline = pipeline
         self._max = max_jobs
         self._max_bytes = max_bytes
-        self._prepare_item = prepare
+        self.prepare_item = prepare  # how an item becomes a call (a test swaps it)
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
 
     def __len__(self) -> int:
@@ -177,10 +180,10 @@ class BatchJobs:
         """Answer the item from the cache (None), or make it pending and return its
         Message Batch entry. Raises for a bad item (or a bug): its own error."""
         context = job.context
-        prepared = await self._prepare_item(item, context)
-        call = item_call(prepared, context)
+        prepared = await self.prepare_item(item, context)
+        call = prepared.call
         if call.control.lookup:
-            entry = await self._gateway.cache.get(self._gateway.key_for(call))
+            entry = await self._pipeline.lookup(call)
             if entry is not None:
                 answer = generate_answer(
                     orjson.loads(entry.value),
@@ -194,7 +197,7 @@ class BatchJobs:
         custom_id = f"item-{index}"
         encoded = _entry(custom_id, call.body)
         template = _name_and_version(prepared.template)
-        job.pending[custom_id] = _Pending(index, call.body, call.control, template, len(encoded))
+        job.pending[custom_id] = _Pending(index, replace(call, raw=b""), template, len(encoded))
         job.pending_bytes += len(encoded)
         return encoded
 
@@ -226,7 +229,7 @@ class BatchJobs:
         self._update(job, batch)
         if batch.get("processing_status") != "ended":
             return
-        path = results_path(self._gateway.upstream.upstream.base_url, batch.get("results_url"))
+        path = results_path(self._pipeline.base_url, batch.get("results_url"))
         lines = (await self._request(job, "GET", path)).body
         await self._collect(job, lines)
         self._end(job)
@@ -260,7 +263,7 @@ class BatchJobs:
         kind = result.get("type")
         if kind == "succeeded" and isinstance(result.get("message"), dict):
             message = result["message"]
-            await self._gateway.remember(_call(job.context, pending), message)
+            await self._pipeline.remember(pending.call, message)
             answer = generate_answer(
                 message, cached=False, offline=False, latency_ms=0.0, template=pending.template
             )
@@ -277,20 +280,21 @@ class BatchJobs:
         job.status = "ended"
         job.duration_ms = round((time.perf_counter() - job.started) * 1000, 2)
 
-    async def _request(
-        self, job: _Job, method: str, path: str, body: bytes | None = None
-    ) -> UpstreamResponse:
+    async def _request(self, job: _Job, method: str, path: str, body: bytes = b"") -> Reply:
         context = job.context
-        assert context.creds.upstream_key is not None  # checked at submit
-        headers = upstream_headers(context.creds.upstream_key, context.version, context.beta)
-        if body is None:
-            del headers["content-type"]
-        response = await self._gateway.upstream.upstream.request(
-            method, path, headers=headers, body=body
+        reply = await self._pipeline.passthrough(
+            method,
+            path,
+            body,
+            context.creds,
+            version=context.version,
+            beta=context.beta,
+            content_type="application/json" if body else None,
+            stream=False,
         )
-        if response.status != 200:
-            raise UpstreamRefused(response.status, response.body)
-        return response
+        if reply.status != 200:
+            raise UpstreamRefused(reply.status, reply.body)
+        return reply
 
 
 def results_path(base_url: str, url: Any) -> str:
@@ -325,21 +329,7 @@ def _name_and_version(template: Rendered | None) -> Rendered | None:
     return Rendered(template.name, template.version, prompt="", system=None, model=None)
 
 
-def _call(context: BatchContext, pending: _Pending) -> MessagesCall:
-    """The call whose cache key the item's result is stored under: the same body, key
-    rules and API version as /api/generate. Never sent, so no raw bytes."""
-    return MessagesCall(
-        body=pending.body,
-        raw=b"",
-        stream=False,
-        creds=context.creds,
-        version=context.version,
-        beta=context.beta,
-        control=pending.control,
-    )
-
-
-def _object(response: UpstreamResponse) -> dict[str, Any]:
+def _object(response: Reply) -> dict[str, Any]:
     value = json_object_or_none(response.body)
     if value is None:
         raise UpstreamUnavailable("the upstream's Message Batch answer is not a JSON object")

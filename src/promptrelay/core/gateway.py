@@ -1,12 +1,12 @@
-"""The request path below the HTTP layer: one object, built once, called per request.
+"""The pipeline's run step (core/pipeline.py owns it): one object, built once.
 
-    api (parse, auth) -> Gateway.messages(call)
+    Pipeline.run(call) -> Gateway.messages(call)
         -> cache key -> tiered cache        HIT: stored answer (replayed as SSE if asked)
         -> coalescer                        identical request in flight? share its answer
         -> ResilientUpstream                retries + breaker per attempt | offline provider
         -> store                            only complete, successful, non-empty answers
 
-Rules of the cache (README, "Cache"):
+Rules of the cache (docs/cache.md):
 - `Cache-Control: no-cache` skips the lookup and stores; `no-store` does neither;
   `max-age=N` accepts a stored answer at most N seconds old. Both opt-outs also keep the
   request out of the coalescer: its caller asked for a fresh answer.
@@ -18,19 +18,19 @@ Rules of the cache (README, "Cache"):
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from promptrelay.cache.base import CacheEntry
+from promptrelay.cache.keys import CLAUDE_RESPONSE, KeyParts, cache_key
 from promptrelay.cache.tiered import TieredCache
 from promptrelay.core.auth import Credentials, KeyMode
 from promptrelay.core.cache_control import DEFAULT, CacheControl
 from promptrelay.core.coalesce import Coalescer, StreamCoalescer
 from promptrelay.core.events import CacheLookup, Coalesced, EventBus, UpstreamFinished
-from promptrelay.core.keys import CLAUDE_RESPONSE, KeyParts, cache_key
 from promptrelay.core.quotas import Quotas
 from promptrelay.core.request import json_object_or_none
 from promptrelay.core.resilient import ResilientUpstream
@@ -38,7 +38,7 @@ from promptrelay.core.sse import MessageAssembler, SseParser, message_events
 from promptrelay.resilience.estimate import estimate_cost
 from promptrelay.resilience.governor import INTERACTIVE
 from promptrelay.upstream.client import UpstreamResponse
-from promptrelay.upstream.offline import OfflineProvider
+from promptrelay.upstream.offline import OFFLINE_HEADER, OfflineProvider
 
 __all__ = ["Gateway", "MessagesCall", "Reply"]
 
@@ -112,7 +112,7 @@ class Gateway:
         self._quotas = quotas
         self._upstream = upstream
         self._offline = offline
-        self.cache = cache
+        self._cache = cache
         self._events = events
         self._base = upstream.upstream.base_url
         self._answers: Coalescer[str, _Answer] = Coalescer()
@@ -120,8 +120,8 @@ class Gateway:
         self.served_by_mode: dict[str, int] = {mode.value: 0 for mode in KeyMode}
 
     @property
-    def upstream(self) -> ResilientUpstream:
-        return self._upstream
+    def base_url(self) -> str:
+        return self._base
 
     def in_flight(self) -> int:
         return self._answers.in_flight() + self._streams.in_flight()
@@ -136,6 +136,18 @@ class Gateway:
             model=str(call.body.get("model", "")),
         )
         return cache_key(call.body, parts, CLAUDE_RESPONSE)
+
+    async def lookup(self, call: MessagesCall) -> CacheEntry | None:
+        """The lookup `messages` makes, with its CacheLookup event, for a caller that
+        answers a hit itself (a Message Batch item)."""
+        if not call.control.lookup:
+            return None
+        entry = await self._cache.get(self.key_for(call), max_age=call.control.max_age)
+        if entry is None:
+            self._events.emit(CacheLookup(hit=False, content_type=CLAUDE_RESPONSE))
+        else:
+            self._count_hit(entry)
+        return entry
 
     async def messages(self, call: MessagesCall) -> Reply:
         tenant = call.creds.tenant
@@ -161,7 +173,7 @@ class Gateway:
         key = self.key_for(call)
         control = call.control
         if control.lookup:
-            entry = await self.cache.get(key, max_age=control.max_age)
+            entry = await self._cache.get(key, max_age=control.max_age)
             if entry is not None:
                 return self._hit(entry, call.stream)
             self._events.emit(CacheLookup(hit=False, content_type=CLAUDE_RESPONSE))
@@ -202,12 +214,11 @@ class Gateway:
         version: str,
         beta: str | None,
         content_type: str | None,
+        stream: bool = True,
     ) -> Reply:
-        """Any other /v1 route, passed through with the same key rules.
-
-        No retries here: these routes include non-idempotent ones (batch creation, file
-        upload), and the Anthropic SDKs retry them on their own.
-        """
+        """Any other /v1 route, passed through with the same key rules: one attempt
+        through the breaker (ResilientUpstream.passthrough). With `stream`, a 2xx body
+        is forwarded as it arrives; otherwise it is read whole."""
         self.served_by_mode[creds.mode.value] += 1
         if creds.upstream_key is None:
             offline = self._offline.other(method, target.partition("?")[0], body)
@@ -218,8 +229,8 @@ class Gateway:
         else:
             del headers["content-type"]
         waited = time.perf_counter()
-        response = await self._upstream.upstream.request(
-            method, target, headers=headers, body=body or None, stream=True
+        response = await self._upstream.passthrough(
+            method, target, headers=headers, body=body or None, stream=stream
         )
         return Reply(
             response.status,
@@ -233,6 +244,17 @@ class Gateway:
     # -- hits ------------------------------------------------------------------------------
 
     def _hit(self, entry: CacheEntry, stream: bool) -> Reply:
+        meta = self._count_hit(entry)
+        age = (b"age", str(max(0, int(time.time() - entry.stored_at))).encode())
+        extra = [_X_CACHE["HIT"], age]
+        if meta.get("offline"):
+            extra.append(OFFLINE_HEADER)
+        if not stream:
+            return Reply(200, [_JSON, *extra], entry.value, cache="HIT")
+        events = message_events(orjson.loads(entry.value))
+        return Reply(200, [_SSE, *extra], chunks=_iterate(events), cache="HIT")
+
+    def _count_hit(self, entry: CacheEntry) -> Mapping[str, Any]:
         meta = entry.meta or {}
         self._events.emit(
             CacheLookup(
@@ -245,14 +267,7 @@ class Gateway:
                 saved_output_tokens=int(meta.get("output_tokens", 0)),
             )
         )
-        age = (b"age", str(max(0, int(time.time() - entry.stored_at))).encode())
-        extra = [_X_CACHE["HIT"], age]
-        if meta.get("offline"):
-            extra.append((b"x-promptrelay-provider", b"offline"))
-        if not stream:
-            return Reply(200, [_JSON, *extra], entry.value, cache="HIT")
-        events = message_events(orjson.loads(entry.value))
-        return Reply(200, [_SSE, *extra], chunks=_iterate(events), cache="HIT")
+        return meta
 
     # -- misses, not streamed --------------------------------------------------------------
 
@@ -313,7 +328,7 @@ class Gateway:
                 "offline": int(offline),
             },
         )
-        await self.cache.set(key, entry, shared=not offline)
+        await self._cache.set(key, entry, shared=not offline)
 
     # -- misses, streamed ------------------------------------------------------------------
 

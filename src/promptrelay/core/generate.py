@@ -1,87 +1,45 @@
 """/api/generate below HTTP, shared by the single route and every batch item.
 
-    GenerateFront.prepare(raw)   parse; render the template, if named; resolve the model
-                                 alias (before the cache key is computed)
-    GenerateFront.call(...)      the Messages call it makes
-    generate_answer(...)         the flat JSON a successful generate returns
+    generate_ask(raw, creds, ...)   parse the generate body into the pipeline's Ask
+    generate_answer(...)            the flat JSON a successful generate returns
+    upstream_error(...)             a failed upstream answer as a batch item's error
 
 so an item of `POST /api/generate/batch` (sync or async) behaves and answers exactly like
-`POST /api/generate`.
+`POST /api/generate`: the same Ask goes through the same `Pipeline.prepare`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from promptrelay.core.auth import Credentials
-from promptrelay.core.cache_control import DEFAULT, NO_STORE, CacheControl
-from promptrelay.core.gateway import MessagesCall
-from promptrelay.core.providers import Providers
+from promptrelay.core.cache_control import DEFAULT, CacheControl
+from promptrelay.core.pipeline import Ask
 from promptrelay.core.request import json_object_or_none, parse_generate
 from promptrelay.templates.render import Rendered
-from promptrelay.templates.service import TemplateService
 
-__all__ = ["GenerateFront", "Prepared", "generate_answer", "upstream_error"]
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A generate request ready for the gateway: the Messages body to send, whether it
-    may use the cache (`"cache": false` says no), and the template it came from."""
-
-    body: dict[str, Any]
-    use_cache: bool
-    template: Rendered | None = None
+__all__ = ["generate_answer", "generate_ask", "upstream_error"]
 
 
-class GenerateFront:
-    def __init__(
-        self, providers: Providers, templates: TemplateService, *, default_max_tokens: int
-    ) -> None:
-        self._providers = providers
-        self._templates = templates
-        self._default_max_tokens = default_max_tokens
-
-    async def prepare(self, raw: bytes) -> Prepared:
-        """Raises InvalidRequest (bad JSON or fields, template errors) or NotFound."""
-        await self._providers.refresh()
-        default_model = self._providers.default_model
-        request = parse_generate(
-            raw, default_model=default_model, default_max_tokens=self._default_max_tokens
-        )
-        body, rendered, named = request.body, None, request.template
-        if named is not None:
-            rendered = await self._templates.render(named.name, named.version, named.variables)
-            body = rendered.messages_body(
-                body, default_model=default_model, default_max_tokens=self._default_max_tokens
-            )
-        body["model"] = self._providers.resolve(body["model"])
-        return Prepared(body, request.use_cache, rendered)
-
-    def call(
-        self,
-        prepared: Prepared,
-        creds: Credentials,
-        *,
-        version: str,
-        beta: str | None = None,
-        control: CacheControl = DEFAULT,
-    ) -> MessagesCall:
-        """The Messages call a prepared generate request makes."""
-        body = prepared.body
-        return MessagesCall(
-            body=body,
-            raw=orjson.dumps(body),
-            stream=False,
-            creds=creds,
-            version=version,
-            beta=beta,
-            control=control if prepared.use_cache else NO_STORE,
-            timeout=self._providers.timeout(str(body["model"])),
-        )
+def generate_ask(
+    raw: bytes,
+    creds: Credentials,
+    *,
+    version: str | None = None,
+    beta: str | None = None,
+    control: CacheControl = DEFAULT,
+) -> Ask:
+    """Raises InvalidRequest (bad JSON or fields)."""
+    request = parse_generate(raw)
+    return Ask(
+        creds,
+        request.body,
+        version=version,
+        beta=beta,
+        control=control,
+        use_cache=request.use_cache,
+        template=request.template,
+    )
 
 
 def generate_answer(

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from promptrelay.cache.base import CacheEntry, ContentType
+from promptrelay.cache.keys import entry_key
 
 if TYPE_CHECKING:
     from promptrelay.cache.tiered import TieredCache
@@ -201,7 +202,7 @@ class Providers:
         self.config = ProviderConfig()
         self._reading = asyncio.Lock()
         digest = hashlib.sha256((path or "").encode()).hexdigest()[:16]
-        self._key = f"pr:global:{ContentType.PROVIDER_CONFIG}:{digest}"
+        self._key = entry_key("global", ContentType.PROVIDER_CONFIG, digest)
 
     @classmethod
     def from_settings(cls, settings: Settings, cache: TieredCache) -> Providers:

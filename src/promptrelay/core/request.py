@@ -111,10 +111,11 @@ class TemplateCall:
 
 @dataclass(frozen=True, slots=True)
 class GenerateRequest:
-    """POST /api/generate, translated into a Messages API body.
+    """POST /api/generate, translated into the Messages fields the caller set.
 
-    With a template, `body` holds only what the caller set explicitly (model, max_tokens,
-    system, temperature): the rendered template supplies messages and its defaults.
+    `body` holds only what the caller set: model and max_tokens are left out when not
+    given (the pipeline applies the defaults), and with a template `messages` too (the
+    rendered template supplies them, and its own model and max_tokens).
     """
 
     body: dict[str, Any]
@@ -148,7 +149,7 @@ def _template_call(data: dict[str, Any]) -> TemplateCall | None:
     return TemplateCall(name=name, version=version, variables=variables)
 
 
-def parse_generate(raw: bytes, *, default_model: str, default_max_tokens: int) -> GenerateRequest:
+def parse_generate(raw: bytes) -> GenerateRequest:
     data = parse_json_object(raw)
     _reject_redirects(data)
     unknown = sorted(set(data) - _GENERATE_FIELDS)
@@ -158,27 +159,27 @@ def parse_generate(raw: bytes, *, default_model: str, default_max_tokens: int) -
     sources = [name for name in ("prompt", "messages") if data.get(name) is not None]
     if len(sources) + (template is not None) != 1:
         raise InvalidRequest("send exactly one of prompt, messages or template")
-    if template is not None:
-        messages: list[Any] = []
-    elif sources[0] == "prompt":
+    body: dict[str, Any] = {}
+    if template is None and sources[0] == "prompt":
         prompt = data["prompt"]
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidRequest("prompt: must be a non-empty string")
-        messages = [{"role": "user", "content": prompt}]
-    else:
-        messages = data["messages"]
-        _check_messages(messages)
-    # A template brings its own model and max_tokens: only explicit values override them.
-    fallback = template is None
-    model = data.get("model", default_model if fallback else None)
-    if (model is not None or fallback) and (not isinstance(model, str) or not model):
-        raise InvalidRequest("model: must be a non-empty string")
-    max_tokens: Any = data.get("max_tokens", default_max_tokens if fallback else None)
-    if (max_tokens is not None or fallback) and (not _is_int(max_tokens) or max_tokens < 1):
-        raise InvalidRequest("max_tokens: must be an integer >= 1")
-    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
-    if not fallback:
-        body = {name: value for name, value in body.items() if value}
+        body["messages"] = [{"role": "user", "content": prompt}]
+    elif template is None:
+        _check_messages(data["messages"])
+        body["messages"] = data["messages"]
+    # Left out, the default applies; with a template, null means left out too.
+    set_ = {name for name in ("model", "max_tokens") if name in data}
+    if template is not None:
+        set_ = {name for name in set_ if data[name] is not None}
+    if "model" in set_:
+        if not isinstance(data["model"], str) or not data["model"]:
+            raise InvalidRequest("model: must be a non-empty string")
+        body["model"] = data["model"]
+    if "max_tokens" in set_:
+        if not _is_int(data["max_tokens"]) or data["max_tokens"] < 1:
+            raise InvalidRequest("max_tokens: must be an integer >= 1")
+        body["max_tokens"] = data["max_tokens"]
     if data.get("system") is not None:
         if not isinstance(data["system"], str):
             raise InvalidRequest("system: must be a string")

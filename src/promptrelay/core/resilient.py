@@ -1,12 +1,19 @@
-"""One upstream call with retries and the circuit breaker around each attempt.
+"""Every upstream call, through the circuit breaker: the one resilient client.
 
-    send()  ->  run_with_retries  ->  breaker.before_call  ->  governor  ->  UpstreamClient
-                     ^  backoff / retry-after       (one breaker call and one governor
-                                                     permit per attempt)
+    send()         ->  run_with_retries  ->  breaker.before_call  ->  UpstreamClient.request
+                            ^  backoff / retry-after     (one breaker call per attempt)
+    passthrough()  ->  breaker.before_side_call  ->  UpstreamClient.request   (one attempt)
 
-The governor sits around each attempt, inside the retry loop: every request that leaves
-takes from the upstream key's buckets, retries included, and a retry after a 429 waits
-in the same lane as everyone else until the key's pause is over. Its refusal
+`send` is the Messages call: retried, and it may be the half-open probe. `passthrough`
+is every other /v1 call (Message Batch create, poll and results, file uploads, ...):
+never retried, since some are not idempotent and the Anthropic SDKs retry them on their
+own; counted in the breaker (5xx, timeouts and connection errors are failures); refused
+at once while the circuit is not closed, so it never serves as the half-open probe.
+Both emit `UpstreamFinished` for each answer that came back.
+
+The governor sits around each attempt of `send`, inside the retry loop: every request
+that leaves takes from the upstream key's buckets, retries included, and a retry after a
+429 waits in the same lane as everyone else until the key's pause is over. Its refusal
 (RateLimited: the wait would pass GOVERNOR_MAX_WAIT) is not an upstream failure: it
 leaves the loop at once and the breaker ticket goes back unjudged.
 
@@ -19,13 +26,15 @@ itself still has its whole budget.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from promptrelay.core.events import EventBus, Retried
-from promptrelay.errors import UpstreamTimeout
+from promptrelay.core.events import EventBus, Retried, UpstreamFinished
+from promptrelay.errors import CircuitOpen, UpstreamError, UpstreamTimeout
+from promptrelay.resilience.breaker import is_breaker_failure
 from promptrelay.resilience.governor import INTERACTIVE, Governor
 from promptrelay.resilience.ratelimit import Cost
 from promptrelay.resilience.retry import (
@@ -40,6 +49,8 @@ from promptrelay.resilience.shared import CircuitBreaker
 from promptrelay.upstream.client import UpstreamClient, UpstreamResponse
 
 __all__ = ["ResilientUpstream", "Sent"]
+
+_REFUSED = "upstream is failing; the circuit breaker is open"
 
 
 @dataclass(slots=True)
@@ -145,3 +156,36 @@ class ResilientUpstream:
             raise result.outcome.error
         assert result.outcome.value is not None
         return Sent(result.outcome.value, result.attempts, result.gave_up)
+
+    async def passthrough(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        stream: bool,
+    ) -> UpstreamResponse:
+        """One attempt, no retries. Raises CircuitOpen (the circuit is not closed),
+        UpstreamTimeout or UpstreamUnavailable; any HTTP status is a response."""
+        decision = await self.breaker.before_side_call()
+        ticket = decision.ticket
+        if ticket is None:
+            raise CircuitOpen(_REFUSED, retry_after=decision.retry_after)
+        started = time.perf_counter()
+        try:
+            response = await self.upstream.request(
+                method, path, headers=headers, body=body, stream=stream
+            )
+        except UpstreamError:
+            await self.breaker.record(ticket, failure=True)
+            raise
+        except BaseException:  # the client left, or a bug: says nothing about the upstream
+            await asyncio.shield(self.breaker.release(ticket))
+            raise
+        failed = is_breaker_failure(
+            response.status, timeout=False, connection_error=False, client_disconnect=False
+        )
+        await self.breaker.record(ticket, failure=failed)
+        self._events.emit(UpstreamFinished(response.status, time.perf_counter() - started, 1))
+        return response

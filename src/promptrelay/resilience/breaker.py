@@ -15,6 +15,8 @@ Rules
                    no status line and headers within probe_timeout
                                                -> treated as a probe failure
                    probe released (no outcome) -> stays HALF_OPEN; the next caller probes
+    side calls before_side_call() admits only while CLOSED: a pass-through call is
+               counted, but never serves as the probe.
     any state  trip(seconds) forces OPEN for at least `seconds` (another process said so).
 
 Tickets
@@ -220,6 +222,18 @@ class BreakerMachine:
                 self._probe_deadline = now + self.probe_timeout
                 return Decision(self._probe, 0.0, tuple(moved))
             # Upper bound: by then the probe has answered or counts as failed.
+            return Decision(None, max(0.0, self._probe_deadline - now), tuple(moved))
+        return Decision(None, max(0.0, self._half_open_at - now), tuple(moved))
+
+    def before_side_call(self) -> Decision:
+        """Admission for a call that must never be the half-open probe (a pass-through
+        such as a Message Batch creation): admitted only while CLOSED, else refused with
+        the seconds until a probe may have answered. Its outcome counts like any other."""
+        now = self.clock()
+        moved = self._advance(now)
+        if self._state is _CLOSED:
+            return Decision(self._issue(probe=False), 0.0, tuple(moved))
+        if self._state is _HALF_OPEN:
             return Decision(None, max(0.0, self._probe_deadline - now), tuple(moved))
         return Decision(None, max(0.0, self._half_open_at - now), tuple(moved))
 

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from promptrelay.errors import CircuitOpen, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from promptrelay.resilience.backoff import Backoff
 from promptrelay.resilience.breaker import Ticket, is_breaker_failure
 from promptrelay.resilience.shared import CircuitBreaker
 
@@ -145,11 +146,13 @@ class RetryPolicy:
         if self.retries < 0 or self.base < 0 or self.cap < 0 or self.max_wait < 0:
             raise ValueError("retry policy values must be >= 0")
 
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(self.base, 2.0, self.cap)
+
     def compute(self, attempt: int, *, rng: random.Random | None = None) -> float:
         """Full jitter: uniform(0, min(cap, base * 2**attempt))."""
-        # 2.0**attempt overflows past ~1023; the cap is reached long before.
-        ceiling = self.cap if attempt >= 64 else min(self.cap, self.base * 2.0**attempt)
-        return (rng or random).uniform(0.0, ceiling)
+        return self.backoff.jittered(attempt, rng)
 
     def delay(
         self,

@@ -140,13 +140,9 @@ class CircuitBreaker:
         return snap
 
     async def before_call(self) -> Decision:
-        if self._shared is not None:
-            until = await self._shared_call(self._shared.read_open_until(), None)
-            left = None if until is None else until - self._wall()
-            if left is not None and left > 0:
-                moved = self.machine.trip(left)
-                await self._publish(moved)
-                return Decision(None, left, moved)
+        refused = await self._opened_elsewhere()
+        if refused is not None:
+            return refused
         decision = self.machine.before_call()
         await self._publish(decision.transitions)
         ticket = decision.ticket
@@ -166,6 +162,15 @@ class CircuitBreaker:
             return Decision(None, self.lease.retry_after(None), decision.transitions)
         self._lock_holder = ticket
         self._renewal = asyncio.ensure_future(self._hold_lease(ticket))
+        return decision
+
+    async def before_side_call(self) -> Decision:
+        """Admission that never takes the half-open probe (BreakerMachine.before_side_call)."""
+        refused = await self._opened_elsewhere()
+        if refused is not None:
+            return refused
+        decision = self.machine.before_side_call()
+        await self._publish(decision.transitions)
         return decision
 
     async def record(self, ticket: Ticket, *, failure: bool) -> tuple[BreakerTransition, ...]:
@@ -199,6 +204,18 @@ class CircuitBreaker:
             await self._release_probe()
 
     # -- internals -----------------------------------------------------------------------
+
+    async def _opened_elsewhere(self) -> Decision | None:
+        """A refusal when another process holds the circuit open, else None."""
+        if self._shared is None:
+            return None
+        until = await self._shared_call(self._shared.read_open_until(), None)
+        left = None if until is None else until - self._wall()
+        if left is None or left <= 0:
+            return None
+        moved = self.machine.trip(left)
+        await self._publish(moved)
+        return Decision(None, left, moved)
 
     async def _publish(self, moved: tuple[BreakerTransition, ...]) -> None:
         if self._shared is None or not moved:

@@ -43,6 +43,10 @@ class ServerLimits:
     max_connections: int = 1024
     retry_after: int = 1  # seconds, in the 503 beyond max_connections
     linger: float = 2.0  # seconds an answered error waits for the client to stop sending
+    # Connections beyond max_connections that get the polite close (503, then `linger`);
+    # past these, a refused connection is closed as soon as its 503 is written, so a
+    # flood of connections cannot hold `linger` seconds of descriptors each.
+    lingering_refusals: int = 32
 
     @classmethod
     def from_settings(cls, settings: Settings, nofile: int | None = None) -> ServerLimits:

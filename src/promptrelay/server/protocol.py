@@ -11,7 +11,8 @@ stores and a clock read.
 Every refusal is answered in the error shape of `promptrelay.errors` when nothing of a
 response went out yet, then the connection is closed gracefully: the write side is shut
 after the answer and what the client still sends is read and dropped for `linger` seconds,
-so the client reads the answer instead of a reset.
+so the client reads the answer instead of a reset. Beyond the connection cap only the
+first `lingering_refusals` get that linger; the rest are closed once their 503 is written.
 """
 
 from __future__ import annotations
@@ -63,13 +64,15 @@ class GatewayProtocol(HttpToolsProtocol):
         # (override) uvicorn narrows BaseTransport to Transport in its own signature.
         super().connection_made(transport)
         self._since = self.loop.time()
-        if len(self.connections) > self.limits.max_connections:
+        over = len(self.connections) - self.limits.max_connections
+        if over > 0:
             self._refuse(
                 TooManyConnections(
                     f"the gateway holds its maximum of {self.limits.max_connections} "
                     "client connections; retry shortly",
                     retry_after=self.limits.retry_after,
-                )
+                ),
+                linger=over <= self.limits.lingering_refusals,
             )
             return
         self._timer = self.loop.call_later(self.limits.watch_interval, self._watch)
@@ -160,8 +163,9 @@ class GatewayProtocol(HttpToolsProtocol):
             message = f"the request body stopped arriving for {self.limits.body_idle_timeout:g} s"
         self._refuse(RequestTimeout(message))
 
-    def _refuse(self, error: GatewayError) -> None:
-        """Answer `error` where no response is under way, and end the connection."""
+    def _refuse(self, error: GatewayError, *, linger: bool = True) -> None:
+        """Answer `error` where no response is under way, and end the connection
+        (without `linger`: as soon as the answer is written)."""
         self._refused = True
         if self._timer is not None:
             self._timer.cancel()
@@ -180,10 +184,13 @@ class GatewayProtocol(HttpToolsProtocol):
             # answer finishes, then the connection closes.
             cycle.keep_alive = False
             return
-        self._answer_and_close(error)
+        self._answer_and_close(error, linger)
 
-    def _answer_and_close(self, error: GatewayError) -> None:
+    def _answer_and_close(self, error: GatewayError, linger: bool) -> None:
         self.transport.write(self._error_response(error))
+        if not linger:
+            self.transport.close()  # after the buffered answer is flushed
+            return
         self.flow.resume_reading()  # keep reading (and dropping) until the client is done
         if self.transport.can_write_eof():
             self.transport.write_eof()  # eof_received then closes the transport

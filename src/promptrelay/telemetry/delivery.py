@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from promptrelay.resilience.backoff import Backoff
 from promptrelay.telemetry.alerts import Notice
 
 __all__ = ["AlertDelivery", "Claim"]
@@ -30,6 +31,7 @@ __all__ = ["AlertDelivery", "Claim"]
 log = logging.getLogger("promptrelay.alerts")
 
 Claim = Callable[[str, float], Awaitable[bool]]
+_BACKOFF = Backoff(base=0.5, factor=2.0, cap=8.0)  # between webhook attempts: 0.5, 1, 2 s
 _LEVELS = {"low": logging.INFO, "medium": logging.WARNING, "high": logging.ERROR}
 
 
@@ -41,7 +43,7 @@ class AlertDelivery:
         cooldown: float,
         claim: Claim | None = None,
         retries: int = 3,
-        backoff: float = 0.5,
+        backoff: Backoff = _BACKOFF,
         timeout: float = 5.0,
     ) -> None:
         self.webhook_url = webhook_url
@@ -100,7 +102,7 @@ class AlertDelivery:
             except (aiohttp.ClientError, TimeoutError) as error:
                 reason = type(error).__name__
             if attempt < self.retries:
-                await asyncio.sleep(self.backoff * 2**attempt)
+                await asyncio.sleep(self.backoff.compute(attempt))
         self.webhook_failed += 1
         log.warning("alert webhook failed (%s): %s", reason, payload.get("key"))
 

@@ -51,7 +51,14 @@ class PrometheusExporter:
         self.multiproc_dir = multiproc_dir
         r = self.registry = CollectorRegistry(auto_describe=False)
         self._synced: dict[Any, Any] = {}  # what was copied last time, per metric child
-        # requests
+        self._gc_seen = (0, 0.0)
+        self._request_metrics(r)
+        self._cache_metrics(r)
+        self._upstream_metrics(r)
+        self._state_metrics(r)
+        self._system_metrics(r)
+
+    def _request_metrics(self, r: CollectorRegistry) -> None:
         self.requests = Counter(
             "promptrelay_requests",
             "Requests on the proxy routes by route, status and cache result",
@@ -81,7 +88,8 @@ class PrometheusExporter:
         self.in_flight_bytes = self._gauge(
             "promptrelay_requests_in_flight_bytes", "Request body bytes held by requests in flight"
         )
-        # cache
+
+    def _cache_metrics(self, r: CollectorRegistry) -> None:
         self.lookups = Counter(
             "promptrelay_cache_lookups", "Cache lookups by result", ["result"], registry=r
         )
@@ -98,7 +106,8 @@ class PrometheusExporter:
         )
         self.cache_bytes = self._gauge("promptrelay_cache_memory_bytes", "Memory tier bytes")
         self.cache_entries = self._gauge("promptrelay_cache_memory_entries", "Memory tier entries")
-        # upstream
+
+    def _upstream_metrics(self, r: CollectorRegistry) -> None:
         self.upstream_duration = Histogram(
             "promptrelay_upstream_duration_seconds",
             "Upstream calls (retries included) until the answer or the stream's headers",
@@ -118,7 +127,9 @@ class PrometheusExporter:
         self.pool_waiting = self._gauge(
             "promptrelay_upstream_pool_waiting", "Requests waiting for an upstream connection"
         )
-        # breaker, redis, batching
+
+    def _state_metrics(self, r: CollectorRegistry) -> None:
+        """Breaker, Redis, micro-batching."""
         self.breaker_moves = Counter(
             "promptrelay_breaker_transitions",
             "Circuit breaker transitions by new state",
@@ -135,7 +146,8 @@ class PrometheusExporter:
         self.batched = Counter(
             "promptrelay_batched_requests", "Requests sent in micro-batches", registry=r
         )
-        # system
+
+    def _system_metrics(self, r: CollectorRegistry) -> None:
         self.rss = self._gauge("promptrelay_process_resident_memory_bytes", "RSS", "liveall")
         self.memory_limit = self._gauge(
             "promptrelay_memory_limit_bytes", "Memory limit the guard measures against", "livemax"

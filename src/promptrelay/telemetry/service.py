@@ -94,23 +94,8 @@ class Telemetry:
         self.prometheus = PrometheusExporter(settings.prometheus_multiproc_dir)
         self.stats.subscribe(events)  # the one per-request listener; Prometheus syncs from it
         self.history = History()
-        self.thresholds = Thresholds(
-            memory_fraction=settings.memory_threshold,
-            cpu_percent=settings.alert_cpu_percent,
-            slow_seconds=settings.alert_slow_seconds,
-            error_rate=settings.alert_error_rate,
-            min_requests=settings.alert_min_requests,
-            loop_lag_ms=settings.alert_loop_lag_ms,
-        )
-        self.tuning = Tuning(
-            workers=settings.workers,
-            cpu_count=os.cpu_count() or 1,
-            max_sockets=settings.max_sockets,
-            memory_cache_max_bytes=settings.memory_cache_max_bytes,
-            cache_ttl_claude_response=settings.cache_ttl_claude_response,
-            gc_threshold=settings.gc_threshold,
-            redis_enabled=settings.redis_enabled,
-        )
+        self.thresholds = _thresholds(settings)
+        self.tuning = _tuning(settings)
         self.alerts = AlertManager(
             cooldown=settings.alert_cooldown,
             escalate_after=settings.alert_escalate_after,
@@ -378,6 +363,34 @@ class Telemetry:
                 "failed": self.delivery.webhook_failed,
             },
         }
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _thresholds(settings: Settings) -> Thresholds:
+    return Thresholds(
+        memory_fraction=settings.memory_threshold,
+        cpu_percent=settings.alert_cpu_percent,
+        slow_seconds=settings.alert_slow_seconds,
+        error_rate=settings.alert_error_rate,
+        min_requests=settings.alert_min_requests,
+        loop_lag_ms=settings.alert_loop_lag_ms,
+    )
+
+
+def _tuning(settings: Settings) -> Tuning:
+    return Tuning(
+        workers=settings.workers,
+        cpu_count=os.cpu_count() or 1,
+        max_sockets=settings.max_sockets,
+        memory_cache_max_bytes=settings.memory_cache_max_bytes,
+        cache_ttl_claude_response=settings.cache_ttl_claude_response,
+        gc_threshold=settings.gc_threshold,
+        redis_enabled=settings.redis_enabled,
+    )
 
 
 def _text(member: object) -> str:

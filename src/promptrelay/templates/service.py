@@ -31,6 +31,7 @@ import yaml
 
 from promptrelay.cache.base import CacheEntry, ContentType
 from promptrelay.cache.glob import glob_escape
+from promptrelay.cache.keys import entry_key
 from promptrelay.errors import GatewayError, InvalidRequest, NotFound
 from promptrelay.templates.model import (
     Template,
@@ -49,7 +50,7 @@ __all__ = ["SeedError", "StoreUnavailable", "TemplateService"]
 
 log = logging.getLogger("promptrelay.templates")
 
-_PREFIX = f"pr:templates:{ContentType.TEMPLATE_CONTENT}:"
+_NAMESPACE = "templates"  # shared by every tenant: templates are global
 
 
 class StoreUnavailable(GatewayError):
@@ -110,7 +111,9 @@ class TemplateService:
         return removed
 
     async def _invalidate(self, name: str) -> None:
-        await self.cache.clear(f"{_PREFIX}{glob_escape(name)}@*")
+        await self.cache.clear(
+            entry_key(_NAMESPACE, ContentType.TEMPLATE_CONTENT, f"{glob_escape(name)}@*")
+        )
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -118,7 +121,8 @@ class TemplateService:
         """The named version (latest when None), through the cache; NotFound otherwise."""
         check_name(name)
         check_version(version)
-        key = f"{_PREFIX}{name}@{'latest' if version is None else version}"
+        label = "latest" if version is None else version
+        key = entry_key(_NAMESPACE, ContentType.TEMPLATE_CONTENT, f"{name}@{label}")
         entry = await self.cache.get(key)
         if entry is not None:
             return Template.from_json(orjson.loads(entry.value))

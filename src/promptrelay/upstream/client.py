@@ -2,11 +2,13 @@
 
 Why aiohttp and not httpx: on this machine a pass-through proxy on httpx.AsyncClient did
 546 req/s at 24 ms p50, the same on aiohttp 5,014 req/s at 3.1 ms (c=16); httpcore's pool
-scans every connection per request. See README, "Dependency notes".
+scans every connection per request. See docs/dependencies.md.
 
-Pool bounds: `TCPConnector(limit=MAX_SOCKETS)` caps open connections; aiohttp has no cap
-on idle keep-alive connections, so idle ones are bounded by MAX_SOCKETS and closed after
-UPSTREAM_KEEPALIVE seconds unused (README says so).
+Pool bounds: `limit=MAX_SOCKETS` caps open connections. aiohttp has no cap on idle
+keep-alive connections, so `_PoolConnector` adds one: a connection released while
+MAX_FREE_SOCKETS others sit idle and no call waits for one is closed at once. Idle ones
+within the bound close after UPSTREAM_KEEPALIVE seconds unused (docs/pool.md has the
+reconnect cost that bound trades against).
 
 aiohttp errors are translated here, at the boundary, into `UpstreamTimeout` and
 `UpstreamUnavailable`.
@@ -91,21 +93,35 @@ class PoolStats:
     requests: int
 
 
-class _CountingConnector(aiohttp.TCPConnector):
-    """A TCPConnector that counts the connections it opens.
+class _PoolConnector(aiohttp.TCPConnector):
+    """A TCPConnector that keeps at most `max_idle` idle connections, and counts the
+    connections it opens.
 
     aiohttp's trace hooks could count them too, but any TraceConfig makes every request
     build and await a dozen trace signals (measured: ~4% of the miss path's CPU). The
-    overridden method is private but has kept its signature since aiohttp 3.0; the pool
-    tests fail loudly if that ever changes.
+    overridden methods are private but have kept their signatures since aiohttp 3.0; the
+    pool tests fail loudly if that ever changes.
     """
 
     connections_opened = 0
+
+    def __init__(self, *, max_idle: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._max_idle = max_idle
 
     async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
         connection = await super()._create_connection(*args, **kwargs)
         self.connections_opened += 1
         return connection
+
+    def _release(self, key: Any, protocol: Any, *, should_close: bool = False) -> None:
+        # Decided before the base class wakes a waiter: a queued call takes this
+        # connection, so it is kept whatever the idle count (closing it would only make
+        # that call open another).
+        if not should_close and not any(self._waiters.values()):
+            idle = sum(len(conns) for conns in self._conns.values())
+            should_close = idle >= self._max_idle
+        super()._release(key, protocol, should_close=should_close)
 
 
 class UpstreamClient:
@@ -114,7 +130,8 @@ class UpstreamClient:
     def __init__(self, settings: Settings) -> None:
         self._base = settings.anthropic_base_url
         self._limit = settings.max_sockets
-        self._connector = _CountingConnector(
+        self._connector = _PoolConnector(
+            max_idle=settings.max_free_sockets,
             limit=settings.max_sockets,
             limit_per_host=0,
             keepalive_timeout=settings.upstream_keepalive,
@@ -212,14 +229,23 @@ class UpstreamClient:
                 allow_redirects=False,
                 timeout=self._timeout_for(timeout),
             )
-        except BaseException as error:
+        except (TimeoutError, aiohttp.ClientError) as error:
             self._in_flight -= 1
-            if isinstance(error, TimeoutError):
-                raise UpstreamTimeout("the upstream did not answer in time") from error
-            if isinstance(error, aiohttp.ClientError):
-                message = f"cannot reach the upstream: {_describe(error)}"
-                raise UpstreamUnavailable(message) from error
+            raise _no_answer(error) from error
+        except BaseException:
+            self._in_flight -= 1
             raise
+        return await self._answer(response, stream=stream, on_head=on_head)
+
+    async def _answer(
+        self,
+        response: aiohttp.ClientResponse,
+        *,
+        stream: bool,
+        on_head: Callable[[int], Awaitable[object]] | None,
+    ) -> UpstreamResponse:
+        """The answer of a sent request; its connection is released exactly once (at
+        once for a whole body, when the stream ends or is closed otherwise)."""
         released = False
 
         def release() -> None:  # once per response, however many paths call it
@@ -245,10 +271,18 @@ class UpstreamClient:
                 chunks=_iterate(response, release),
                 _release=release,
             )
-        body_bytes = await _read_whole(response, release)
         return UpstreamResponse(
-            status=response.status, headers=kept, body=body_bytes, content_type=content_type
+            status=response.status,
+            headers=kept,
+            body=await _read_whole(response, release),
+            content_type=content_type,
         )
+
+
+def _no_answer(error: TimeoutError | aiohttp.ClientError) -> UpstreamTimeout | UpstreamUnavailable:
+    if isinstance(error, TimeoutError):
+        return UpstreamTimeout("the upstream did not answer in time")
+    return UpstreamUnavailable(f"cannot reach the upstream: {_describe(error)}")
 
 
 async def _read_whole(response: aiohttp.ClientResponse, release: Callable[[], None]) -> bytes:

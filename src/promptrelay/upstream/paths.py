@@ -9,8 +9,10 @@ since `%2e%2e` decodes to `..` there and the HTTP client would resolve it. The r
 - every `%` starts an escape of two hex digits, which must not decode to `/` or `\\`
   (an encoded slash), to `%` (double encoding: `%252f`) or to a control character or NUL;
 - the decoded path is UTF-8, strictly under `/v1/`, and has no empty segment (`//`;
-  one trailing `/` is allowed) and no `.` or `..` segment. Refused, never repaired: dot
-  removal would forward a path the client did not write.
+  one trailing `/` is allowed) and no `.` or `..` segment, also not one spelled with
+  path parameters (`..;x`, `.;`, `;x`), which servers such as Tomcat and Jetty (a
+  corporate egress proxy behind a prefixed base, say) strip before resolving dots.
+  Refused, never repaired: dot removal would forward a path the client did not write.
 
 What goes upstream is the decoded path re-encoded in one canonical spelling, so the
 upstream sees the same bytes however the client spelled them. `upstream_url` accepts only
@@ -88,8 +90,11 @@ def _canonical(decoded: str) -> str:
     if segments[:2] != ["", "v1"] or len(segments) < 3:
         raise UnsafePath("path: only paths under /v1/ are passed through")
     for segment in segments[2:]:
-        if segment in ("", ".", ".."):
-            raise UnsafePath("path: empty, '.' and '..' segments are not allowed")
+        if segment.partition(";")[0] in ("", ".", ".."):
+            raise UnsafePath(
+                "path: empty, '.' and '..' segments (with or without ';' parameters) "
+                "are not allowed"
+            )
     return "/".join(quote(segment, safe=_SAFE) for segment in segments) + trailing
 
 

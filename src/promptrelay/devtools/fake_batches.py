@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from promptrelay.upstream import fake_wire as wire
+from promptrelay.devtools import fake_wire as wire
 
 __all__ = ["FakeBatches"]
 

@@ -7,7 +7,10 @@ resolved model, the upstream base URL, the provider (offline answers never mix w
 ones) and the tenant namespace. Canonical: object keys sorted, no whitespace, so the JSON
 spelling of a request does not change its key.
 
-Key shape: `pr:{namespace}:{content_type}:{hex digest}`; admin clears glob over it.
+Key shape, for every content type: `pr:{namespace}:{content_type}:{name}` (`entry_key`);
+a Messages answer's name is the hex digest above (`cache_key`), a template's
+`{name}@{version}`, the providers file marker's a digest of its path. Admin clears glob
+over the same shape (`key_pattern`). This module is the only place that spells it.
 """
 
 from __future__ import annotations
@@ -19,10 +22,22 @@ from typing import Any
 
 import orjson
 
-__all__ = ["KeyParts", "cache_key"]
+__all__ = ["CLAUDE_RESPONSE", "KeyParts", "cache_key", "entry_key", "key_pattern"]
 
 _IGNORED = frozenset({"stream", "metadata"})
+_PREFIX = "pr"
 CLAUDE_RESPONSE = "claude_response"
+
+
+def entry_key(namespace: str, content_type: str, name: str) -> str:
+    """The key of one entry (or, with glob characters in `name`, a pattern in that
+    namespace and content type)."""
+    return f"{_PREFIX}:{namespace}:{content_type}:{name}"
+
+
+def key_pattern(namespace: str, content_type: str, glob: str) -> str:
+    """A glob for `clear`, each segment a glob itself (`*` matches every namespace)."""
+    return entry_key(namespace, content_type, glob)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,4 +62,4 @@ def cache_key(body: Mapping[str, Any], parts: KeyParts, content_type: str = CLAU
         digest.update(field.encode())
         digest.update(b"\x00")
     digest.update(_canonical(body))
-    return f"pr:{parts.namespace}:{content_type}:{digest.hexdigest()}"
+    return entry_key(parts.namespace, content_type, digest.hexdigest())

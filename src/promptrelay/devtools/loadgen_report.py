@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from promptrelay.loadgen import BenchResult, LoadPlan, run_bench
+from promptrelay.devtools.loadgen import BenchResult, LoadPlan, run_bench
 
 __all__ = ["describe", "render", "run_with_progress", "write_json"]
 

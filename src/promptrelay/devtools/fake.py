@@ -31,8 +31,8 @@ await fake.stop()`. From a shell: `promptrelay fake-upstream --port 9000`.
 
 from __future__ import annotations
 
-from promptrelay.upstream.fake_config import FakeConfig
-from promptrelay.upstream.fake_runner import FakeUpstreamThread, run_fake_upstream
-from promptrelay.upstream.fake_server import FakeUpstream
+from promptrelay.devtools.fake_config import FakeConfig
+from promptrelay.devtools.fake_runner import FakeUpstreamThread, run_fake_upstream
+from promptrelay.devtools.fake_server import FakeUpstream
 
 __all__ = ["FakeConfig", "FakeUpstream", "FakeUpstreamThread", "run_fake_upstream"]

@@ -27,11 +27,11 @@ import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from promptrelay.upstream import fake_wire as wire
-from promptrelay.upstream.fake_batches import FakeBatches
-from promptrelay.upstream.fake_cache import FakePromptCache
-from promptrelay.upstream.fake_config import FakeConfig, validate_knobs
-from promptrelay.upstream.fake_limits import BucketSpec, FakeLimits
+from promptrelay.devtools import fake_wire as wire
+from promptrelay.devtools.fake_batches import FakeBatches
+from promptrelay.devtools.fake_cache import FakePromptCache
+from promptrelay.devtools.fake_config import FakeConfig, validate_knobs
+from promptrelay.devtools.fake_limits import BucketSpec, FakeLimits
 
 __all__ = ["FakeUpstream"]
 
@@ -81,7 +81,7 @@ def _drop(request: web.BaseRequest) -> web.Response:
 
 
 class FakeUpstream:
-    """A fake Anthropic API on loopback; see `promptrelay.upstream.fake` for usage."""
+    """A fake Anthropic API on loopback; see `promptrelay.devtools.fake` for usage."""
 
     def __init__(
         self,

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from promptrelay.upstream.fake_config import FakeConfig, validate_knobs
-from promptrelay.upstream.fake_server import FakeUpstream
+from promptrelay.devtools.fake_config import FakeConfig, validate_knobs
+from promptrelay.devtools.fake_server import FakeUpstream
 
 __all__ = ["FakeUpstreamThread", "run_fake_upstream"]
 

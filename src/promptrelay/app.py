@@ -25,6 +25,7 @@ from promptrelay.api.asgi import Receive, Scope, Send, send_error
 from promptrelay.api.batch import build_batch_router
 from promptrelay.api.dashboard import build_dashboard_router
 from promptrelay.api.hot import HotRoutes
+from promptrelay.api.keys import build_keys_router
 from promptrelay.api.management import build_management_app
 from promptrelay.api.openai import OpenAIFace
 from promptrelay.api.providers import build_providers_router
@@ -42,19 +43,25 @@ from promptrelay.core.events import (
     RedisMoved,
 )
 from promptrelay.core.gateway import Gateway, Reply
+from promptrelay.core.keywatch import KeysFileWatcher
 from promptrelay.core.pipeline import Pipeline
 from promptrelay.core.providers import Providers
+from promptrelay.core.quotas import Counters, MemoryCounters, Quotas, RedisCounters
 from promptrelay.core.resilient import ResilientUpstream
 from promptrelay.core.responses_store import ResponseStore
 from promptrelay.core.thinking_store import ThinkingStore
 from promptrelay.errors import GatewayError
 from promptrelay.resilience.breaker import BreakerMachine, BreakerTransition
+from promptrelay.resilience.governor import Governor
 from promptrelay.resilience.lease import ProbeLease
+from promptrelay.resilience.peers import RedisPeers
 from promptrelay.resilience.redis_state import RedisBreakerState
 from promptrelay.resilience.retry import RetryPolicy
 from promptrelay.resilience.shared import CircuitBreaker
 from promptrelay.settings import Settings
 from promptrelay.telemetry.batches import BatchStats
+from promptrelay.telemetry.prices import chain_prices
+from promptrelay.telemetry.recommend import governor_advice
 from promptrelay.telemetry.savings import CacheSavings, saved_by_cache
 from promptrelay.telemetry.service import Sources, Telemetry
 from promptrelay.templates.render import Renderer
@@ -90,6 +97,10 @@ class Runtime:
         self.upstream = UpstreamClient(settings)
         self.breaker = self._build_breaker(settings)
         self.providers = Providers.from_settings(settings, self.cache)
+        self.quotas = self._build_quotas(settings)
+        self.keys_watcher = (
+            KeysFileWatcher(self.keys, settings.keys_file) if settings.keys_file else None
+        )
         limits = Limits(settings.template_max_steps, settings.template_max_output_bytes)
         self.templates = TemplateService(
             open_store(settings.database_url), self.cache, Renderer(limits)
@@ -127,15 +138,17 @@ class Runtime:
             max_wait=settings.retry_max_wait,
             deadline=settings.upstream_timeout,
         )
+        self.governor = self._build_governor(settings)
         resilient = ResilientUpstream(
             self.upstream,
             self.breaker,
             policy,
             budget=settings.upstream_timeout,
             events=self.events,
+            governor=self.governor,
         )
         return Pipeline(
-            Gateway(resilient, OfflineProvider(), self.cache, self.events),
+            Gateway(resilient, OfflineProvider(), self.cache, self.events, quotas=self.quotas),
             self.providers,
             self.templates,
             default_version=settings.anthropic_version,
@@ -169,7 +182,9 @@ class Runtime:
                 self.telemetry,
                 metrics_token=settings.metrics_token,
                 performance_body=self.performance,
+                governor=lambda: self.governor.snapshot() if self.governor else None,
             ),
+            build_keys_router(access, self.keys, self.quotas),
             build_dashboard_router(
                 access.admin,
                 keyed=lambda: settings.admin_api_key is not None,
@@ -220,8 +235,11 @@ class Runtime:
             },
             "upstream": await self.upstream_status(),
             "breaker": self.breaker.snapshot(),
+            "governor": self.governor.snapshot() if self.governor is not None else None,
         }
-        return await self.telemetry.performance(window, extra)
+        body = await self.telemetry.performance(window, extra)
+        body["recommendations"] += governor_advice(extra["governor"])
+        return body
 
     def _price(self, model: str) -> tuple[float, float] | None:
         """The providers file's price, for the dollars the cache saved."""
@@ -268,6 +286,29 @@ class Runtime:
         # The tier bounds each call itself (and learns from it); this is only a backstop.
         return CircuitBreaker(machine, shared, lease=lease, shared_timeout=redis.budget + 0.1)
 
+    def _build_quotas(self, settings: Settings) -> Quotas | None:
+        if settings.keys_file is None:
+            return None
+        redis = self.cache.redis
+        counters: Counters = MemoryCounters()
+        if redis is not None:
+            counters = RedisCounters(redis)
+        return Quotas(counters, chain_prices(self._price))
+
+    def _build_governor(self, settings: Settings) -> Governor | None:
+        if not settings.governor_enabled:
+            return None
+        redis = self.cache.redis
+        peers = None
+        if redis is not None:
+            peers = RedisPeers(redis)
+        return Governor(
+            initial_concurrency=settings.governor_initial_concurrency,
+            max_queue=settings.governor_max_queue,
+            max_wait=settings.governor_wait,
+            peers=peers,
+        )
+
     def _redis_state(self, state: str) -> None:
         if state != self.redis_state:
             log.warning("redis is %s", state)
@@ -281,6 +322,10 @@ class Runtime:
             await self.templates.seed(self.settings.templates_dir)
         if self.telemetry is not None:
             await self.telemetry.start()
+        if self.governor is not None:
+            await self.governor.start()
+        if self.keys_watcher is not None:
+            await self.keys_watcher.start()
 
     @property
     def mode(self) -> str:
@@ -295,6 +340,10 @@ class Runtime:
         """Close everything, each step on its own: one that fails (or never started) must
         not keep the others from closing (the cache's write-behind flush comes last)."""
         steps = [self.batcher.close]
+        if self.governor is not None:
+            steps.append(self.governor.close)
+        if self.keys_watcher is not None:
+            steps.append(self.keys_watcher.close)
         if self.telemetry is not None:
             steps.append(self.telemetry.close)
         steps += [self.breaker.close, self.upstream.close, self.templates.close, self.cache.close]

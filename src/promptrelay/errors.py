@@ -6,6 +6,7 @@
     ├── Forbidden                403 permission_error
     ├── NotFound                 404 not_found_error
     ├── PayloadTooLarge          413 request_too_large
+    ├── RateLimited              429 rate_limit_error, with retry_after (governor, quotas)
     ├── HeadersTooLarge          431 request_too_large (request line + headers over the cap)
     ├── RequestTimeout           408 timeout_error (the client's head or body stopped arriving)
     ├── TooManyConnections       503 overloaded_error, with retry_after (connection cap)
@@ -37,6 +38,7 @@ __all__ = [
     "NotFound",
     "OfflineUnsupported",
     "PayloadTooLarge",
+    "RateLimited",
     "RedisUnavailable",
     "RequestTimeout",
     "TooManyConnections",
@@ -84,6 +86,11 @@ class NotFound(GatewayError):
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "request_too_large"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
 
 
 class HeadersTooLarge(GatewayError):

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from promptrelay.core.keyfile import load_keys_file
+
 __all__ = ["ConfigError", "Settings", "is_loopback_host", "load_settings"]
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
@@ -70,6 +72,12 @@ class Settings(BaseSettings):
     upstream_read_timeout: PositiveFloat = 300.0
     upstream_retries: NonNegativeInt = 2
     retry_max_wait: Annotated[float, Field(ge=0)] = 60.0
+
+    # Governor (docs/limits.md): pace requests by the upstream's rate-limit headers.
+    governor_enabled: bool = True
+    governor_initial_concurrency: PositiveInt = 4
+    governor_max_queue: PositiveInt = 1000
+    governor_max_wait: PositiveFloat = 60.0  # used as min(this, UPSTREAM_TIMEOUT)
 
     # Cache.
     redis_enabled: bool = False
@@ -136,6 +144,7 @@ class Settings(BaseSettings):
     admin_api_key: SecretStr | None = None
     metrics_token: SecretStr | None = None  # set: GET /metrics needs it as a Bearer token
     promptrelay_api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    keys_file: str | None = None  # YAML of client keys with quotas (core/keyfile.py)
     allow_open_access: bool = False
     admin_hosts: Annotated[tuple[str, ...], NoDecode] = ()  # Host names admin writes accept
     dashboard_refresh: Annotated[float, Field(ge=0.2, le=60)] = 3.0
@@ -184,6 +193,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"{address!r} is not host:port (write host:port,host:port)")
         return value
 
+    @field_validator("keys_file")
+    @classmethod
+    def _check_keys_file(cls, value: str | None) -> str | None:
+        if value:
+            load_keys_file(value)  # KeysFileError (a ValueError) names the file and field
+        return value or None
+
     @field_validator("anthropic_base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
@@ -231,6 +247,7 @@ class Settings(BaseSettings):
     def _check_open_access(self) -> Settings:
         if (
             not self.promptrelay_api_keys
+            and not self.keys_file
             and not self.allow_open_access
             and not is_loopback_host(self.host)
         ):
@@ -258,6 +275,11 @@ class Settings(BaseSettings):
         if self.redis_sentinels:
             return "sentinel"
         return "single"
+
+    @property
+    def governor_wait(self) -> float:
+        """GOVERNOR_MAX_WAIT, never above UPSTREAM_TIMEOUT."""
+        return min(self.governor_max_wait, self.upstream_timeout)
 
     def redis_location(self) -> str:
         """The single Redis's URL, built from REDIS_HOST/PORT (and REDIS_TLS) when REDIS_URL

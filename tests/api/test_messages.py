@@ -149,6 +149,7 @@ async def test_health_shows_calls_waiting_for_a_connection(gateway_factory, fake
         anthropic_base_url=fake_upstream.url,
         max_sockets=2,
         max_free_sockets=2,
+        governor_enabled=False,  # before the first answer it would hold back all but 4
     )
     fake_upstream.configure(latency_ms=600)
     connector = aiohttp.TCPConnector(limit=0)

@@ -45,6 +45,7 @@ from promptrelay.errors import (
     GatewayError,
     InvalidRequest,
     NotFound,
+    RateLimited,
     UpstreamError,
     UpstreamUnavailable,
 )
@@ -276,8 +277,13 @@ def _raw_path(scope: Scope) -> bytes:
 
 
 def _error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:
-    # Our own upstream failures are final: tell SDKs not to multiply retries.
-    return [_NO_RETRY] if isinstance(error, UpstreamError) else []
+    # Our own upstream failures are final: tell SDKs not to multiply retries; nor should
+    # they retry a rate limit for minutes (SDKs would honour a long retry-after for hours).
+    if isinstance(error, UpstreamError):
+        return [_NO_RETRY]
+    if isinstance(error, RateLimited) and (error.retry_after or 0) > 60:
+        return [_NO_RETRY]
+    return []
 
 
 async def _send_whole(

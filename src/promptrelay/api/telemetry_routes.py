@@ -30,6 +30,7 @@ def build_telemetry_router(
     *,
     metrics_token: SecretStr | None,
     performance_body: Callable[[float], Awaitable[dict[str, Any]]],
+    governor: Callable[[], dict[str, Any] | None] = lambda: None,
 ) -> APIRouter:
     """`performance_body(window)`: the /api/performance body (telemetry's view and the
     gateway's own state: cache tiers and savings, upstream pool, breaker)."""
@@ -72,6 +73,9 @@ def build_telemetry_router(
     )
     async def metrics() -> Response:
         found = started()
+        snapshot = governor()
+        if snapshot is not None:
+            found.prometheus.governed(snapshot)
         body = await found.prometheus.render(found.stats)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

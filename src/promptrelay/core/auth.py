@@ -8,6 +8,10 @@ Rules (README, "Keys"):
 - unset, ANTHROPIC_API_KEY unset, client sends a key: pass-through, the client's own
   Anthropic key goes upstream for this request only. Namespace: a hash of that key.
 - nothing anywhere: the offline provider answers.
+- KEYS_FILE keys are client keys like PROMPTRELAY_API_KEYS (either list admits), with
+  quotas: their Credentials carry the entry (`tenant`); a plain key and its key_sha256
+  get the same namespace. `reload` swaps the file's keys and forgets every cached
+  acceptance, so a removed key is refused on its next request.
 
 Keys never leave this module except as the upstream header value; namespaces are hashes.
 """
@@ -20,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from promptrelay.core.keyfile import KeyEntry, key_digest, load_keys_file
 from promptrelay.errors import Unauthorized
 from promptrelay.settings import Settings
 
@@ -37,6 +42,7 @@ class Credentials:
     mode: KeyMode
     upstream_key: str | None  # None only in OFFLINE mode
     namespace: str
+    tenant: KeyEntry | None = None  # the KEYS_FILE entry that admitted the caller
 
     def __repr__(self) -> str:  # never print the key
         return f"Credentials(mode={self.mode.value}, namespace={self.namespace})"
@@ -66,6 +72,8 @@ class KeyResolver:
             key.get_secret_value().encode() for key in settings.promptrelay_api_keys
         ]
         self._cache: dict[str, Credentials] = {}
+        self._keys_file = settings.keys_file
+        self._entries = load_keys_file(settings.keys_file) if settings.keys_file else {}
         self._default = Credentials(
             KeyMode.GATEWAY if self._gateway_key else KeyMode.OFFLINE,
             self._gateway_key,
@@ -79,7 +87,20 @@ class KeyResolver:
 
     @property
     def requires_client_key(self) -> bool:
-        return bool(self._client_keys)
+        return bool(self._client_keys) or self._keys_file is not None
+
+    @property
+    def entries(self) -> list[KeyEntry]:
+        return list(self._entries.values())
+
+    def reload(self) -> int:
+        """Read KEYS_FILE again; raises KeysFileError (the old keys stay) or returns how
+        many keys it holds."""
+        if self._keys_file is None:
+            return 0
+        entries = load_keys_file(self._keys_file)
+        self._entries, self._cache = entries, {}
+        return len(entries)
 
     def check_client_key(self, presented: str | None) -> bool:
         if presented is None:
@@ -92,15 +113,17 @@ class KeyResolver:
 
     def resolve(self, headers: Mapping[bytes, bytes]) -> Credentials:
         presented = client_key(headers)
-        if self._client_keys:
+        if self.requires_client_key:
             if presented is None:
                 raise Unauthorized("missing API key: send x-api-key or Authorization: Bearer")
             cached = self._cache.get(presented)
             if cached is not None:
                 return cached
-            if not self.check_client_key(presented):
+            entry = self._entries.get(key_digest(presented)) if self._entries else None
+            if entry is None and not self.check_client_key(presented):
                 raise Unauthorized("invalid API key")
-            creds = Credentials(self._default.mode, self._gateway_key, _namespace(presented))
+            namespace = entry.namespace if entry is not None else _namespace(presented)
+            creds = Credentials(self._default.mode, self._gateway_key, namespace, entry)
             if len(self._cache) < 10_000:
                 self._cache[presented] = creds
             return creds

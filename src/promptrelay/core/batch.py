@@ -28,6 +28,7 @@ from promptrelay.core.generate import generate_answer, generate_ask, upstream_er
 from promptrelay.core.pipeline import Pipeline, Prepared
 from promptrelay.core.request import json_object_or_none
 from promptrelay.errors import GatewayError, InvalidRequest
+from promptrelay.resilience.governor import BATCH
 from promptrelay.upstream.offline import OFFLINE_HEADER
 
 __all__ = [
@@ -116,6 +117,7 @@ async def _one(
     try:
         prepared = await prepare_item(item, context)
         call = prepared.call
+        call.priority = BATCH
         run = context.pipeline.run
         reply = await batcher.submit(str(call.body["model"]), lambda: run(call), limit)
         return _from_reply(index, reply, prepared, started)

@@ -31,9 +31,12 @@ from promptrelay.core.auth import Credentials, KeyMode
 from promptrelay.core.cache_control import DEFAULT, CacheControl
 from promptrelay.core.coalesce import Coalescer, StreamCoalescer
 from promptrelay.core.events import CacheLookup, Coalesced, EventBus, UpstreamFinished
+from promptrelay.core.quotas import Quotas
 from promptrelay.core.request import json_object_or_none
 from promptrelay.core.resilient import ResilientUpstream
 from promptrelay.core.sse import MessageAssembler, SseParser, message_events
+from promptrelay.resilience.estimate import estimate_cost
+from promptrelay.resilience.governor import INTERACTIVE
 from promptrelay.upstream.client import UpstreamResponse
 from promptrelay.upstream.offline import OFFLINE_HEADER, OfflineProvider
 
@@ -58,6 +61,7 @@ class MessagesCall:
     beta: str | None = None
     control: CacheControl = DEFAULT
     timeout: float | None = None  # seconds for the upstream call; None: UPSTREAM_TIMEOUT
+    priority: int = INTERACTIVE  # in the governor's lane: interactive ahead of batch items
 
 
 @dataclass(slots=True)
@@ -103,7 +107,9 @@ class Gateway:
         offline: OfflineProvider,
         cache: TieredCache,
         events: EventBus,
+        quotas: Quotas | None = None,
     ) -> None:
+        self._quotas = quotas
         self._upstream = upstream
         self._offline = offline
         self._cache = cache
@@ -144,6 +150,25 @@ class Gateway:
         return entry
 
     async def messages(self, call: MessagesCall) -> Reply:
+        tenant = call.creds.tenant
+        if tenant is None or self._quotas is None:
+            return await self._messages(call)
+        model = str(call.body.get("model", ""))
+        await self._quotas.admit(tenant, model)  # a hit counts as a request too
+        reply = await self._messages(call)
+        if reply.status != 200 or reply.cache == "HIT" or _COALESCED in reply.headers:
+            return reply
+        quotas = self._quotas
+        if reply.chunks is not None:
+            reply.chunks = _metered(reply.chunks, lambda u: quotas.charge(tenant, model, u))
+            return reply
+        message = json_object_or_none(reply.body)
+        usage = message.get("usage") if message is not None else None
+        if isinstance(usage, dict):
+            await quotas.charge(tenant, model, usage)
+        return reply
+
+    async def _messages(self, call: MessagesCall) -> Reply:
         self.served_by_mode[call.creds.mode.value] += 1
         key = self.key_for(call)
         control = call.control
@@ -262,6 +287,7 @@ class Gateway:
             return self._offline.messages(call.body, call.raw, stream=call.stream), False
         started = time.perf_counter()
         headers = upstream_headers(call.creds.upstream_key, call.version, call.beta)
+        governed = self._upstream.governor is not None
         sent = await self._upstream.send(
             "POST",
             "/v1/messages",
@@ -269,6 +295,8 @@ class Gateway:
             body=call.raw,
             stream=call.stream,
             budget=call.timeout,
+            cost=estimate_cost(call.body) if governed else None,
+            priority=call.priority,
         )
         self._events.emit(
             UpstreamFinished(sent.response.status, time.perf_counter() - started, sent.attempts)
@@ -384,3 +412,26 @@ async def _bytes_only(items: AsyncIterator[_Head | bytes]) -> AsyncIterator[byte
     async for item in items:
         assert isinstance(item, bytes)
         yield item
+
+
+async def _metered(
+    chunks: AsyncIterator[bytes], charge: Callable[[dict[str, Any]], Awaitable[None]]
+) -> AsyncIterator[bytes]:
+    """Forward a stream, then charge its usage: input and cache tokens as `message_start`
+    gave them, output tokens from the last `message_delta` (a running total, never
+    summed)."""
+    parser = SseParser()
+    usage: dict[str, Any] = {}
+    async for chunk in chunks:
+        for name, data in parser.feed(chunk):
+            if name == "message_start":
+                message = json_object_or_none(data) or {}
+                start = (message.get("message") or {}).get("usage")
+                usage = dict(start) if isinstance(start, dict) else {}
+            elif name == "message_delta":
+                delta = (json_object_or_none(data) or {}).get("usage") or {}
+                if isinstance(delta.get("output_tokens"), int):
+                    usage["output_tokens"] = delta["output_tokens"]
+        yield chunk
+    if usage:
+        await charge(usage)

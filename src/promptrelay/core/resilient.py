@@ -11,6 +11,12 @@ own; counted in the breaker (5xx, timeouts and connection errors are failures); 
 at once while the circuit is not closed, so it never serves as the half-open probe.
 Both emit `UpstreamFinished` for each answer that came back.
 
+The governor sits around each attempt of `send`, inside the retry loop: every request
+that leaves takes from the upstream key's buckets, retries included, and a retry after a
+429 waits in the same lane as everyone else until the key's pause is over. Its refusal
+(RateLimited: the wait would pass GOVERNOR_MAX_WAIT) is not an upstream failure: it
+leaves the loop at once and the breaker ticket goes back unjudged.
+
 The whole call, retries and waits included, lives within UPSTREAM_TIMEOUT: each attempt
 gets the time that is left as its own total timeout, so a hung upstream is a timeout
 the breaker counts, and the caller has its 504 within the budget. A half-open probe is
@@ -23,12 +29,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from promptrelay.core.events import EventBus, Retried, UpstreamFinished
 from promptrelay.errors import CircuitOpen, UpstreamError, UpstreamTimeout
 from promptrelay.resilience.breaker import is_breaker_failure
+from promptrelay.resilience.governor import INTERACTIVE, Governor, Permit
+from promptrelay.resilience.ratelimit import Cost
 from promptrelay.resilience.retry import (
     HeadHook,
     Outcome,
@@ -63,8 +71,10 @@ class ResilientUpstream:
         events: EventBus,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        governor: Governor | None = None,
     ) -> None:
         self.upstream = upstream
+        self.governor = governor
         self.breaker = breaker
         self._policy = policy
         self._budget = budget
@@ -81,24 +91,32 @@ class ResilientUpstream:
         body: bytes | None,
         stream: bool,
         budget: float | None = None,
+        cost: Cost | None = None,
+        priority: int = INTERACTIVE,
     ) -> Sent:
-        """Raises CircuitOpen, UpstreamTimeout or UpstreamUnavailable when no answer came.
-
-        `budget` (a model's timeout from the providers file) narrows UPSTREAM_TIMEOUT."""
+        """Raises CircuitOpen, UpstreamTimeout or UpstreamUnavailable when no answer came,
+        RateLimited when the governor refused to wait that long. `budget` (a model's
+        timeout from the providers file) narrows UPSTREAM_TIMEOUT; `cost` (estimate_cost
+        of the body) lets the governor pace the attempts."""
+        key = headers.get("x-api-key", "")
         deadline = self._clock() + min(budget or self._budget, self._budget)
 
         async def attempt(on_head: HeadHook) -> Outcome[UpstreamResponse]:
+            permit = await _permit(self.governor, key, cost, priority)
             left = deadline - self._clock()
             if left <= 0:
-                raise UpstreamTimeout("the upstream did not answer within UPSTREAM_TIMEOUT")
-            response = await self.upstream.request(
-                method,
-                path,
-                headers=headers,
-                body=body,
-                stream=stream,
-                timeout=left,
-                on_head=on_head,
+                raise _timed_out(permit)
+            response = await _released(
+                permit,
+                self.upstream.request(
+                    method,
+                    path,
+                    headers=headers,
+                    body=body,
+                    stream=stream,
+                    timeout=left,
+                    on_head=on_head,
+                ),
             )
             retry_after = None
             if response.status >= 400:
@@ -107,24 +125,24 @@ class ResilientUpstream:
                 )
             return Outcome(status=response.status, value=response, retry_after=retry_after)
 
-        def on_retry(event: RetryEvent[UpstreamResponse]) -> None:
-            # Only failed answers are retried, and those were read whole: nothing to release.
-            self._events.emit(
-                Retried(attempt=event.attempt + 1, delay=event.delay, status=event.outcome.status)
-            )
-
         result = await run_with_retries(
             attempt,
             self._policy,
             breaker=self.breaker,
             rng=self._rng,
-            on_retry=on_retry,
+            on_retry=self._retried,
             clock=self._clock,
         )
         if result.outcome.error is not None:
             raise result.outcome.error
         assert result.outcome.value is not None
         return Sent(result.outcome.value, result.attempts, result.gave_up)
+
+    def _retried(self, event: RetryEvent[UpstreamResponse]) -> None:
+        # Only failed answers are retried, and those were read whole: nothing to release.
+        self._events.emit(
+            Retried(attempt=event.attempt + 1, delay=event.delay, status=event.outcome.status)
+        )
 
     async def passthrough(
         self,
@@ -158,3 +176,37 @@ class ResilientUpstream:
         await self.breaker.record(ticket, failure=failed)
         self._events.emit(UpstreamFinished(response.status, time.perf_counter() - started, 1))
         return response
+
+
+async def _permit(
+    governor: Governor | None, key: str, cost: Cost | None, priority: int
+) -> Permit | None:
+    """The governor's permit for one attempt (None: not governed)."""
+    if governor is None or cost is None:
+        return None
+    permit = governor.try_acquire(key, cost)
+    if permit is None:
+        permit = await governor.acquire(key, cost, priority)
+    return permit
+
+
+async def _released(
+    permit: Permit | None, request: Awaitable[UpstreamResponse]
+) -> UpstreamResponse:
+    """The attempt's answer; its permit released with the answer's status and headers
+    (with 0 when no answer came)."""
+    try:
+        response = await request
+    except BaseException:
+        if permit is not None:
+            permit.release(0)
+        raise
+    if permit is not None:
+        permit.release(response.status, response.headers)
+    return response
+
+
+def _timed_out(permit: Permit | None) -> UpstreamTimeout:
+    if permit is not None:
+        permit.release(0)
+    return UpstreamTimeout("the upstream did not answer within UPSTREAM_TIMEOUT")

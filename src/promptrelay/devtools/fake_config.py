@@ -27,6 +27,12 @@ class FakeConfig:
     `POST /v1/messages/batches` takes injected failures too (at once); a created batch
     stays `in_progress` for `batch_processing_ms`.
 
+    With `limit_requests` / `limit_input_tokens` / `limit_output_tokens` set, each API key
+    has token buckets of that capacity refilling at `limit_*_per_s`: a request that does
+    not fit gets Anthropic's 429 `rate_limit_error` with `retry-after`, checked after the
+    body is validated and before injected failures; every answer carries the
+    `anthropic-ratelimit-*` headers of the buckets that are on.
+
     Example: `FakeConfig(latency_ms=50, fail_status=529, fail_rate=0.1, retry_after=1)`
     answers after ~50 ms and fails one request in ten with 529 and `retry-after: 1`.
     """
@@ -53,6 +59,15 @@ class FakeConfig:
     json_answer: dict[str, Any] | None = None
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
+    # Rate limits per API key (fake_limits.py): bucket capacity (None: off) and refill/s.
+    limit_requests: int | None = None
+    limit_requests_per_s: float = 1.0
+    limit_input_tokens: int | None = None
+    limit_input_tokens_per_s: float = 1000.0
+    limit_output_tokens: int | None = None
+    limit_output_tokens_per_s: float = 1000.0
+    # Prompt cache (fake_cache.py): prefixes shorter than this many tokens are not cached.
+    prompt_cache_min_tokens: int = 1024
 
 
 # name -> (kind, nullable). Kinds: "float" (>= 0), "int" (>= 0), "status", "rate", "bool",
@@ -78,6 +93,13 @@ _KNOBS: dict[str, tuple[str, bool]] = {
     "json_answer": ("object", True),
     "cache_read_tokens": ("int", False),
     "cache_creation_tokens": ("int", False),
+    "limit_requests": ("int", True),
+    "limit_requests_per_s": ("float", False),
+    "limit_input_tokens": ("int", True),
+    "limit_input_tokens_per_s": ("float", False),
+    "limit_output_tokens": ("int", True),
+    "limit_output_tokens_per_s": ("float", False),
+    "prompt_cache_min_tokens": ("int", False),
 }
 
 

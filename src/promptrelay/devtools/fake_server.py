@@ -17,9 +17,10 @@ routes, and anything else on the host is a 404 counted in `outside_prefix`.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -29,7 +30,9 @@ from aiohttp.web_protocol import RequestHandler
 from promptrelay.devtools import fake_script as script
 from promptrelay.devtools import fake_wire as wire
 from promptrelay.devtools.fake_batches import FakeBatches
+from promptrelay.devtools.fake_cache import FakePromptCache
 from promptrelay.devtools.fake_config import FakeConfig, validate_knobs
+from promptrelay.devtools.fake_limits import BucketSpec, FakeLimits
 
 __all__ = ["FakeUpstream"]
 
@@ -103,6 +106,8 @@ class FakeUpstream:
         self._window_count = 0
         self._hangs: set[asyncio.Future[None]] = set()  # requests held by `hang`
         self._batches = FakeBatches()
+        self._limits = FakeLimits()
+        self._prompt_cache = FakePromptCache()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -174,8 +179,11 @@ class FakeUpstream:
         }
 
     def reset(self) -> None:
-        """Zero the counters (`in_flight` stays: it is live). Knobs are left alone."""
+        """Zero the counters (`in_flight` stays: it is live) and refill the rate-limit
+        buckets. Knobs are left alone."""
         self._counters.reset()
+        self._limits.reset()
+        self._prompt_cache.reset()
 
     def configure(self, **knobs: Any) -> None:
         """Change knobs in place (ValueError on unknown names or bad values)."""
@@ -243,7 +251,7 @@ class FakeUpstream:
             return self._error(401, headers, "x-api-key header is required")
         method = request.method
         if path == "/v1/messages" and method == "POST":
-            return await self._messages(request, headers)
+            return await self._messages(request, headers, key)
         if path == "/v1/messages/count_tokens" and method == "POST":
             try:
                 tokens = wire.count_tokens(await request.read())
@@ -310,7 +318,7 @@ class FakeUpstream:
         return None
 
     async def _messages(
-        self, request: web.BaseRequest, headers: dict[str, str]
+        self, request: web.BaseRequest, headers: dict[str, str], key: str
     ) -> web.StreamResponse:
         config = self.config
         if config.hang:
@@ -324,6 +332,12 @@ class FakeUpstream:
             config.garbage_next -= 1
             headers["Content-Type"] = "text/html"
             return web.Response(status=200, body=_GARBAGE, headers=headers)
+        raw = await request.read()
+        if b'"cache_control"' in raw:
+            answer = self._cached(key, raw, answer)
+        refused = self._rate_limit(key, answer, headers)
+        if refused is not None:
+            return refused
         failure = self._failure_status(config)
         if failure is not None:
             if config.fail_latency_ms > 0:
@@ -343,6 +357,53 @@ class FakeUpstream:
             body = wire.message_json(answer) if message is None else orjson.dumps(message)
             return self._json(200, body, headers)
         return await self._stream(request, answer, message, config, headers)
+
+    def _cached(self, key: str, raw: bytes, answer: wire.Answer) -> wire.Answer:
+        """The answer with its input split by the prompt cache (fake_cache.py)."""
+        usage = self._prompt_cache.lookup(
+            key, orjson.loads(raw), self.config.prompt_cache_min_tokens
+        )
+        if not usage.cached:
+            return answer
+        return replace(
+            answer,
+            input_tokens=max(0, answer.input_tokens - usage.cached),
+            cache_creation=usage.created,
+            cache_creation_1h=usage.created_1h,
+            cache_read=usage.read,
+        )
+
+    def _bucket_specs(self) -> dict[str, BucketSpec]:
+        config = self.config
+        return {
+            "requests": BucketSpec(config.limit_requests, config.limit_requests_per_s),
+            "input-tokens": BucketSpec(config.limit_input_tokens, config.limit_input_tokens_per_s),
+            "output-tokens": BucketSpec(
+                config.limit_output_tokens, config.limit_output_tokens_per_s
+            ),
+        }
+
+    def _rate_limit(
+        self, key: str, answer: wire.Answer, headers: dict[str, str]
+    ) -> web.Response | None:
+        """Take the request from the key's buckets (headers updated), or its 429."""
+        config = self.config
+        if (
+            config.limit_requests is None
+            and config.limit_input_tokens is None
+            and config.limit_output_tokens is None
+        ):
+            return None
+        specs = self._bucket_specs()
+        counted = answer.input_tokens + answer.cache_creation  # cache reads do not count
+        verdict = self._limits.admit(key, specs, counted, answer.max_tokens)
+        headers.update(verdict.headers)
+        if verdict.allowed:
+            self._limits.settle(key, specs, answer.max_tokens, answer.output_tokens)
+            return None
+        headers["retry-after"] = str(max(1, math.ceil(verdict.retry_after)))
+        message = f"This request would exceed your rate limit of {verdict.limit} (fake upstream)"
+        return self._error(429, headers, message)
 
     async def _hang(self) -> None:
         """Wait until the client goes away (the handler is cancelled) or `stop()`."""

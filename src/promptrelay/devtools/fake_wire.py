@@ -75,6 +75,23 @@ class Answer:
     output_tokens: int
     stream: bool
     body: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    max_tokens: int = 0
+    cache_creation: int = 0  # prompt cache (fake_cache.py): tokens written, of which 1 h
+    cache_creation_1h: int = 0
+    cache_read: int = 0
+
+
+def input_usage(answer: Answer) -> dict[str, Any]:
+    """`usage`'s input side; cache fields only when the request used the prompt cache."""
+    usage: dict[str, Any] = {"input_tokens": answer.input_tokens}
+    if answer.cache_creation or answer.cache_read:
+        usage["cache_creation_input_tokens"] = answer.cache_creation
+        usage["cache_read_input_tokens"] = answer.cache_read
+        usage["cache_creation"] = {
+            "ephemeral_5m_input_tokens": answer.cache_creation - answer.cache_creation_1h,
+            "ephemeral_1h_input_tokens": answer.cache_creation_1h,
+        }
+    return usage
 
 
 def error_type(status: int) -> str:
@@ -170,6 +187,7 @@ def answer_for(raw: bytes) -> Answer:
         output_tokens=_tokens(len(text)),
         stream=stream,
         body=body,
+        max_tokens=max_tokens,
     )
 
 
@@ -190,7 +208,7 @@ def message_json(answer: Answer) -> bytes:
             "content": [{"type": "text", "text": answer.text}],
             "stop_reason": "end_turn",
             "stop_sequence": None,
-            "usage": {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens},
+            "usage": {**input_usage(answer), "output_tokens": answer.output_tokens},
         }
     )
 
@@ -233,7 +251,7 @@ def stream_parts(
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": {"input_tokens": answer.input_tokens, "output_tokens": 1},
+        "usage": {**input_usage(answer), "output_tokens": 1},
     }
     head = _event("message_start", {"type": "message_start", "message": start}) + _BLOCK_START
     if extra_events:

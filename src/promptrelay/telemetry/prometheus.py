@@ -177,6 +177,38 @@ class PrometheusExporter:
             ["alert", "kind"],
             registry=r,
         )
+        self._governor_metrics(r)
+        self._gc_seen = (0, 0.0)
+
+    def _governor_metrics(self, r: CollectorRegistry) -> None:
+        self.governor_queued = self._gauge(
+            "promptrelay_governor_queued", "Requests waiting for the upstream's rate limit"
+        )
+        self.governor_remaining = Gauge(
+            "promptrelay_governor_remaining",
+            "What the governor believes is left in each upstream bucket, by key hash",
+            ["key", "dimension"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.governor_waited = Counter(
+            "promptrelay_governor_waited_requests",
+            "Requests that waited for a refill instead of meeting a 429 (429s avoided)",
+            registry=r,
+        )
+        self.governor_wait_seconds = Counter(
+            "promptrelay_governor_wait_seconds", "Time requests waited in the governor", registry=r
+        )
+        self.governor_refused = Counter(
+            "promptrelay_governor_refused_requests",
+            "Requests answered 429 by the governor (lane full or wait too long)",
+            registry=r,
+        )
+        self.governor_upstream_429 = Counter(
+            "promptrelay_governor_upstream_429",
+            "429s the upstream answered although the governor paced",
+            registry=r,
+        )
 
     def _gauge(
         self,
@@ -268,6 +300,17 @@ class PrometheusExporter:
 
     def alerted(self, alert: str, kind: str) -> None:
         self.alert_notices.labels(alert, kind).inc()
+
+    def governed(self, snapshot: dict[str, Any]) -> None:
+        """Copy the governor's snapshot (resilience/governor.py) into its metrics."""
+        self.governor_queued.set(snapshot.get("queued", 0))
+        self._count(self.governor_waited, snapshot.get("queued_total", 0))
+        self._count(self.governor_wait_seconds, snapshot.get("waited_seconds", 0.0))
+        self._count(self.governor_refused, snapshot.get("rejected", 0))
+        self._count(self.governor_upstream_429, snapshot.get("upstream_429", 0))
+        for key, view in snapshot.get("keys", {}).items():
+            for dimension, bucket in view.get("buckets", {}).items():
+                self.governor_remaining.labels(key, dimension).set(bucket["remaining"])
 
     # -- scrape ----------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from promptrelay.telemetry.snapshot import Snapshot, Tuning
 
-__all__ = ["recommend"]
+__all__ = ["governor_advice", "recommend"]
 
 Advice = dict[str, Any]
 _MIB = 2**20
@@ -200,3 +200,45 @@ _RULES: tuple[Callable[[Snapshot, Tuning], list[Advice]], ...] = (
 
 def recommend(snapshot: Snapshot, tuning: Tuning) -> list[Advice]:
     return [advice for rule in _RULES for advice in rule(snapshot, tuning)]
+
+
+def governor_advice(governor: dict[str, Any] | None) -> list[Advice]:
+    """Advice from the governor's snapshot (resilience/governor.py `snapshot`)."""
+    if not governor:
+        return []
+    advice: list[Advice] = []
+    evidence = {key: governor.get(key) for key in ("queued_total", "waited_seconds", "rejected")}
+    if governor.get("rejected"):
+        advice.append(
+            _advice(
+                "rate_limits",
+                "high",
+                f"{governor['rejected']} requests got a 429 from promptrelay because the "
+                "upstream's rate limit would not refill in time. Ask Anthropic for a higher "
+                "limit, spread the workflows over time, or let requests wait longer.",
+                evidence,
+                setting="GOVERNOR_MAX_WAIT",
+            )
+        )
+    elif governor.get("queued_total"):
+        advice.append(
+            _advice(
+                "rate_limits",
+                "low",
+                f"{governor['queued_total']} requests waited for the upstream's rate limit "
+                f"({governor.get('waited_seconds', 0):.1f} s in all) instead of failing "
+                "with a 429: the limit is being reached.",
+                evidence,
+            )
+        )
+    if governor.get("upstream_429"):
+        advice.append(
+            _advice(
+                "rate_limits",
+                "medium",
+                f"The upstream answered 429 {governor['upstream_429']} times although "
+                "promptrelay paces by its headers: another client probably shares the key.",
+                {"upstream_429": governor["upstream_429"]},
+            )
+        )
+    return advice

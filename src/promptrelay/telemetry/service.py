@@ -346,6 +346,7 @@ class Telemetry:
                 "wait": self.stats.batch_wait.summary(),
             },
             "redis": {"state": self.sources.redis_state(), "transitions": self.stats.redis_moves},
+            "governor": extra.get("governor"),
             "history": self.history.series(window, self._wall()),
             "alerts": {"active": self.alerts.active()},
             "recommendations": recommend(snapshot, self.tuning) if snapshot else [],

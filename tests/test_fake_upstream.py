@@ -73,8 +73,9 @@ async def test_json_answer_shape_and_headers(fake, session):
     assert status == 200
     assert headers["Content-Type"] == "application/json"
     assert headers["request-id"].startswith("req_")
-    assert headers["anthropic-ratelimit-requests-limit"] == "4000"
-    assert headers["anthropic-ratelimit-requests-remaining"] == "3999"
+    assert headers["anthropic-ratelimit-requests-limit"] == "1000000"
+    assert headers["anthropic-ratelimit-requests-remaining"] == "999999"
+    assert headers["anthropic-ratelimit-requests-reset"].endswith("Z")
     assert data["id"].startswith("msg_")
     assert data["type"] == "message" and data["role"] == "assistant"
     assert data["model"] == BODY["model"]

@@ -21,6 +21,7 @@ import math
 import random
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -38,7 +39,10 @@ __all__ = ["FakeUpstream"]
 
 _JSON = "application/json"
 _GARBAGE = b"<html><body><h1>502 Bad Gateway</h1></body></html>"  # `garbage_next`
-_RATE_LIMIT = 4000  # requests per minute, as announced in anthropic-ratelimit-* headers
+# Requests per minute announced in anthropic-ratelimit-* headers while no bucket is set
+# (the `limit_*` knobs): far above what loopback benchmarks send, so the governor, which
+# paces by these headers, stays out of their way, as against a generous real tier.
+_RATE_LIMIT = 1_000_000
 _RATE_WINDOW_S = 60.0
 REQUEST_LOG_MAX = 10_000
 
@@ -203,6 +207,9 @@ class FakeUpstream:
             "request-id": f"req_fake{self._next_request_id:016d}",
             "anthropic-ratelimit-requests-limit": str(_RATE_LIMIT),
             "anthropic-ratelimit-requests-remaining": str(max(0, _RATE_LIMIT - self._window_count)),
+            "anthropic-ratelimit-requests-reset": _rfc3339_in(
+                self._window_start + _RATE_WINDOW_S - asyncio.get_running_loop().time()
+            ),
         }
 
     def _json(self, status: int, body: bytes, headers: dict[str, str]) -> web.Response:
@@ -477,3 +484,9 @@ class FakeUpstream:
                     return self._error(400, headers, str(exc))
             return self._json(200, orjson.dumps(asdict(self.config)), headers)
         return self._error(404, headers, f"Not found: {method} {path}")
+
+
+def _rfc3339_in(seconds: float) -> str:
+    """The wall-clock moment `seconds` from now, as Anthropic writes its reset times."""
+    moment = datetime.now(UTC) + timedelta(seconds=max(0.0, seconds))
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")

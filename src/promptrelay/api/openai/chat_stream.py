@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from promptrelay.api.openai.chat_answer import completion_id, finish_reason, openai_usage
+from promptrelay.api.openai.claude_events import error_of, fold_message_delta
 from promptrelay.api.openai.content import JSON_TOOL
 from promptrelay.api.openai.errors import error_event
 
@@ -72,15 +73,12 @@ class ChatChunks:
             event = orjson.loads(data)
             return self._block_start(int(event.get("index", 0)), event.get("content_block") or {})
         if name == "message_delta":
-            event = orjson.loads(data)
-            self._stop = (event.get("delta") or {}).get("stop_reason", self._stop)
-            self._usage.update(event.get("usage") or {})
+            self._stop = fold_message_delta(data, self._stop, self._usage)
             return []
         if name == "message_stop":
             return self._finish()
         if name == "error":
-            error = orjson.loads(data).get("error") or {}
-            return self.error(str(error.get("type", "api_error")), str(error.get("message")))
+            return self.error(*error_of(data))
         return []  # ping, content_block_stop and event types added later
 
     def error(self, kind: str, message: str) -> list[bytes]:

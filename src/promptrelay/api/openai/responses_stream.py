@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from promptrelay.api.openai.claude_events import error_of, fold_message_delta
 from promptrelay.api.openai.content import JSON_TOOL
 from promptrelay.api.openai.responses_answer import (
     ResponseShape,
@@ -89,15 +90,12 @@ class ResponseEvents:
                 self._emit("response.in_progress", response=first),
             ]
         if name == "message_delta":
-            event = orjson.loads(data)
-            self._stop = (event.get("delta") or {}).get("stop_reason", self._stop)
-            self._usage.update(event.get("usage") or {})
+            self._stop = fold_message_delta(data, self._stop, self._usage)
             return []
         if name == "message_stop":
             return self._finish()
         if name == "error":
-            error = orjson.loads(data).get("error") or {}
-            return self.error(str(error.get("type", "api_error")), str(error.get("message")))
+            return self.error(*error_of(data))
         return []
 
     def error(self, kind: str, message: str) -> list[bytes]:

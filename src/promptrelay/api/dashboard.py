@@ -20,8 +20,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from promptrelay import __version__
-from promptrelay.errors import InvalidRequest, NotFound
-from promptrelay.telemetry.history import parse_window
+from promptrelay.api.telemetry_routes import window_seconds
+from promptrelay.errors import NotFound
 from promptrelay.telemetry.service import Telemetry
 
 __all__ = ["ASSETS", "build_dashboard_router"]
@@ -92,10 +92,7 @@ def _data_router(
     async def view(
         window: Annotated[str, Query(description="History window: 1h or 1d")] = "1h",
     ) -> dict[str, Any]:
-        try:
-            seconds = parse_window(window)
-        except ValueError as error:
-            raise InvalidRequest(str(error)) from None
+        seconds = window_seconds(window)
         found = telemetry()
         if found is None:
             raise NotFound("telemetry is off (TELEMETRY_ENABLED=false): nothing to show")

@@ -21,7 +21,15 @@ from promptrelay.telemetry.history import parse_window
 from promptrelay.telemetry.prometheus import CONTENT_TYPE_LATEST
 from promptrelay.telemetry.service import Telemetry
 
-__all__ = ["build_telemetry_router"]
+__all__ = ["build_telemetry_router", "window_seconds"]
+
+
+def window_seconds(window: str) -> float:
+    """A `?window=` value (90s, 15m, 1h, 1d) in seconds; InvalidRequest when malformed."""
+    try:
+        return parse_window(window)
+    except ValueError as error:
+        raise InvalidRequest(str(error)) from None
 
 
 def build_telemetry_router(
@@ -50,10 +58,7 @@ def build_telemetry_router(
     async def performance(
         window: Annotated[str, Query(description="History window: 90s, 15m, 1h, 1d")] = "1h",
     ) -> dict[str, Any]:
-        try:
-            seconds = parse_window(window)
-        except ValueError as error:
-            raise InvalidRequest(str(error)) from None
+        seconds = window_seconds(window)
         started()  # 404 when telemetry is off
         return await performance_body(seconds)
 

@@ -130,16 +130,6 @@ async def probe_in(a: CircuitBreaker, b: CircuitBreaker, clock: FakeClock) -> Ti
     return decision.ticket
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(clock: FakeClock) -> SharedStore:
-    return SharedStore(clock)
-
-
 async def test_live_holder_renews_its_lease_until_the_probe_is_judged(
     clock: FakeClock, store: SharedStore
 ) -> None:

@@ -35,16 +35,6 @@ async def trip_open(breaker: CircuitBreaker) -> None:
     assert breaker.state is OPEN
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(clock: FakeClock) -> SharedStore:
-    return SharedStore(clock)
-
-
 async def test_works_without_shared_state(clock: FakeClock) -> None:
     breaker = process(clock, None)
     await trip_open(breaker)

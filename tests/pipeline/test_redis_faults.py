@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from promptrelay.cache.redis import RedisTier
+from tests.pipeline.shared import shared_gateway
 
 
 def _body(text: str) -> dict[str, Any]:
@@ -65,23 +66,12 @@ async def _until(predicate: Callable[[], bool], seconds: float) -> None:
         await asyncio.sleep(0.02)
 
 
-def _gateway(gateway_factory: Any, fake_url: str, redis_url: str, **overrides: Any) -> Any:
-    return gateway_factory(
-        anthropic_api_key="gw",
-        anthropic_base_url=fake_url,
-        upstream_retries=0,
-        redis_enabled=True,
-        redis_url=redis_url,
-        **overrides,
-    )
-
-
 async def test_frozen_redis_under_load_fails_nothing_and_misses_stop_waiting(
     gateway_factory, fake_upstream, redis_server
 ):
     # A generous socket timeout: the bound below holds with room on a busy machine.
     socket_timeout = 2.0
-    gateway = _gateway(
+    gateway = shared_gateway(
         gateway_factory,
         fake_upstream.url,
         redis_server.url,
@@ -113,7 +103,7 @@ async def test_frozen_redis_under_load_fails_nothing_and_misses_stop_waiting(
 async def test_restarted_redis_goes_down_and_up_once_then_stays_up(
     gateway_factory, fake_upstream, redis_server
 ):
-    gateway = _gateway(
+    gateway = shared_gateway(
         gateway_factory,
         fake_upstream.url,
         redis_server.url,

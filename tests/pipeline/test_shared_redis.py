@@ -8,6 +8,8 @@ from typing import Any
 
 import aiohttp
 
+from tests.pipeline.shared import shared_gateway
+
 ADMIN_WRITE = {"x-promptrelay-admin": "1"}  # admin writes need a header forms cannot send
 
 
@@ -17,16 +19,6 @@ def _body(text: str) -> dict[str, Any]:
         "max_tokens": 32,
         "messages": [{"role": "user", "content": text}],
     }
-
-
-def _shared(gateway_factory: Any, fake_url: str, redis_url: str) -> Any:
-    return gateway_factory(
-        anthropic_api_key="gw",
-        anthropic_base_url=fake_url,
-        upstream_retries=0,
-        redis_enabled=True,
-        redis_url=redis_url,
-    )
 
 
 async def _until(predicate: Any, seconds: float) -> bool:
@@ -41,8 +33,8 @@ async def _until(predicate: Any, seconds: float) -> bool:
 async def test_answer_cached_by_one_server_is_a_hit_on_another(
     gateway_factory, fake_upstream, redis_server
 ):
-    one = _shared(gateway_factory, fake_upstream.url, redis_server.url)
-    two = _shared(gateway_factory, fake_upstream.url, redis_server.url)
+    one = shared_gateway(gateway_factory, fake_upstream.url, redis_server.url)
+    two = shared_gateway(gateway_factory, fake_upstream.url, redis_server.url)
     async with aiohttp.ClientSession() as session:
         first = await session.post(f"{one.url}/v1/messages", json=_body("shared"))
         assert first.headers["x-cache"] == "MISS"
@@ -70,7 +62,7 @@ async def test_answer_cached_by_one_server_is_a_hit_on_another(
 async def test_killing_redis_under_load_fails_no_request(
     gateway_factory, fake_upstream, redis_server
 ):
-    gateway = _shared(gateway_factory, fake_upstream.url, redis_server.url)
+    gateway = shared_gateway(gateway_factory, fake_upstream.url, redis_server.url)
     fake_upstream.configure(latency_ms=20)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
 
@@ -102,7 +94,7 @@ async def _is(read: Any, expected: str) -> bool:
 async def test_frozen_redis_delays_no_request_beyond_the_socket_timeout(
     gateway_factory, fake_upstream, redis_server
 ):
-    gateway = _shared(gateway_factory, fake_upstream.url, redis_server.url)
+    gateway = shared_gateway(gateway_factory, fake_upstream.url, redis_server.url)
     timeout = gateway.settings.redis_socket_timeout
     bound = 2 * timeout + 0.1
     async with aiohttp.ClientSession() as session:

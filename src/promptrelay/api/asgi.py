@@ -103,6 +103,8 @@ def client_left(receive: Receive) -> bool:
 async def send_response(
     send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
 ) -> None:
+    """A whole body, framed by content-length (no chunked framing to build or parse)."""
+    headers = [*headers, (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

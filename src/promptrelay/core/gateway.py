@@ -34,7 +34,7 @@ from promptrelay.core.events import CacheLookup, Coalesced, EventBus, UpstreamFi
 from promptrelay.core.quotas import Quotas
 from promptrelay.core.request import json_object_or_none
 from promptrelay.core.resilient import ResilientUpstream
-from promptrelay.core.sse import MessageAssembler, SseParser, message_events
+from promptrelay.core.sse import SseParser, assemble_message, message_events
 from promptrelay.resilience.estimate import estimate_cost
 from promptrelay.resilience.governor import INTERACTIVE
 from promptrelay.upstream.client import UpstreamResponse
@@ -251,8 +251,9 @@ class Gateway:
             extra.append(OFFLINE_HEADER)
         if not stream:
             return Reply(200, [_JSON, *extra], entry.value, cache="HIT")
-        events = message_events(orjson.loads(entry.value))
-        return Reply(200, [_SSE, *extra], chunks=_iterate(events), cache="HIT")
+        # the whole replay in one chunk: one write, where an event per write cost a send each
+        replay = b"".join(message_events(orjson.loads(entry.value)))
+        return Reply(200, [_SSE, *extra], chunks=_once(replay), cache="HIT")
 
     def _count_hit(self, entry: CacheEntry) -> Mapping[str, Any]:
         meta = entry.meta or {}
@@ -369,17 +370,20 @@ class Gateway:
             yield _Head(response.status, headers, response.body)
             return
         yield _Head(response.status, headers, b"")
-        parser, assembler = SseParser(), MessageAssembler()
+        # Forwarded as they arrive; what is stored is folded from the raw bytes once, at
+        # the end (a parse per event on the way would cost every event of every stream).
+        kept: list[bytes] | None = [] if store_key is not None else None
         try:
             async for chunk in response.chunks:
-                if store_key is not None:
-                    for name, data in parser.feed(chunk):
-                        assembler.add(name, data)
+                if kept is not None:
+                    kept.append(chunk)
                 yield chunk
         finally:
             await response.aclose()
-        if store_key is not None and assembler.complete and assembler.message is not None:
-            await self._store(store_key, assembler.message, None, call, started)
+        if store_key is not None and kept is not None:
+            message = assemble_message(b"".join(kept))
+            if message is not None:
+                await self._store(store_key, message, None, call, started)
 
 
 def upstream_headers(key: str, version: str, beta: str | None) -> dict[str, str]:
@@ -403,9 +407,8 @@ def _cacheable(message: dict[str, Any]) -> bool:
     )
 
 
-async def _iterate(events: Any) -> AsyncIterator[bytes]:
-    for event in events:
-        yield event
+async def _once(chunk: bytes) -> AsyncIterator[bytes]:
+    yield chunk
 
 
 async def _bytes_only(items: AsyncIterator[_Head | bytes]) -> AsyncIterator[bytes]:

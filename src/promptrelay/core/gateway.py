@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -355,7 +355,8 @@ class Gateway:
             headers.append(_COALESCED)
             self._events.emit(Coalesced(stream=True))
         if not head.body and head.status < 300:
-            return Reply(head.status, headers, chunks=_bytes_only(items), cache=label, close=close)
+            chunks = cast(AsyncIterator[bytes], items)  # only bytes follow the head
+            return Reply(head.status, headers, chunks=chunks, cache=label, close=close)
         await close()
         return Reply(head.status, headers, head.body, cache=label)
 
@@ -409,12 +410,6 @@ def _cacheable(message: dict[str, Any]) -> bool:
 
 async def _once(chunk: bytes) -> AsyncIterator[bytes]:
     yield chunk
-
-
-async def _bytes_only(items: AsyncIterator[_Head | bytes]) -> AsyncIterator[bytes]:
-    async for item in items:
-        assert isinstance(item, bytes)
-        yield item
 
 
 async def _metered(

@@ -5,11 +5,15 @@
     .venv/bin/python bench/suite.py --stages overhead,burst
 
 Stages (bench/suite_stages.py): overhead (direct vs minimal proxy vs promptrelay, misses,
-c=1 and c=16, CPU per request), cache (hits vs misses, Zipf hit rate), burst (100
-identical concurrent misses), workers (1 vs 2 workers sharing Redis, hits), memory (RSS
-idle and after 100k unique requests) and telemetry (when bench/telemetry.py exists).
-Each measures against a baseline started in the same run and prints issue 7's targets
-next to the values (met, or missed by how much). The soak is separate: `make soak`.
+c=1 and c=16, CPU per request), slowup (1,024 concurrent misses on a 200 ms upstream vs
+the minimal proxy), streams (500 paced streams of 200 deltas 25 ms apart vs the minimal
+proxy, CPU per event), hits (vs a raw ASGI callable answering the stored body; these
+three in bench/suite_scale.py, sized by the options below), cache (hits vs misses, Zipf
+hit rate), burst (100 identical concurrent misses), workers (1 vs 2 workers sharing
+Redis, hits), memory (RSS idle and after 100k unique requests), telemetry (when
+bench/telemetry.py exists) and dashboard. Each measures against a baseline started in
+the same run and prints the targets of issues 7 and 17 next to the values (met, or missed
+by how much). The soak is separate: `make soak`.
 Writes suite.json, suite.md and one suite-<stage>.png per stage.
 """
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -134,6 +135,7 @@ def streams_stage(cfg: SuiteConfig, load: WrkLoad) -> StageResult:
             log(f"  streams, {name}: warm-up (32 streams), then c={c} for {cfg.stream_seconds:g} s")
             _stream_run(url, server, fake, cfg, min(32, c), 0.1)
             results[name] = _stream_run(url, server, fake, cfg, c, cfg.stream_seconds)
+            results[name]["load_average_after"] = os.getloadavg()[0]
     ref_r, relay_r = results[REFERENCE], results[PROMPTRELAY]
     cpu_ratio = relay_r["cpu_us_per_event"] / ref_r["cpu_us_per_event"]
     p99_bound = ref_r["last_event_p99_ms"] + 100
@@ -171,6 +173,10 @@ def streams_stage(cfg: SuiteConfig, load: WrkLoad) -> StageResult:
             "CPU: user+system seconds of the server process over the run ÷ SSE events "
             "delivered (µs/event) or ÷ streams; core % = that CPU ÷ wall time; RSS: peak, "
             "sampled every 0.25 s",
+            "1-minute load average after each run: "
+            + ", ".join(f"{k} {v['load_average_after']:.1f}" for k, v in results.items())
+            + f" (nproc {os.cpu_count()}): a server that needs more CPU than the machine "
+            "gives it falls behind the upstream's pace, which shows in p50/p99",
         ],
         header=[
             *("server", "streams ok", "events/stream", "events/s", "CPU µs/event"),

@@ -34,7 +34,7 @@ from promptrelay.api.templates import build_templates_router
 from promptrelay.cache.tiered import TieredCache
 from promptrelay.core.auth import KeyMode, KeyResolver
 from promptrelay.core.batch_jobs import BatchJobs
-from promptrelay.core.batch_store import JobStore, MemoryJobs, RedisJobs
+from promptrelay.core.batch_store import job_store
 from promptrelay.core.batcher import MicroBatcher, WindowPolicy
 from promptrelay.core.events import (
     BatchFlushed,
@@ -77,9 +77,6 @@ __all__ = ["PromptRelay", "Runtime", "build_app"]
 log = logging.getLogger("promptrelay")
 
 _PROBE_EVERY = 10.0  # seconds between upstream reachability probes for /api/health
-# Seconds one instance holds an async job's results fetch; a fetch that outlives it may
-# be repeated by another instance, which is harmless (the same results are stored).
-_RESULTS_LOCK = 60.0
 
 
 class _NotStarted(GatewayError):
@@ -118,7 +115,7 @@ class Runtime:
         self.batcher: MicroBatcher[Reply] = MicroBatcher(
             window, budget=settings.batch_max_concurrency, events=self.events
         )
-        self.batch_jobs = BatchJobs(self.pipeline, self._job_store(settings))
+        self.batch_jobs = BatchJobs(self.pipeline, job_store(settings, self.cache.redis))
         self._probe: tuple[float, dict[str, Any]] | None = None
         self.redis_state = "disabled" if self.cache.redis is None else "starting"
         self.telemetry: Telemetry | None = None
@@ -285,19 +282,6 @@ class Runtime:
         shared = RedisBreakerState(redis, f"promptrelay:breaker:{upstream_id}")
         # The tier bounds each call itself (and learns from it); this is only a backstop.
         return CircuitBreaker(machine, shared, lease=lease, shared_timeout=redis.budget + 0.1)
-
-    def _job_store(self, settings: Settings) -> JobStore:
-        redis = self.cache.redis
-        if redis is None:
-            return MemoryJobs(
-                max_jobs=settings.batch_jobs_max, max_bytes=settings.batch_jobs_max_bytes
-            )
-        return RedisJobs(
-            redis,
-            ttl=settings.batch_jobs_ttl,
-            max_bytes=settings.batch_job_max_bytes,
-            lock_ttl=_RESULTS_LOCK,
-        )
 
     def _build_quotas(self, settings: Settings) -> Quotas | None:
         if settings.keys_file is None:

@@ -1,7 +1,7 @@
 """Where async batch jobs (core/batch_jobs.py) are kept: this process, or Redis.
 
     store = MemoryJobs(max_jobs=1000, max_bytes=64 << 20)    # Redis disabled
-    store = RedisJobs(redis_tier, ttl=172800, max_bytes=16 << 20, lock_ttl=130.0)
+    store = RedisJobs(redis_tier, ttl=172800, max_bytes=16 << 20, lock_ttl=60.0)
     await store.put(job)             # Redis: written before the caller answers
     job = await store.get(job_id)    # None: unknown, forgotten or expired
     token = await store.lock(job_id) # None: another poller fetches its results
@@ -29,14 +29,25 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 from redis.asyncio import Redis, RedisCluster
 
 from promptrelay.errors import GatewayError, RedisUnavailable
 
-__all__ = ["Job", "JobStore", "JobsUnavailable", "MemoryJobs", "RedisJobs", "Waiting"]
+if TYPE_CHECKING:
+    from promptrelay.settings import Settings
+
+__all__ = [
+    "Job",
+    "JobStore",
+    "JobsUnavailable",
+    "MemoryJobs",
+    "RedisJobs",
+    "Waiting",
+    "job_store",
+]
 
 log = logging.getLogger("promptrelay.batch")
 _T = TypeVar("_T")
@@ -44,6 +55,9 @@ _T = TypeVar("_T")
 _PREFIX = "promptrelay:batch:"
 _RETRY_AFTER = 2.0  # seconds: about a replica's promotion with a short cluster-node-timeout
 _THROUGHPUT = 8 << 20  # bytes/s assumed when sizing a large record's time budget
+# Seconds one instance holds a job's results fetch; a fetch that outlives it may be
+# repeated by another instance, which is harmless (the same results are stored).
+_RESULTS_LOCK = 60.0
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
@@ -233,6 +247,18 @@ class RedisJobs:
                 "async batch jobs are kept in Redis, which did not answer (a failover?)",
                 retry_after=_RETRY_AFTER,
             ) from None
+
+
+def job_store(settings: Settings, redis: Runner | None) -> JobStore:
+    """Redis when it is enabled (``redis``: the cache tier), else this process's memory."""
+    if redis is None:
+        return MemoryJobs(max_jobs=settings.batch_jobs_max, max_bytes=settings.batch_jobs_max_bytes)
+    return RedisJobs(
+        redis,
+        ttl=settings.batch_jobs_ttl,
+        max_bytes=settings.batch_job_max_bytes,
+        lock_ttl=_RESULTS_LOCK,
+    )
 
 
 def _key(job_id: str) -> str:

@@ -48,9 +48,10 @@ async def test_a_poll_while_the_jobs_slot_fails_over_answers_503_then_the_job_en
     gateway_factory, fake_upstream, redis_cluster
 ):
     fake_upstream.configure(batch_processing_ms=500)
-    a, b, _ = _three(gateway_factory, redis_cluster, fake_upstream.url)
+    urls = _three(gateway_factory, redis_cluster, fake_upstream.url)
+    a, b, _ = urls
     async with aiohttp.ClientSession() as session:
-        assert await all_up(session, [a, b])
+        assert await all_up(session, urls)
         _, job = await submit(session, a, [{"prompt": "through a failover"}], HEADERS)
         key = _record_key(job["id"])
 
@@ -69,6 +70,8 @@ async def test_a_poll_while_the_jobs_slot_fails_over_answers_503_then_the_job_en
             if r.status == 200 and view["status"] == "ended":
                 break
             await asyncio.sleep(0.1)
+        # Every instance back up before they stop (a probe cut by shutdown leaves sockets).
+        assert await all_up(session, urls, 15.0)
     assert answers[0] == (503, "2"), answers[:3]
     assert {status for status, _ in answers} == {503, 200}, answers
     assert view["status"] == "ended" and view["results"][0]["ok"] is True

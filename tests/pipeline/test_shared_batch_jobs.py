@@ -176,3 +176,16 @@ async def test_a_job_over_its_size_bound_keeps_what_fits(
     assert error["type"] == "request_too_large" and "BATCH_JOB_MAX_BYTES" in error["message"]
     assert size <= 3500
     assert dropped_cache == "HIT"  # its answer is still in the cache
+
+
+async def test_an_unreadable_job_record_is_a_404(gateway_factory, fake_upstream, redis_server):
+    gateway = _gateway(gateway_factory, fake_upstream.url, redis_server.url)
+    job_id = "prbatch_" + "ab" * 12
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.set(_record_key(job_id), b'{"id": "from another version"}')
+    async with aiohttp.ClientSession() as session:
+        async with session.get(
+            f"{gateway.url}/api/batches/{job_id}", headers={"x-api-key": ALICE}
+        ) as r:
+            status, body = r.status, await r.json()
+    assert status == 404 and "BATCH_JOBS_TTL" in body["error"]["message"]

@@ -217,7 +217,13 @@ class RedisJobs:
     async def get(self, job_id: str) -> Job | None:
         budget = self._redis.budget + self._max_bytes / _THROUGHPUT
         raw = await self._run(lambda r: r.get(_key(job_id)), budget)
-        return None if raw is None else Job.decode(raw)
+        if raw is None:
+            return None
+        try:
+            return Job.decode(raw)
+        except (ValueError, TypeError, KeyError, AttributeError):  # another version's record
+            log.warning("batch job %s: its record in Redis is unreadable", job_id)
+            return None
 
     async def put(self, job: Job) -> None:
         raw = _fit(job, self._max_bytes)

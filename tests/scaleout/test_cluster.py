@@ -169,7 +169,8 @@ async def test_a_primary_killed_under_load_fails_no_request(
         )
         before = redis_cluster.keys_by_primary("pr:*")[victim.port]
         assert before
-        await asyncio.sleep(0.5)  # replication of those writes to the victim's replica
+        # Those writes reached the victim's replica (asynchronous replication).
+        await asyncio.to_thread(redis_cluster.wait_replicated)
 
         async def kill_soon() -> None:
             await asyncio.sleep(2.0)

@@ -13,8 +13,9 @@ waits until every slot (or the Sentinel master) is served again.
         redis_cluster.kill(server)        # SIGKILL; the per-test fixture restores it
         redis_cluster.wait_replicated()   # every replica has applied its primary's writes
 
-Cluster nodes listen below 45535 (the cluster bus is port + 10000 and redis-server
-refuses ports above 55535); each pick checks that port + 10000 is free too. The
+Cluster nodes listen on 20000 up to 10000 below the kernel's ephemeral range (the cluster
+bus is port + 10000), so neither port can be taken by some process's outgoing connection
+between the check and redis-server's bind; each pick checks that both are free. The
 machine's own Redis on 6379 is never touched. ``STARTUP_SECONDS`` records how long each
 topology took to start in this session (docs/scale-out.md quotes it).
 """
@@ -29,6 +30,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,7 +50,18 @@ __all__ = [
 
 REDIS_CLI = "/usr/bin/redis-cli"
 _BUS_OFFSET = 10000
-_MAX_PORT = 45535
+_MIN_PORT = 20000
+
+
+def _max_port() -> int:
+    """The highest node port whose bus port stays below the ephemeral range."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return max(_MIN_PORT + 1000, min(45535, low - _BUS_OFFSET))
+
+
 _NODE_TIMEOUT_MS = 1000
 MASTER_NAME = "promptrelay"
 # A replica's first full sync starts at once: by default (diskless sync) the primary
@@ -68,10 +81,12 @@ def _bindable(port: int) -> bool:
 
 
 def cluster_port(taken: set[int]) -> int:
-    """A free port below 45535 whose cluster bus port (port + 10000) is free as well."""
+    """A free port whose cluster bus port (port + 10000) is free as well, both below
+    the ephemeral range."""
     rng = random.Random()
+    highest = _max_port()
     for _ in range(1000):
-        port = rng.randrange(20000, _MAX_PORT)
+        port = rng.randrange(_MIN_PORT, highest)
         candidates = {port, port + _BUS_OFFSET}
         if candidates & taken or 6379 in candidates:
             continue

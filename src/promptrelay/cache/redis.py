@@ -145,21 +145,25 @@ class RedisTier:
         self._drained = asyncio.Condition()
         self._write_lock = asyncio.Lock()
         self._notices = Notices()
-        self._listener = InvalidationListener(
-            partial(self._topology.pubsub, self._sub_client),
-            channel=channel,
-            origin=self._origin,
-            on_failure=self._gate.record_failure,
-            wait_until_up=self._gate.up.wait,
-            backoff=self._gate.backoff,
-            subscribe_timeout=url.probe_budget,
-            read_generation=self._read_generation,
-            notices=self._notices,
-        )
+        self._listener = self._new_listener()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._started = False
         self._closing = False
         self._closed = False
+
+    def _new_listener(self) -> InvalidationListener:
+        """The subscription for invalidations and notices; its handler is set later."""
+        return InvalidationListener(
+            partial(self._topology.pubsub, self._sub_client),
+            channel=self._channel,
+            origin=self._origin,
+            on_failure=self._gate.record_failure,
+            wait_until_up=self._gate.up.wait,
+            backoff=self._gate.backoff,
+            subscribe_timeout=self._topology.probe_budget,
+            read_generation=self._read_generation,
+            notices=self._notices,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> RedisTier:

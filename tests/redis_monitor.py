@@ -1,0 +1,58 @@
+"""What one real Redis server executes, through its MONITOR feed (no mock anywhere).
+
+    with CommandLog(port, password) as log:
+        ...                                   # the traffic under test
+    log.touching("promptrelay:breaker:")      # the commands that named such a key
+
+MONITOR lists every command the server runs, those inside Lua scripts included. The
+feed is read in a thread; leaving the block sends an ECHO with a random marker, and the
+log ends at that marker, so every command sent before it is in the log.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from types import TracebackType
+
+import redis
+
+__all__ = ["CommandLog"]
+
+
+class CommandLog:
+    def __init__(self, port: int, password: str | None = None) -> None:
+        assert port != 6379, "never the machine's own Redis"
+        self._options = {"host": "127.0.0.1", "port": port, "password": password}
+        self._marker = f"command-log-end-{secrets.token_hex(4)}"
+        self.commands: list[str] = []
+        self._client = redis.Redis(**self._options, protocol=2, decode_responses=True)
+        self._monitor = self._client.monitor()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+
+    def __enter__(self) -> CommandLog:
+        self._monitor.__enter__()  # MONITOR answered: from here on, every command is fed
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        with redis.Redis(**self._options, protocol=2) as client:
+            client.echo(self._marker)
+        self._thread.join(timeout=10)
+        self._monitor.__exit__(kind, error, traceback)
+        self._client.close()
+
+    def touching(self, text: str) -> list[str]:
+        return [command for command in self.commands if text in command]
+
+    def _read(self) -> None:
+        while True:
+            command = str(self._monitor.next_command()["command"])
+            if self._marker in command:
+                return
+            self.commands.append(command)

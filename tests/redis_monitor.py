@@ -23,11 +23,11 @@ __all__ = ["CommandLog"]
 class CommandLog:
     def __init__(self, port: int, password: str | None = None) -> None:
         assert port != 6379, "never the machine's own Redis"
-        self._options = {"host": "127.0.0.1", "port": port, "password": password}
+        self._port, self._password = port, password
         self._marker = f"command-log-end-{secrets.token_hex(4)}"
         self.commands: list[str] = []
-        self._client = redis.Redis(**self._options, protocol=2, decode_responses=True)
-        self._monitor = self._client.monitor()
+        self._client = self._connect(decode=True)
+        self._monitor = self._client.monitor()  # type: ignore[no-untyped-call]  # untyped
         self._thread = threading.Thread(target=self._read, daemon=True)
 
     def __enter__(self) -> CommandLog:
@@ -41,11 +41,20 @@ class CommandLog:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        with redis.Redis(**self._options, protocol=2) as client:
+        with self._connect(decode=False) as client:
             client.echo(self._marker)
         self._thread.join(timeout=10)
         self._monitor.__exit__(kind, error, traceback)
         self._client.close()
+
+    def _connect(self, *, decode: bool) -> redis.Redis:
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self._port,
+            password=self._password,
+            protocol=2,
+            decode_responses=decode,
+        )
 
     def touching(self, text: str) -> list[str]:
         return [command for command in self.commands if text in command]

@@ -28,9 +28,9 @@ Rules
                                      compare-and-set on this instance's token; a holder
                                      that dies frees it within one lease.
     our probe is judged (its head)   publish closed (success) or open (failure), then
-                                     release the probe lock. Other processes still
-                                     half-open then confirm with one probe each, one at a
-                                     time (the lock serialises them).
+                                     release the probe lock. The others adopt the verdict
+                                     by its notice; one that missed a close confirms with
+                                     a probe of its own (the lock serialises them).
     our probe has no head in time    at its head deadline the renewal stops, the probe
                                      counts as failed: publish open, release the lock.
     refused while half-open          Retry-After: when the probe will have decided, at

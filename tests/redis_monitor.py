@@ -14,10 +14,17 @@ from __future__ import annotations
 import secrets
 import threading
 from types import TracebackType
+from typing import Any
 
 import redis
 
-__all__ = ["CommandLog"]
+__all__ = ["CommandLog", "breaker_resynced"]
+
+
+def breaker_resynced(gateway: Any) -> bool:
+    """Has this in-thread gateway's shared breaker read its state after subscribing?
+    (That one read happens in the background; a count of commands starts after it.)"""
+    return int(gateway.app.runtime.breaker._shared.resyncs) >= 1
 
 
 class CommandLog:

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from tests.pipeline.shared import shared_gateway
-from tests.redis_monitor import CommandLog
+from tests.redis_monitor import CommandLog, breaker_resynced
 
 
 def _body(text: str) -> dict[str, Any]:
@@ -44,8 +44,10 @@ async def test_requests_send_no_breaker_command_and_an_opening_reaches_the_other
         )
         for _ in range(2)
     ]
-    for gateway in gateways:
-        assert await gateway.app.runtime.cache.redis.wait_subscribed(5.0)
+    deadline = time.monotonic() + 5.0
+    while not all(breaker_resynced(gateway) for gateway in gateways):
+        assert time.monotonic() < deadline, "the breakers never read their shared state"
+        await asyncio.sleep(0.02)
     a, b = (gateway.url for gateway in gateways)
     prefix = "promptrelay:breaker:" + hashlib.sha256(fake_upstream.url.encode()).hexdigest()[:12]
     async with aiohttp.ClientSession() as session:

@@ -14,6 +14,7 @@ import redis
 
 from promptrelay.cache.health import Backoff
 from promptrelay.cache.redis import RedisTier
+from promptrelay.errors import RedisUnavailable
 from promptrelay.resilience.breaker import BreakerMachine, BreakerState
 from promptrelay.resilience.redis_state import RedisBreakerState
 from promptrelay.resilience.shared import CircuitBreaker, SharedStateError
@@ -58,6 +59,16 @@ async def until(check: Callable[[], bool], seconds: float = 5.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)
+
+
+async def listening(*breakers: CircuitBreaker) -> None:
+    """Until each breaker listens for notices and has read the shared state once."""
+    states = []
+    for breaker in breakers:
+        state = breaker._shared
+        assert isinstance(state, RedisBreakerState)
+        states.append(state)
+    await until(lambda: all(state.resyncs >= 1 for state in states))
 
 
 def pair_on(tiers: tuple[RedisTier, RedisTier], threshold: int) -> list[CircuitBreaker]:
@@ -116,8 +127,7 @@ async def test_two_processes_share_an_opening_by_a_notice(
     tiers: tuple[RedisTier, RedisTier],
 ) -> None:
     a, b = pair_on(tiers, threshold=1)
-    for tier in tiers:
-        assert await tier.wait_subscribed(5.0)
+    await listening(a, b)
     decision = await a.before_call()
     assert decision.ticket is not None
     await a.record_failure(decision.ticket)
@@ -131,8 +141,7 @@ async def test_attempts_send_nothing_to_redis_while_the_state_is_unchanged(
     tiers: tuple[RedisTier, RedisTier], redis_server: RedisServer
 ) -> None:
     a, b = pair_on(tiers, threshold=3)
-    for tier in tiers:
-        assert await tier.wait_subscribed(5.0)
+    await listening(a, b)
     before = sent(redis_server)
     assert await attempts(a, 200) == 200 and await attempts(b, 200) == 200
     for _ in range(2):  # failures below the threshold are counted locally
@@ -157,8 +166,7 @@ async def test_a_probe_success_closes_the_others_without_their_own_probe(
     a, b = (
         CircuitBreaker(m, RedisBreakerState(t, "p")) for m, t in zip(machines, tiers, strict=True)
     )
-    for tier in tiers:
-        assert await tier.wait_subscribed(5.0)
+    await listening(a, b)
     decision = await a.before_call()
     assert decision.ticket is not None
     await a.record_failure(decision.ticket)
@@ -181,8 +189,7 @@ async def test_an_opening_whose_notice_was_lost_is_adopted_on_resubscribing(
     a, b = pair_on(tiers, threshold=1)
     b_state = b._shared
     assert isinstance(b_state, RedisBreakerState)
-    for tier in tiers:
-        assert await tier.wait_subscribed(5.0)
+    await listening(a, b)
     resyncs = b_state.resyncs
     name = f"promptrelay-subscriber-{tiers[1]._origin}"
     with redis.Redis(port=redis_server.port, protocol=2) as admin:
@@ -243,4 +250,28 @@ async def test_while_the_tier_is_down_no_command_is_sent(redis_server: RedisServ
     breaker = CircuitBreaker(BreakerMachine(), state)
     assert (await breaker.before_call()).allowed  # decided locally
     redis_server.cont_signal()
+    await tier.close()
+
+
+async def test_a_failed_resync_is_retried_and_never_costs_the_subscription(
+    redis_server: RedisServer,
+) -> None:
+    tier = RedisTier(redis_server.url, backoff=Backoff(base=0.05, cap=0.05))
+    calls: list[float] = []
+
+    async def resync() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise RedisUnavailable("the first read failed")
+
+    tier.add_notice_listener(lambda message: None, resync)
+    await tier.start()
+    assert await tier.wait_subscribed(5.0)
+    with redis.Redis(port=redis_server.port, protocol=2) as admin:
+        subscribers = [client["id"] for client in admin.client_list(_type="pubsub")]
+        await until(lambda: len(calls) >= 2)  # tried again after the back-off
+        assert [client["id"] for client in admin.client_list(_type="pubsub")] == subscribers
+    assert len(subscribers) == 1 and tier.stats()["subscriber"] == "subscribed"
+    await asyncio.sleep(0.2)
+    assert len(calls) == 2  # done once it succeeded
     await tier.close()

@@ -14,7 +14,7 @@ from redis.crc import key_slot
 from promptrelay.resilience.backoff import Backoff
 from tests.fixtures_redis import RedisServer
 from tests.fixtures_topologies import RedisClusterSet
-from tests.redis_monitor import CommandLog
+from tests.redis_monitor import CommandLog, breaker_resynced
 from tests.scaleout.helpers import (
     CLIENT_KEY,
     GATEWAY_KEY,
@@ -99,6 +99,7 @@ async def test_failures_seen_by_one_open_the_breaker_everywhere_and_one_probe_is
     prefix, node = _breaker_node(redis_cluster, fake_upstream.url)
     async with aiohttp.ClientSession() as session:
         assert await all_up(session, urls)
+        assert await until(lambda: _async(all(map(breaker_resynced, gateways))), 5.0)
         fake_upstream.configure(fail_next=3, fail_next_status=500)
         with CommandLog(node.port, redis_cluster.password) as failing:
             for index in range(3):

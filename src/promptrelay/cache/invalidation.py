@@ -15,10 +15,11 @@ it hands over ``*``. Nothing of it is read per cache hit. The listener also call
 ``on_gap()`` whenever it subscribes again after having lost its subscription.
 Other components share the channel for their own change notices (the circuit breaker:
 ``resilience/redis_state.py``): a message with a ``"k"`` (kind) field is no clear and
-goes to ``Notices``, which hands it to every registered component and, on every
-(re)subscription, lets each re-read its state once, so a lost notice is recovered the
-same way. The listener uses its own connection, waits for the Redis tier to be up before it
-(re)subscribes, and reports connection failures to the tier (it is often the first to
+goes to ``Notices``, which hands it to every registered component; after every
+(re)subscription each re-reads its state once, in the background and retried until it
+succeeds (a failed re-read never costs the subscription), so a lost notice is
+recovered too. The listener uses its own connection, waits for the Redis tier to be up
+before it (re)subscribes, and reports connection failures to the tier (it is often the first to
 notice Redis went away).
 """
 
@@ -34,7 +35,6 @@ import orjson
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from promptrelay.errors import RedisUnavailable
 from promptrelay.resilience.backoff import Backoff
 
 __all__ = [
@@ -115,9 +115,9 @@ class Notices:
     """The channel's change notices of other components (messages with a ``"k"`` field).
 
     ``add(on_notice, resync)``: ``on_notice(message)`` for every notice on the channel
-    (the component filters its own kind and origin); ``await resync()`` once after each
-    (re)subscription, to re-read the state whose notices may have been missed. A resync
-    that raises (RedisUnavailable, a redis-py error) makes the listener subscribe again.
+    (the component filters its own kind and origin); ``await resync()`` after each
+    (re)subscription, to re-read the state whose notices may have been missed; one that
+    raises (RedisUnavailable, a redis-py error) is called again after a back-off.
     """
 
     def __init__(self) -> None:
@@ -139,9 +139,16 @@ class Notices:
         for on_notice, _ in self._components:
             _call(partial(on_notice, message))
 
-    async def resync(self) -> None:
+    async def resync(self) -> bool:
+        """Every component's resync; False if one failed (the caller tries them again)."""
+        done = True
         for _, resync in self._components:
-            await resync()
+            try:
+                await resync()
+            except Exception as error:  # RedisUnavailable, a redis-py error: retried
+                _log.debug("re-reading shared state after subscribing failed: %r", error)
+                done = False
+        return done
 
 
 class InvalidationListener:
@@ -181,8 +188,16 @@ class InvalidationListener:
         self.subscribed = asyncio.Event()
         self.received = 0
         self.stopped = False
+        self._resync: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
+        try:
+            await self._subscriptions()
+        finally:
+            if self._resync is not None:
+                self._resync.cancel()
+
+    async def _subscriptions(self) -> None:
         attempt = 0
         ever_subscribed = False
         while not self.stopped:
@@ -195,8 +210,6 @@ class InvalidationListener:
                 await self._listen(pubsub, gap=ever_subscribed)
             except (RedisError, OSError) as error:  # OSError covers TimeoutError
                 self._on_failure(error)
-            except RedisUnavailable as error:  # a resync through the tier's gate failed
-                _log.warning("re-reading shared state after subscribing failed: %s", error)
             except Exception:  # e.g. a cluster client mid-failover; the loop must go on
                 _log.exception("invalidation subscription failed; retrying")
             finally:
@@ -216,13 +229,26 @@ class InvalidationListener:
                 continue
             if message["type"] == "subscribe":
                 await self._catch_up()
-                await self._notices.resync()
+                self._start_resync()
                 self.subscribed.set()
                 if gap and self.on_gap is not None:
                     _call(self.on_gap)
                 gap = False
             elif message["type"] == "message":
                 self._received(message["data"])
+
+    def _start_resync(self) -> None:
+        """Let the notices' components re-read their state (again) in the background."""
+        if self._resync is not None:
+            self._resync.cancel()
+        if self._notices:
+            self._resync = asyncio.ensure_future(self._resync_until_done())
+
+    async def _resync_until_done(self) -> None:
+        attempt = 0
+        while not self.stopped and not await self._notices.resync():
+            await asyncio.sleep(self._backoff.compute(attempt))
+            attempt += 1
 
     async def _catch_up(self) -> None:
         """Apply what was cleared while this process was not subscribed (see above).

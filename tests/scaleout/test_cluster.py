@@ -12,6 +12,7 @@ import aiohttp
 from redis.crc import key_slot
 
 from promptrelay.resilience.backoff import Backoff
+from tests.batch_jobs_client import poll, submit
 from tests.fixtures_redis import RedisServer
 from tests.fixtures_topologies import RedisClusterSet
 from tests.redis_monitor import CommandLog, breaker_resynced
@@ -163,14 +164,23 @@ async def _async(value: bool) -> bool:
 async def test_no_credential_reaches_any_key_or_value(
     gateway_factory, fake_upstream, redis_cluster
 ):
+    fake_upstream.configure(batch_processing_ms=100)
     gateways = _three(gateway_factory, redis_cluster, fake_upstream.url)
+    headers = {"x-api-key": CLIENT_KEY}
     async with aiohttp.ClientSession() as session:
         assert await all_up(session, [gateway.url for gateway in gateways])
         for index, gateway in enumerate(gateways):
             assert (await ask(session, gateway.url, f"secret scan {index}"))[0] == 200
+        waiting = [{"prompt": "secret scan waiting"}]
+        fake_upstream.configure(batch_processing_ms=60_000)
+        assert (await submit(session, gateways[0].url, waiting, headers))[0] == 202
+        fake_upstream.configure(batch_processing_ms=100)
+        _, job = await submit(session, gateways[0].url, [{"prompt": "secret scan job"}], headers)
+        await poll(session, gateways[2].url, job["id"], headers)  # an ended job, too
         await asyncio.sleep(1.0)  # write-behind and a telemetry snapshot land
     items = redis_cluster.dump_all()
     assert any(key.startswith("pr:") for key, _ in items)
+    assert sum(1 for key, _ in items if key.startswith("promptrelay:batch:")) >= 2
     for secret in (redis_cluster.password, CLIENT_KEY, GATEWAY_KEY):
         leaked = [key for key, value in items if secret in key or secret.encode() in value]
         assert not leaked, (secret, leaked)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -34,7 +34,7 @@ from promptrelay.core.events import CacheLookup, Coalesced, EventBus, UpstreamFi
 from promptrelay.core.quotas import Quotas
 from promptrelay.core.request import json_object_or_none
 from promptrelay.core.resilient import ResilientUpstream
-from promptrelay.core.sse import MessageAssembler, SseParser, message_events
+from promptrelay.core.sse import SseParser, assemble_message, message_events
 from promptrelay.resilience.estimate import estimate_cost
 from promptrelay.resilience.governor import INTERACTIVE
 from promptrelay.upstream.client import UpstreamResponse
@@ -252,8 +252,9 @@ class Gateway:
             extra.append(OFFLINE_HEADER)
         if not stream:
             return Reply(200, [_JSON, *extra], entry.value, cache="HIT")
-        events = message_events(orjson.loads(entry.value))
-        return Reply(200, [_SSE, *extra], chunks=_iterate(events), cache="HIT")
+        # the whole replay in one chunk: one write, where an event per write cost a send each
+        replay = b"".join(message_events(orjson.loads(entry.value)))
+        return Reply(200, [_SSE, *extra], chunks=_once(replay), cache="HIT")
 
     def _count_hit(self, entry: CacheEntry) -> Mapping[str, Any]:
         meta = entry.meta or {}
@@ -354,7 +355,8 @@ class Gateway:
             headers.append(_COALESCED)
             self._events.emit(Coalesced(stream=True))
         if not head.body and head.status < 300:
-            return Reply(head.status, headers, chunks=_bytes_only(items), cache=label, close=close)
+            chunks = cast(AsyncIterator[bytes], items)  # only bytes follow the head
+            return Reply(head.status, headers, chunks=chunks, cache=label, close=close)
         await close()
         return Reply(head.status, headers, head.body, cache=label)
 
@@ -369,17 +371,20 @@ class Gateway:
             yield _Head(response.status, headers, response.body)
             return
         yield _Head(response.status, headers, b"")
-        parser, assembler = SseParser(), MessageAssembler()
+        # Forwarded as they arrive; what is stored is folded from the raw bytes once, at
+        # the end (a parse per event on the way would cost every event of every stream).
+        kept: list[bytes] | None = [] if store_key is not None else None
         try:
             async for chunk in response.chunks:
-                if store_key is not None:
-                    for name, data in parser.feed(chunk):
-                        assembler.add(name, data)
+                if kept is not None:
+                    kept.append(chunk)
                 yield chunk
         finally:
             await response.aclose()
-        if store_key is not None and assembler.complete and assembler.message is not None:
-            await self._store(store_key, assembler.message, None, _is_offline(call), started)
+        if store_key is not None and kept is not None:
+            message = assemble_message(b"".join(kept))
+            if message is not None:
+                await self._store(store_key, message, None, _is_offline(call), started)
 
 
 def _is_offline(call: MessagesCall) -> bool:
@@ -407,15 +412,8 @@ def _cacheable(message: dict[str, Any]) -> bool:
     )
 
 
-async def _iterate(events: Any) -> AsyncIterator[bytes]:
-    for event in events:
-        yield event
-
-
-async def _bytes_only(items: AsyncIterator[_Head | bytes]) -> AsyncIterator[bytes]:
-    async for item in items:
-        assert isinstance(item, bytes)
-        yield item
+async def _once(chunk: bytes) -> AsyncIterator[bytes]:
+    yield chunk
 
 
 async def _metered(

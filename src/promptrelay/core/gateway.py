@@ -30,7 +30,13 @@ from promptrelay.cache.tiered import TieredCache
 from promptrelay.core.auth import Credentials, KeyMode
 from promptrelay.core.cache_control import DEFAULT, CacheControl
 from promptrelay.core.coalesce import Coalescer, StreamCoalescer
-from promptrelay.core.events import CacheLookup, Coalesced, EventBus, UpstreamFinished
+from promptrelay.core.events import (
+    CacheLookup,
+    Coalesced,
+    EventBus,
+    PromptCacheUsed,
+    UpstreamFinished,
+)
 from promptrelay.core.quotas import Quotas
 from promptrelay.core.request import json_object_or_none
 from promptrelay.core.resilient import ResilientUpstream
@@ -46,6 +52,7 @@ _JSON = (b"content-type", b"application/json")
 _SSE = (b"content-type", b"text/event-stream; charset=utf-8")
 _NO_RETRY = (b"x-should-retry", b"false")
 _COALESCED = (b"x-coalesced", b"true")
+_CACHE_TOKENS = b'"cache_read_input_tokens"'  # an answer without it used no prompt cache
 _X_CACHE = {label: (b"x-cache", label.encode()) for label in ("HIT", "MISS", "BYPASS")}
 
 
@@ -150,22 +157,34 @@ class Gateway:
         return entry
 
     async def messages(self, call: MessagesCall) -> Reply:
+        """`_messages`, and the usage of an upstream answer (never a hit or a shared
+        call) charged to the KEYS_FILE key and counted for Anthropic's prompt cache."""
         tenant = call.creds.tenant
-        if tenant is None or self._quotas is None:
+        quotas = self._quotas if tenant is not None else None
+        watched = PromptCacheUsed in self._events.wanted
+        if quotas is None and not watched:
             return await self._messages(call)
         model = str(call.body.get("model", ""))
-        await self._quotas.admit(tenant, model)  # a hit counts as a request too
+        if quotas is not None and tenant is not None:
+            await quotas.admit(tenant, model)  # a hit counts as a request too
         reply = await self._messages(call)
         if reply.status != 200 or reply.cache == "HIT" or _COALESCED in reply.headers:
             return reply
-        quotas = self._quotas
+
+        async def account(usage: dict[str, Any]) -> None:
+            used = prompt_cache_used(model, usage) if watched else None
+            if used is not None and (used.read or used.created):
+                self._events.emit(used)
+            if quotas is not None and tenant is not None:
+                await quotas.charge(tenant, model, usage)
+
         if reply.chunks is not None:
-            reply.chunks = _metered(reply.chunks, lambda u: quotas.charge(tenant, model, u))
-            return reply
-        message = json_object_or_none(reply.body)
-        usage = message.get("usage") if message is not None else None
-        if isinstance(usage, dict):
-            await quotas.charge(tenant, model, usage)
+            reply.chunks = _metered(reply.chunks, account)
+        elif quotas is not None or _CACHE_TOKENS in reply.body:
+            message = json_object_or_none(reply.body)
+            usage = message.get("usage") if message is not None else None
+            if isinstance(usage, dict):
+                await account(usage)
         return reply
 
     async def _messages(self, call: MessagesCall) -> Reply:
@@ -380,6 +399,21 @@ class Gateway:
             await response.aclose()
         if store_key is not None and assembler.complete and assembler.message is not None:
             await self._store(store_key, assembler.message, None, call, started)
+
+
+def prompt_cache_used(model: str, usage: dict[str, Any]) -> PromptCacheUsed:
+    split = usage.get("cache_creation")
+    one_hour = split.get("ephemeral_1h_input_tokens") if isinstance(split, dict) else 0
+    return PromptCacheUsed(
+        model,
+        _count(usage.get("cache_read_input_tokens")),
+        _count(usage.get("cache_creation_input_tokens")),
+        _count(one_hour),
+    )
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def upstream_headers(key: str, version: str, beta: str | None) -> dict[str, str]:

@@ -60,7 +60,9 @@ async def test_template_with_cache_5m_marks_the_system_block_and_prices_the_cach
         written = (await _post(session, url, {**ask, "variables": {"q": "one"}}))["usage"]
         seen = fake_upstream.stats()["last_cache_control"]
         read = (await _post(session, url, {**ask, "variables": {"q": "two"}}))["usage"]
+        again = await _post(session, url, {**ask, "variables": {"q": "two"}})
         spent, cache = await _spent_and_saved(session, gateway.url)
+    assert again["cached"] is True  # promptrelay's own cache answered this one
     assert seen == [["system.0", {"type": "ephemeral"}]]
     assert (
         written["cache_creation_input_tokens"] == 1500 and written["cache_read_input_tokens"] == 0
@@ -83,7 +85,9 @@ async def test_template_with_cache_5m_marks_the_system_block_and_prices_the_cach
     )
     # saved: 1,500 read at 0.9 below the input price, less 1,500 written at 0.25 above it
     assert anthropic["dollars_saved"] == pytest.approx((1350 - 375) * IN, abs=1e-6)
-    assert cache["hits"] == 0  # promptrelay's own cache saved nothing here, apart
+    # promptrelay's hit saved, apart, what the answer it replayed cost: $0.002730
+    assert (cache["hits"], anthropic["answers"]) == (1, 2)
+    assert cache["saved"]["dollars"] == pytest.approx(0.002730, abs=1e-6)
 
 
 async def test_a_1h_template_with_a_body_marker_writes_at_twice_the_input_price(

@@ -26,9 +26,9 @@ _ROWS = (
 async def _old_database(url: str) -> None:
     statements = (_OLD_HEADS, _OLD_VERSIONS, *_ROWS)
     if url.startswith("sqlite"):
-        with sqlite3.connect(sqlite_path(url)) as conn:
+        with sqlite3.connect(sqlite_path(url)) as lite:
             for statement in statements:
-                conn.execute(statement)
+                lite.execute(statement)
         return
     conn = await asyncpg.connect(url)
     try:

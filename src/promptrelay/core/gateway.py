@@ -37,6 +37,7 @@ from promptrelay.core.events import (
     PromptCacheUsed,
     UpstreamFinished,
 )
+from promptrelay.core.prompt_cache import READ, WRITE_1H, WRITE_5M
 from promptrelay.core.quotas import Quotas
 from promptrelay.core.request import json_object_or_none
 from promptrelay.core.resilient import ResilientUpstream
@@ -282,7 +283,8 @@ class Gateway:
                 saved_ms=float(meta.get("upstream_ms", 0.0)),
                 saved_tokens=int(meta.get("tokens", 0)),
                 model=str(meta.get("model", "")),
-                saved_input_tokens=int(meta.get("input_tokens", 0)),
+                # what a hit saved is the stored answer's input priced as Anthropic did
+                saved_input_tokens=int(meta.get("input_units", meta.get("input_tokens", 0))),
                 saved_output_tokens=int(meta.get("output_tokens", 0)),
             )
         )
@@ -342,6 +344,7 @@ class Gateway:
                 "upstream_ms": round((time.perf_counter() - started) * 1000, 2),
                 "tokens": int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0)),
                 "input_tokens": int(usage.get("input_tokens", 0)),
+                "input_units": input_units(usage),
                 "output_tokens": int(usage.get("output_tokens", 0)),
                 "model": str(message.get("model", "")),
                 "offline": int(offline),
@@ -410,6 +413,15 @@ def prompt_cache_used(model: str, usage: dict[str, Any]) -> PromptCacheUsed:
         _count(usage.get("cache_creation_input_tokens")),
         _count(one_hour),
     )
+
+
+def input_units(usage: dict[str, Any]) -> int:
+    """An answer's input in input-price tokens: fresh input, plus its prompt-cache reads
+    and writes with Anthropic's multipliers (a hit saves all of that)."""
+    used = prompt_cache_used("", usage)
+    five_min = max(0, used.created - used.created_1h)
+    cached = WRITE_5M * five_min + WRITE_1H * used.created_1h + READ * used.read
+    return _count(usage.get("input_tokens")) + round(cached)
 
 
 def _count(value: Any) -> int:

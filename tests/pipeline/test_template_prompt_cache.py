@@ -53,8 +53,15 @@ async def test_template_with_cache_5m_marks_the_system_block_and_prices_the_cach
     gateway = _gateway(gateway_factory, fake_upstream, tmp_path)
     template = {"system": RULES, "cache": "5m", "body": "Q: {{ q }}", "variables": ["q"]}
     async with aiohttp.ClientSession() as session:
-        async with session.put(gateway.url + "/api/templates/kb", json=template) as response:
+        base = gateway.url + "/api/templates/kb"
+        async with session.put(base, json=template) as response:
             assert response.status == 201
+        async with session.put(base, json={**template, "cache": "10m"}) as response:
+            refused = (response.status, await response.json())
+        async with session.get(base) as response:
+            stored = await response.json()
+        async with session.post(base + "/render", json={"variables": {"q": "x"}}) as response:
+            dry_run = (await response.json())["request"]
         ask = {"template": "kb", "model": MODEL, "max_tokens": 16}
         url = gateway.url + "/api/generate"
         written = (await _post(session, url, {**ask, "variables": {"q": "one"}}))["usage"]
@@ -62,6 +69,10 @@ async def test_template_with_cache_5m_marks_the_system_block_and_prices_the_cach
         read = (await _post(session, url, {**ask, "variables": {"q": "two"}}))["usage"]
         again = await _post(session, url, {**ask, "variables": {"q": "two"}})
         spent, cache = await _spent_and_saved(session, gateway.url)
+    assert refused[0] == 400 and refused[1]["error"]["type"] == "invalid_request_error"
+    assert refused[1]["error"]["message"].startswith("cache:")
+    assert (stored["version"], stored["cache"]) == (1, "5m")  # the refused save made none
+    assert dry_run["system"][0]["cache_control"] == {"type": "ephemeral"}
     assert again["cached"] is True  # promptrelay's own cache answered this one
     assert seen == [["system.0", {"type": "ephemeral"}]]
     assert (

@@ -53,7 +53,7 @@ _JSON = (b"content-type", b"application/json")
 _SSE = (b"content-type", b"text/event-stream; charset=utf-8")
 _NO_RETRY = (b"x-should-retry", b"false")
 _COALESCED = (b"x-coalesced", b"true")
-_CACHE_TOKENS = b'"cache_read_input_tokens"'  # an answer without it used no prompt cache
+_CACHE_TOKENS = b'"cache_'  # usage's cache_read_... and cache_creation_...: else no parse
 _X_CACHE = {label: (b"x-cache", label.encode()) for label in ("HIT", "MISS", "BYPASS")}
 
 
@@ -180,7 +180,7 @@ class Gateway:
                 await quotas.charge(tenant, model, usage)
 
         if reply.chunks is not None:
-            reply.chunks = _metered(reply.chunks, account)
+            reply.chunks = _metered(reply.chunks, account, output=quotas is not None)
         elif quotas is not None or _CACHE_TOKENS in reply.body:
             message = json_object_or_none(reply.body)
             usage = message.get("usage") if message is not None else None
@@ -461,19 +461,23 @@ async def _bytes_only(items: AsyncIterator[_Head | bytes]) -> AsyncIterator[byte
 
 
 async def _metered(
-    chunks: AsyncIterator[bytes], charge: Callable[[dict[str, Any]], Awaitable[None]]
+    chunks: AsyncIterator[bytes],
+    charge: Callable[[dict[str, Any]], Awaitable[None]],
+    *,
+    output: bool = True,
 ) -> AsyncIterator[bytes]:
     """Forward a stream, then charge its usage: input and cache tokens as `message_start`
     gave them, output tokens from the last `message_delta` (a running total, never
-    summed)."""
-    parser = SseParser()
+    summed). Without `output`, parsing stops at `message_start`."""
+    parser: SseParser | None = SseParser()
     usage: dict[str, Any] = {}
     async for chunk in chunks:
-        for name, data in parser.feed(chunk):
+        for name, data in parser.feed(chunk) if parser is not None else ():
             if name == "message_start":
                 message = json_object_or_none(data) or {}
                 start = (message.get("message") or {}).get("usage")
                 usage = dict(start) if isinstance(start, dict) else {}
+                parser = parser if output else None
             elif name == "message_delta":
                 delta = (json_object_or_none(data) or {}).get("usage") or {}
                 if isinstance(delta.get("output_tokens"), int):

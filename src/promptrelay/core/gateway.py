@@ -418,6 +418,8 @@ def prompt_cache_used(model: str, usage: dict[str, Any]) -> PromptCacheUsed:
 def input_units(usage: dict[str, Any]) -> int:
     """An answer's input in input-price tokens: fresh input, plus its prompt-cache reads
     and writes with Anthropic's multipliers (a hit saves all of that)."""
+    if "cache_read_input_tokens" not in usage and "cache_creation_input_tokens" not in usage:
+        return _count(usage.get("input_tokens"))
     used = prompt_cache_used("", usage)
     five_min = max(0, used.created - used.created_1h)
     cached = WRITE_5M * five_min + WRITE_1H * used.created_1h + READ * used.read

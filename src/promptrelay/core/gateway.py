@@ -37,7 +37,7 @@ from promptrelay.core.events import (
     PromptCacheUsed,
     UpstreamFinished,
 )
-from promptrelay.core.prompt_cache import READ, WRITE_1H, WRITE_5M
+from promptrelay.core.prompt_cache import input_units, prompt_cache_used
 from promptrelay.core.quotas import Quotas
 from promptrelay.core.request import json_object_or_none
 from promptrelay.core.resilient import ResilientUpstream
@@ -402,32 +402,6 @@ class Gateway:
             await response.aclose()
         if store_key is not None and assembler.complete and assembler.message is not None:
             await self._store(store_key, assembler.message, None, call, started)
-
-
-def prompt_cache_used(model: str, usage: dict[str, Any]) -> PromptCacheUsed:
-    split = usage.get("cache_creation")
-    one_hour = split.get("ephemeral_1h_input_tokens") if isinstance(split, dict) else 0
-    return PromptCacheUsed(
-        model,
-        _count(usage.get("cache_read_input_tokens")),
-        _count(usage.get("cache_creation_input_tokens")),
-        _count(one_hour),
-    )
-
-
-def input_units(usage: dict[str, Any]) -> int:
-    """An answer's input in input-price tokens: fresh input, plus its prompt-cache reads
-    and writes with Anthropic's multipliers (a hit saves all of that)."""
-    if "cache_read_input_tokens" not in usage and "cache_creation_input_tokens" not in usage:
-        return _count(usage.get("input_tokens"))
-    used = prompt_cache_used("", usage)
-    five_min = max(0, used.created - used.created_1h)
-    cached = WRITE_5M * five_min + WRITE_1H * used.created_1h + READ * used.read
-    return _count(usage.get("input_tokens")) + round(cached)
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def upstream_headers(key: str, version: str, beta: str | None) -> dict[str, str]:

@@ -6,6 +6,8 @@
                                      its system prompt, or the very same body when none
                                      belongs there
     min_cacheable_tokens(model)      Anthropic's minimum cacheable prefix for a model
+    prompt_cache_used(model, usage)  an answer's cache tokens, as an event
+    input_units(usage)               its input in input-price tokens (cache multipliers)
 
 Anthropic's rules (platform.claude.com prompt-caching): at most four breakpoints in one
 request, in the order tools, system, messages; a longer TTL must come before a shorter
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from promptrelay.core.events import PromptCacheUsed
+
 __all__ = [
     "MAX_BREAKPOINTS",
     "READ",
@@ -26,7 +30,9 @@ __all__ = [
     "auto_breakpoint",
     "cache_control",
     "count_breakpoints",
+    "input_units",
     "min_cacheable_tokens",
+    "prompt_cache_used",
 ]
 
 MAX_BREAKPOINTS = 4
@@ -100,3 +106,29 @@ def _marked(block: Any) -> bool:
 
 def _text(block: dict[str, Any]) -> bool:
     return isinstance(block.get("text"), str)
+
+
+def prompt_cache_used(model: str, usage: dict[str, Any]) -> PromptCacheUsed:
+    split = usage.get("cache_creation")
+    one_hour = split.get("ephemeral_1h_input_tokens") if isinstance(split, dict) else 0
+    return PromptCacheUsed(
+        model,
+        _count(usage.get("cache_read_input_tokens")),
+        _count(usage.get("cache_creation_input_tokens")),
+        _count(one_hour),
+    )
+
+
+def input_units(usage: dict[str, Any]) -> int:
+    """An answer's input in input-price tokens: fresh input, plus its prompt-cache reads
+    and writes with Anthropic's multipliers (a hit saves all of that)."""
+    if "cache_read_input_tokens" not in usage and "cache_creation_input_tokens" not in usage:
+        return _count(usage.get("input_tokens"))
+    used = prompt_cache_used("", usage)
+    five_min = max(0, used.created - used.created_1h)
+    cached = WRITE_5M * five_min + WRITE_1H * used.created_1h + READ * used.read
+    return _count(usage.get("input_tokens")) + round(cached)
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

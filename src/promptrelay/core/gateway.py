@@ -30,7 +30,14 @@ from promptrelay.cache.tiered import TieredCache
 from promptrelay.core.auth import Credentials, KeyMode
 from promptrelay.core.cache_control import DEFAULT, CacheControl
 from promptrelay.core.coalesce import Coalescer, StreamCoalescer
-from promptrelay.core.events import CacheLookup, Coalesced, EventBus, UpstreamFinished
+from promptrelay.core.events import (
+    CacheLookup,
+    Coalesced,
+    EventBus,
+    PromptCacheUsed,
+    UpstreamFinished,
+)
+from promptrelay.core.prompt_cache import input_units, prompt_cache_used
 from promptrelay.core.quotas import Quotas
 from promptrelay.core.request import json_object_or_none
 from promptrelay.core.resilient import ResilientUpstream
@@ -46,6 +53,7 @@ _JSON = (b"content-type", b"application/json")
 _SSE = (b"content-type", b"text/event-stream; charset=utf-8")
 _NO_RETRY = (b"x-should-retry", b"false")
 _COALESCED = (b"x-coalesced", b"true")
+_CACHE_TOKENS = b'"cache_'  # usage's cache_read_... and cache_creation_...: else no parse
 _X_CACHE = {label: (b"x-cache", label.encode()) for label in ("HIT", "MISS", "BYPASS")}
 
 
@@ -150,22 +158,34 @@ class Gateway:
         return entry
 
     async def messages(self, call: MessagesCall) -> Reply:
+        """`_messages`, and the usage of an upstream answer (never a hit or a shared
+        call) charged to the KEYS_FILE key and counted for Anthropic's prompt cache."""
         tenant = call.creds.tenant
-        if tenant is None or self._quotas is None:
+        quotas = self._quotas if tenant is not None else None
+        watched = PromptCacheUsed in self._events.wanted
+        if quotas is None and not watched:
             return await self._messages(call)
         model = str(call.body.get("model", ""))
-        await self._quotas.admit(tenant, model)  # a hit counts as a request too
+        if quotas is not None and tenant is not None:
+            await quotas.admit(tenant, model)  # a hit counts as a request too
         reply = await self._messages(call)
         if reply.status != 200 or reply.cache == "HIT" or _COALESCED in reply.headers:
             return reply
-        quotas = self._quotas
+
+        async def account(usage: dict[str, Any]) -> None:
+            used = prompt_cache_used(model, usage) if watched else None
+            if used is not None and (used.read or used.created):
+                self._events.emit(used)
+            if quotas is not None and tenant is not None:
+                await quotas.charge(tenant, model, usage)
+
         if reply.chunks is not None:
-            reply.chunks = _metered(reply.chunks, lambda u: quotas.charge(tenant, model, u))
-            return reply
-        message = json_object_or_none(reply.body)
-        usage = message.get("usage") if message is not None else None
-        if isinstance(usage, dict):
-            await quotas.charge(tenant, model, usage)
+            reply.chunks = _metered(reply.chunks, account, output=quotas is not None)
+        elif quotas is not None or _CACHE_TOKENS in reply.body:
+            message = json_object_or_none(reply.body)
+            usage = message.get("usage") if message is not None else None
+            if isinstance(usage, dict):
+                await account(usage)
         return reply
 
     async def _messages(self, call: MessagesCall) -> Reply:
@@ -265,7 +285,8 @@ class Gateway:
                 saved_ms=float(meta.get("upstream_ms", 0.0)),
                 saved_tokens=int(meta.get("tokens", 0)),
                 model=str(meta.get("model", "")),
-                saved_input_tokens=int(meta.get("input_tokens", 0)),
+                # what a hit saved is the stored answer's input priced as Anthropic did
+                saved_input_tokens=int(meta.get("input_units", meta.get("input_tokens", 0))),
                 saved_output_tokens=int(meta.get("output_tokens", 0)),
             )
         )
@@ -324,6 +345,7 @@ class Gateway:
                 "upstream_ms": round((time.perf_counter() - started) * 1000, 2),
                 "tokens": int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0)),
                 "input_tokens": int(usage.get("input_tokens", 0)),
+                "input_units": input_units(usage),
                 "output_tokens": int(usage.get("output_tokens", 0)),
                 "model": str(message.get("model", "")),
                 "offline": int(offline),
@@ -417,19 +439,23 @@ async def _once(chunk: bytes) -> AsyncIterator[bytes]:
 
 
 async def _metered(
-    chunks: AsyncIterator[bytes], charge: Callable[[dict[str, Any]], Awaitable[None]]
+    chunks: AsyncIterator[bytes],
+    charge: Callable[[dict[str, Any]], Awaitable[None]],
+    *,
+    output: bool = True,
 ) -> AsyncIterator[bytes]:
     """Forward a stream, then charge its usage: input and cache tokens as `message_start`
     gave them, output tokens from the last `message_delta` (a running total, never
-    summed)."""
-    parser = SseParser()
+    summed). Without `output`, parsing stops at `message_start`."""
+    parser: SseParser | None = SseParser()
     usage: dict[str, Any] = {}
     async for chunk in chunks:
-        for name, data in parser.feed(chunk):
+        for name, data in parser.feed(chunk) if parser is not None else ():
             if name == "message_start":
                 message = json_object_or_none(data) or {}
                 start = (message.get("message") or {}).get("usage")
                 usage = dict(start) if isinstance(start, dict) else {}
+                parser = parser if output else None
             elif name == "message_delta":
                 delta = (json_object_or_none(data) or {}).get("usage") or {}
                 if isinstance(delta.get("output_tokens"), int):

@@ -70,7 +70,7 @@ class _Encoder(Protocol):
     @property
     def done(self) -> bool: ...
 
-    def event(self, name: str, data: bytes) -> list[bytes]: ...
+    def feed(self, events: list[tuple[str, bytes]]) -> list[bytes]: ...
 
     def error(self, kind: str, message: str) -> list[bytes]: ...
 
@@ -399,7 +399,7 @@ async def _encode(
             if fold is not None:
                 for name, data in events:
                     fold.add(name, data)
-            out = [encoded for name, data in events for encoded in encoder.event(name, data)]
+            out = encoder.feed(events)
             if encoder.done and finished is not None:
                 last += out
             elif out:

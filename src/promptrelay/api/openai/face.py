@@ -36,6 +36,7 @@ from promptrelay.api.hot import HotRoutes, Trace
 from promptrelay.api.openai.chat_answer import chat_completion
 from promptrelay.api.openai.chat_request import chat_request
 from promptrelay.api.openai.chat_stream import ChatChunks
+from promptrelay.api.openai.claude_events import ClaudeFrames
 from promptrelay.api.openai.content import JSON_TOOL
 from promptrelay.api.openai.errors import send_openai_error, translate_error_body
 from promptrelay.api.openai.models import model_item, models_list
@@ -49,7 +50,7 @@ from promptrelay.core.pipeline import Ask, Pipeline
 from promptrelay.core.providers import Providers
 from promptrelay.core.request import json_object_or_none, parse_json_object
 from promptrelay.core.responses_store import ResponseStore
-from promptrelay.core.sse import MessageAssembler, SseParser
+from promptrelay.core.sse import MessageAssembler
 from promptrelay.core.thinking_store import ThinkingStore
 from promptrelay.errors import NotFound, UpstreamError, UpstreamUnavailable
 from promptrelay.settings import Settings
@@ -391,7 +392,7 @@ async def _encode(
     learns it is complete (so a stored response can be read back at once).
     `fold`, when given, assembles the Claude message as it passes.
     """
-    parser = SseParser()
+    parser = ClaudeFrames()
     last: list[bytes] = []
     try:
         async for piece in upstream:

@@ -52,7 +52,7 @@ postgresql:
 chromium:
 	@$(call ensure,test -x /usr/bin/chromium,chromium)
 
-# The benchmark suite (bench/suite.py, < 10 minutes): needs wrk, valgrind, redis-server,
+# The benchmark suite (bench/suite.py, < 15 minutes): needs wrk, valgrind, redis-server,
 # chromium and matplotlib.
 BENCH_STAMP := $(VENV)/.bench-installed
 

@@ -166,16 +166,18 @@ def _raise_exit(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def fake_upstream() -> Service:
+def fake_upstream(*flags: str) -> Service:
+    """The fake Anthropic API; `flags` are `promptrelay fake-upstream` options
+    (e.g. "--stream-chunks", "200", "--chunk-interval-ms", "25")."""
     port = free_port()
-    argv = [str(BIN_DIR / "promptrelay"), "fake-upstream", "--port", str(port)]
+    argv = [str(BIN_DIR / "promptrelay"), "fake-upstream", "--port", str(port), *flags]
     return Service("fake upstream", argv, f"http://127.0.0.1:{port}/_fake/stats")
 
 
-def reference_proxy(upstream_url: str, client: str = "aiohttp") -> Service:
+def reference_proxy(upstream_url: str, client: str = "aiohttp", pool: int = 100) -> Service:
     port = free_port()
     argv = [sys.executable, str(BENCH_DIR / "reference_proxy.py"), "--port", str(port)]
-    argv += ["--upstream", upstream_url, "--client", client]
+    argv += ["--upstream", upstream_url, "--client", client, "--pool", str(pool)]
     return Service(f"reference proxy ({client})", argv, f"http://127.0.0.1:{port}/")
 
 

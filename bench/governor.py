@@ -25,7 +25,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchkit import WrkLoad, fake_upstream, log, service_url, services, write_outputs
+from benchkit import (
+    WrkLoad,
+    fake_upstream,
+    log,
+    machine_lines,
+    service_url,
+    services,
+    write_outputs,
+)
 from callgrind import CallgrindServer, callgrind_available
 from overhead import promptrelay_service
 
@@ -38,7 +46,9 @@ def _misses(url: str) -> int:
         return int(json.load(response)["savings"]["misses"])
 
 
-def _per_miss(wrk: WrkLoad, server: CallgrindServer, seconds: float) -> tuple[str, float]:
+def _per_miss(
+    wrk: WrkLoad, server: CallgrindServer, seconds: float
+) -> tuple[str, tuple[float, int]]:
     name, url = server.service.name, service_url(server.service)
     wrk.run(url, 4, 3, f"warmup-{name.replace(' ', '-')}")
     before = _misses(url)
@@ -56,7 +66,7 @@ def _per_miss(wrk: WrkLoad, server: CallgrindServer, seconds: float) -> tuple[st
     idle = server.dump() / (time.monotonic() - idle_started)
     per_miss = (busy - idle * busy_seconds) / misses
     log(f"  callgrind {name}: {misses} misses, {per_miss:,.0f} instructions/miss")
-    return name, per_miss
+    return name, (per_miss, misses)
 
 
 def main() -> None:
@@ -87,25 +97,39 @@ def main() -> None:
         try:
             with ThreadPoolExecutor(len(servers)) as pool:
                 list(pool.map(CallgrindServer.__enter__, servers))
-                counted = dict(pool.map(lambda s: _per_miss(wrk, s, args.cg_seconds), servers))
+                measured = dict(pool.map(lambda s: _per_miss(wrk, s, args.cg_seconds), servers))
         finally:
             for server in servers:
                 server.__exit__(None, None, None)
+    counted = {name: value for name, (value, _) in measured.items()}
+    misses = {name: n for name, (_, n) in measured.items()}
     rise = (counted[ON] / counted[OFF] - 1) * 100
     verdict = "meets" if rise <= TARGET_PCT else "misses"
+    header = machine_lines(sys.argv)
     text = "\n".join(
         [
             "# Governor: instructions per cache miss (callgrind)",
             "",
-            "| server | instructions per miss |",
+            *(f"- {line}" for line in header),
+            f"- two `promptrelay serve` under callgrind (GOVERNOR_ENABLED=true / false), "
+            f"fake upstream answering at once; wrk -c4 unique prompts (all misses) for "
+            f"{args.cg_seconds:g} s each, less the instructions of as long idle",
+            "",
+            "| server | misses counted | instructions per miss |",
             "|---|---|",
-            *(f"| {name} | {value:,.0f} |" for name, value in counted.items()),
+            *(f"| {name} | {misses[name]:,} | {value:,.0f} |" for name, value in counted.items()),
             "",
             f"Governor on vs off: {rise:+.2f}% ({verdict} the target of at most "
             f"+{TARGET_PCT:.0f}%).",
         ]
     )
-    data: Any = {"instructions_per_miss": counted, "rise_pct": rise, "target_pct": TARGET_PCT}
+    data: Any = {
+        "machine": header,
+        "instructions_per_miss": counted,
+        "misses": misses,
+        "rise_pct": rise,
+        "target_pct": TARGET_PCT,
+    }
     write_outputs(text, data, args.markdown, args.json)
 
 

@@ -5,11 +5,15 @@
     .venv/bin/python bench/suite.py --stages overhead,burst
 
 Stages (bench/suite_stages.py): overhead (direct vs minimal proxy vs promptrelay, misses,
-c=1 and c=16, CPU per request), cache (hits vs misses, Zipf hit rate), burst (100
-identical concurrent misses), workers (1 vs 2 workers sharing Redis, hits), memory (RSS
-idle and after 100k unique requests) and telemetry (when bench/telemetry.py exists).
-Each measures against a baseline started in the same run and prints issue 7's targets
-next to the values (met, or missed by how much). The soak is separate: `make soak`.
+c=1 and c=16, CPU per request), slowup (1,024 concurrent misses on a 200 ms upstream vs
+the minimal proxy), streams (500 paced streams of 200 deltas 25 ms apart vs the minimal
+proxy, CPU per event), hits (vs a raw ASGI callable answering the stored body; these
+three in bench/suite_scale.py, sized by the options below), cache (hits vs misses, Zipf
+hit rate), burst (100 identical concurrent misses), workers (1 vs 2 workers sharing
+Redis, hits), memory (RSS idle and after 100k unique requests), telemetry (when
+bench/telemetry.py exists) and dashboard. Each measures against a baseline started in
+the same run and prints the targets of issues 7 and 17 next to the values (met, or missed
+by how much). The soak is separate: `make soak`.
 Writes suite.json, suite.md and one suite-<stage>.png per stage.
 """
 
@@ -41,7 +45,21 @@ def parse_args() -> argparse.Namespace:
         help=f"comma list from {', '.join(STAGES)} (default: all available)",
     )
     parser.add_argument("--out", type=Path, help="results directory (default bench/results)")
+    sizes = parser.add_argument_group("sizes of the scale stages (default: full or --quick's)")
+    for name, kind, text in SCALE_OPTIONS:
+        sizes.add_argument(f"--{name.replace('_', '-')}", type=kind, help=text)
     return parser.parse_args()
+
+
+SCALE_OPTIONS = [
+    ("stream_concurrency", int, "streams: streams at once (500; quick 50)"),
+    ("stream_deltas", int, "streams: text deltas per answer (200; quick 40)"),
+    ("stream_interval_ms", float, "streams: ms between deltas (25)"),
+    ("stream_seconds", float, "streams: seconds new streams start (20; quick 2)"),
+    ("slow_concurrency", int, "slowup: concurrent requests (1024; quick 128)"),
+    ("slow_latency_ms", float, "slowup: upstream latency (200)"),
+    ("slow_seconds", float, "slowup: timed seconds per target (8; quick 2)"),
+]
 
 
 def run_stage(name: str, cfg: SuiteConfig, load: WrkLoad) -> StageResult:
@@ -76,7 +94,8 @@ def main() -> None:
         sys.exit(f"unknown stage(s): {', '.join(unknown)}; known: {', '.join(STAGES)}")
     load = pick_load_generator("wrk")
     assert isinstance(load, WrkLoad)
-    cfg = SuiteConfig.make(args.quick)
+    overrides = {n: getattr(args, n) for n, _, _ in SCALE_OPTIONS if getattr(args, n) is not None}
+    cfg = SuiteConfig.make(args.quick, **overrides)
     out: Path = args.out or (BENCH_DIR / "results" / ("quick" if args.quick else ""))
     header = machine_lines(sys.argv)
     if cfg.quick:

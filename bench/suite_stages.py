@@ -28,6 +28,7 @@ from typing import Any
 
 import psutil
 
+import suite_scale
 from benchkit import (
     API_KEY,
     BENCH_DIR,
@@ -63,12 +64,26 @@ class SuiteConfig:
     memory_requests: int
     zipf_requests: int
     hit_miss_prompts: int
+    # streams stage (bench/suite_scale.py): C streams of N deltas M ms apart, new ones
+    # started for `stream_seconds`
+    stream_concurrency: int = 500
+    stream_deltas: int = 200
+    stream_interval_ms: float = 25.0
+    stream_seconds: float = 20.0
+    # slowup stage: C concurrent misses on an upstream answering after `slow_latency_ms`
+    slow_concurrency: int = 1024
+    slow_latency_ms: float = 200.0
+    slow_warmup: float = 3.0
+    slow_seconds: float = 8.0
 
     @classmethod
-    def make(cls, quick: bool) -> SuiteConfig:
+    def make(cls, quick: bool, **overrides: Any) -> SuiteConfig:
+        """The full or quick sizes; `overrides` (the command line's) replace fields."""
         if quick:
-            return cls(True, 1, 1, 10_000, 2_000, 20)
-        return cls(False, 5, 1, 100_000, 10_000, 50)
+            small = dict(stream_concurrency=50, stream_deltas=40, stream_seconds=2.0)
+            small |= dict(slow_concurrency=128, slow_warmup=1.0, slow_seconds=2.0)
+            return cls(True, 1, 1, 10_000, 2_000, 20, **(small | overrides))
+        return cls(False, 5, 1, 100_000, 10_000, 50, **overrides)
 
 
 def _calls(fake: Service) -> int:
@@ -671,6 +686,9 @@ def dashboard_stage(cfg: SuiteConfig, load: WrkLoad) -> StageResult:
 
 STAGES = {
     "overhead": overhead_stage,
+    "slowup": suite_scale.slow_upstream_stage,
+    "streams": suite_scale.streams_stage,
+    "hits": suite_scale.hits_stage,
     "cache": cache_stage,
     "burst": burst_stage,
     "workers": workers_stage,

@@ -11,9 +11,11 @@ waits until every slot (or the Sentinel master) is served again.
         redis_cluster.primaries()         # the RedisServer objects currently primary
         redis_cluster.primary_for_slot(0)
         redis_cluster.kill(server)        # SIGKILL; the per-test fixture restores it
+        redis_cluster.wait_replicated()   # every replica has applied its primary's writes
 
-Cluster nodes listen below 45535 (the cluster bus is port + 10000 and redis-server
-refuses ports above 55535); each pick checks that port + 10000 is free too. The
+Cluster nodes listen on 20000 up to 10000 below the kernel's ephemeral range (the cluster
+bus is port + 10000), so neither port can be taken by some process's outgoing connection
+between the check and redis-server's bind; each pick checks that both are free. The
 machine's own Redis on 6379 is never touched. ``STARTUP_SECONDS`` records how long each
 topology took to start in this session (docs/scale-out.md quotes it).
 """
@@ -28,6 +30,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,9 +50,23 @@ __all__ = [
 
 REDIS_CLI = "/usr/bin/redis-cli"
 _BUS_OFFSET = 10000
-_MAX_PORT = 45535
+_MIN_PORT = 20000
+
+
+def _max_port() -> int:
+    """The highest node port whose bus port stays below the ephemeral range."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return max(_MIN_PORT + 1000, min(45535, low - _BUS_OFFSET))
+
+
 _NODE_TIMEOUT_MS = 1000
 MASTER_NAME = "promptrelay"
+# A replica's first full sync starts at once: by default (diskless sync) the primary
+# waits 5 s for more replicas first, and a primary killed meanwhile leaves an empty one.
+_SYNC_AT_ONCE = ("--repl-diskless-sync-delay", "0")
 
 STARTUP_SECONDS: dict[str, float] = {}
 
@@ -64,10 +81,12 @@ def _bindable(port: int) -> bool:
 
 
 def cluster_port(taken: set[int]) -> int:
-    """A free port below 45535 whose cluster bus port (port + 10000) is free as well."""
+    """A free port whose cluster bus port (port + 10000) is free as well, both below
+    the ephemeral range."""
     rng = random.Random()
+    highest = _max_port()
     for _ in range(1000):
-        port = rng.randrange(20000, _MAX_PORT)
+        port = rng.randrange(_MIN_PORT, highest)
         candidates = {port, port + _BUS_OFFSET}
         if candidates & taken or 6379 in candidates:
             continue
@@ -135,6 +154,7 @@ class RedisClusterSet:
             "--cluster-node-timeout", str(_NODE_TIMEOUT_MS),
             # A lagging replica still takes over: tests kill primaries on purpose.
             "--cluster-replica-validity-factor", "0",
+            *_SYNC_AT_ONCE,
         )  # fmt: skip
         self.nodes = [RedisServer(cluster_port(taken), args) for _ in range(6)]
 
@@ -165,9 +185,16 @@ class RedisClusterSet:
         if any(_info(node, "CLUSTER", "INFO").get("cluster_state") != "ok" for node in self.nodes):
             return False
         primaries = self.primaries()
-        # Every primary has its replica back and in sync.
-        return len(primaries) == 3 and all(
-            _info(node, "INFO", "replication").get("connected_slaves") == "1" for node in primaries
+        replicas = [node for node in self.nodes if node not in primaries]
+        # Every primary has its replica back, and every replica finished its full sync
+        # (a connected replica may still wait for it; its link is up only once it is done).
+        return (
+            len(primaries) == 3
+            and all(
+                _info(node, "INFO", "replication").get("connected_slaves") == "1"
+                for node in primaries
+            )
+            and all(_synced(node) for node in replicas)
         )
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
@@ -197,6 +224,24 @@ class RedisClusterSet:
 
     def kill(self, node: RedisServer) -> None:
         node.kill()
+
+    def wait_replicated(self, timeout: float = 10.0) -> None:
+        """Until every primary's replica has applied all that the primary had written when
+        this was called (replication offsets), so a kill after it loses no write."""
+        targets = {
+            node.port: int(_info(node, "INFO", "replication")["master_repl_offset"])
+            for node in self.primaries()
+        }
+
+        def caught_up() -> bool:
+            applied: dict[int, int] = {}
+            for node in self.nodes:
+                info = _info(node, "INFO", "replication") if node.running else {}
+                if info.get("role") == "slave" and info.get("master_link_status") == "up":
+                    applied[int(info["master_port"])] = int(info["slave_repl_offset"])
+            return all(applied.get(port, -1) >= offset for port, offset in targets.items())
+
+        _wait(caught_up, "the replicas did not catch up", timeout)
 
     def wait_promoted(self, killed: RedisServer, timeout: float = 30.0) -> None:
         """Until the other nodes agree that every slot is served again without ``killed``."""
@@ -247,10 +292,8 @@ class SentinelSet:
 
     def __init__(self) -> None:
         self.master_name = MASTER_NAME
-        self.servers = [RedisServer()]
-        self.servers.append(
-            RedisServer(extra_args=("--replicaof", "127.0.0.1", str(self.servers[0].port)))
-        )
+        self.servers = [RedisServer(extra_args=_SYNC_AT_ONCE)]
+        self.servers.append(RedisServer(extra_args=_replica_of(self.servers[0])))
         self.sentinel_ports = [free_port() for _ in range(3)]
         self._dir = tempfile.mkdtemp(prefix="promptrelay-sentinel-")
         self._sentinels: list[subprocess.Popen[bytes]] = []
@@ -307,6 +350,8 @@ class SentinelSet:
         replication = _info(master, "INFO", "replication")
         if replication.get("role") != "master" or replication.get("connected_slaves") != "1":
             return False
+        if not _synced(self.replica()):
+            return False
         # Every sentinel knows the other two and the replica: a failover can happen now.
         for port in self.sentinel_ports:
             state = _pairs(_ask(port, "SENTINEL", "MASTER", MASTER_NAME))
@@ -334,7 +379,7 @@ class SentinelSet:
                 # Back as the current master's replica at once, rather than waiting for the
                 # sentinels to notice it and reconfigure it (several seconds).
                 if server is not master:
-                    server.extra_args = ("--replicaof", "127.0.0.1", str(master.port))
+                    server.extra_args = _replica_of(master)
                 server.start()
         self.wait_healthy()
 
@@ -353,6 +398,15 @@ class SentinelSet:
         for server in self.servers:
             server.close()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _replica_of(master: RedisServer) -> tuple[str, ...]:
+    return (*_SYNC_AT_ONCE, "--replicaof", "127.0.0.1", str(master.port))
+
+
+def _synced(replica: RedisServer) -> bool:
+    """The replica finished its full sync and follows its primary's stream."""
+    return _info(replica, "INFO", "replication").get("master_link_status") == "up"
 
 
 def _pairs(reply: list[str]) -> dict[str, str]:

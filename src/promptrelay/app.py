@@ -34,6 +34,7 @@ from promptrelay.api.templates import build_templates_router
 from promptrelay.cache.tiered import TieredCache
 from promptrelay.core.auth import KeyMode, KeyResolver
 from promptrelay.core.batch_jobs import BatchJobs
+from promptrelay.core.batch_store import job_store
 from promptrelay.core.batcher import MicroBatcher, WindowPolicy
 from promptrelay.core.events import (
     BatchFlushed,
@@ -114,11 +115,7 @@ class Runtime:
         self.batcher: MicroBatcher[Reply] = MicroBatcher(
             window, budget=settings.batch_max_concurrency, events=self.events
         )
-        self.batch_jobs = BatchJobs(
-            self.pipeline,
-            max_jobs=settings.batch_jobs_max,
-            max_bytes=settings.batch_jobs_max_bytes,
-        )
+        self.batch_jobs = BatchJobs(self.pipeline, job_store(settings, self.cache.redis))
         self._probe: tuple[float, dict[str, Any]] | None = None
         self.redis_state = "disabled" if self.cache.redis is None else "starting"
         self.telemetry: Telemetry | None = None

@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     batch_max_items: PositiveInt = 100  # items per POST /api/generate/batch
     batch_jobs_max: PositiveInt = 1000  # async batch jobs remembered in memory
     batch_jobs_max_bytes: PositiveInt = 64 * 1024 * 1024  # all async jobs' bodies + results
+    batch_jobs_ttl: PositiveInt = 172800  # seconds an async job is kept in Redis
+    batch_job_max_bytes: PositiveInt = 16 * 1024 * 1024  # one async job's record in Redis
 
     # Circuit breaker.
     circuit_failure_threshold: PositiveInt = 5

@@ -144,7 +144,7 @@ async def test_upstream_refusal_is_passed_on(gateway_factory, fake_upstream):
     assert body["error"]["message"].startswith("Message Batches: ")
 
 
-# -- memory bound: jobs keep little, and all of them together at most BATCH_JOBS_MAX_BYTES --
+# -- memory bound (Redis off): jobs keep little, all together at most BATCH_JOBS_MAX_BYTES --
 
 
 async def _submit(
@@ -160,16 +160,32 @@ async def _job_status(session: aiohttp.ClientSession, url: str, job_id: str) -> 
         return r.status
 
 
-async def test_jobs_over_the_byte_budget_forget_the_oldest(gateway_factory, fake_upstream):
-    fake_upstream.configure(batch_processing_ms=60_000)  # items stay pending while we look
-    # Each job below keeps one ~3 KB prompt waiting for its result: two fit, three do not.
+async def test_waiting_jobs_keep_no_bodies(gateway_factory, fake_upstream):
+    fake_upstream.configure(batch_processing_ms=60_000)  # items stay waiting while we look
+    # Each ~3 KB prompt waits by its cache key only: ten such jobs fit in 8000 bytes.
     gateway = _live(gateway_factory, fake_upstream, batch_jobs_max_bytes=8000)
+    jobs = []
+    async with aiohttp.ClientSession() as session:
+        for index in range(10):
+            status, job = await _submit(session, gateway.url, [{"prompt": f"{index}" * 3000}])
+            assert status == 202 and job["status"] == "in_progress"
+            jobs.append(job["id"])
+        kept = [await _job_status(session, gateway.url, j) for j in jobs]
+    assert kept == [200] * 10
+
+
+async def test_jobs_over_the_byte_budget_forget_the_oldest(gateway_factory, fake_upstream):
+    fake_upstream.configure(batch_processing_ms=50)
+    # Each job below ends with one ~2.4 KB answer (the prompt echoed): two fit, three do not.
+    gateway = _live(gateway_factory, fake_upstream, batch_jobs_max_bytes=5500)
     jobs = []
     async with aiohttp.ClientSession() as session:
         for letter in "abc":
             status, job = await _submit(session, gateway.url, [{"prompt": letter * 3000}])
             assert status == 202 and job["status"] == "in_progress"
             jobs.append(job["id"])
+            _, view = await _poll(session, gateway.url, job["id"])
+            assert len(view["results"][0]["result"]["text"]) > 2000
             if letter == "b":  # a and b together are under the budget: both kept
                 assert [await _job_status(session, gateway.url, j) for j in jobs] == [200, 200]
         kept = [await _job_status(session, gateway.url, j) for j in jobs]
@@ -178,7 +194,7 @@ async def test_jobs_over_the_byte_budget_forget_the_oldest(gateway_factory, fake
         async with session.get(f"{gateway.url}/api/batches/stats") as r:
             stats = await r.json()
     assert kept == [404, 200, 200]  # the oldest went first
-    assert "8000 bytes" in gone and "BATCH_JOBS_MAX_BYTES" in gone
+    assert "5500 bytes" in gone and "BATCH_JOBS_MAX_BYTES" in gone
     assert stats["jobs"] == 2
 
 

@@ -126,7 +126,7 @@ def build_batch_router(
     @router.get("/api/batches/stats", summary="Micro-batcher groups, sizes and waits")
     async def batch_stats(request: Request) -> Response:
         context(request)
-        return _json({**stats.snapshot(), "pending": batcher.pending(), "jobs": len(jobs)})
+        return _json({**stats.snapshot(), "pending": batcher.pending(), "jobs": jobs.kept()})
 
     @router.get("/api/batches/{job_id}", summary="Status and, once ended, results of a job")
     async def batch_job(job_id: str, request: Request) -> Response:

@@ -10,14 +10,16 @@
                same /api/generate would use (so that prompt is later a HIT), then
                per-item results in the sync mode's shape
 
-Job state lives in this process's memory, at most BATCH_JOBS_MAX jobs and
-BATCH_JOBS_MAX_BYTES for all of them together (the oldest are forgotten first; the newest
-job is always kept). A waiting item keeps only its Messages body (to store its result
-under the key /api/generate would use) and its template's name and version; its size is
-that of its Message Batch entry, a result's that of its JSON. A job is visible only to the
-cache namespace (client key) that made it. The job keeps the credentials that created it,
-in memory only: polling must use the key the batch belongs to. Results are fetched only
-from the configured upstream's origin, so our key never follows a results_url elsewhere.
+Jobs are kept by a JobStore (core/batch_store.py): this process's memory when Redis is
+disabled, else Redis, written before the answer goes out, so every instance answers a
+poll. A job holds no credentials: it is visible only to the cache namespace (the hash of
+the client key) that made it, and each poll asks the upstream with the poller's own
+credentials (the same client key: its own Anthropic key in pass-through, else the
+gateway's). A waiting item keeps the cache key its answer goes under, not its body.
+Fetching an ended batch's results happens once, under the store's lock; the poller that
+holds it stores the results in the job, and every instance then serves them (a poll
+meanwhile answers the job as still in progress). Results are fetched only from the
+configured upstream's origin, so our key never follows a results_url elsewhere.
 
 Every Message Batches call is a pass-through of the pipeline: one attempt through the
 circuit breaker, refused at once (503 + Retry-After) while it is open.
@@ -28,19 +30,18 @@ while preparing it, is that item's own error (as in sync mode).
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from promptrelay.core.auth import Credentials
 from promptrelay.core.batch import BatchContext, item_failure, prepare_item, summarize
-from promptrelay.core.gateway import MessagesCall, Reply
+from promptrelay.core.batch_store import Job, JobStore, JobsUnavailable, Waiting
+from promptrelay.core.gateway import Reply
 from promptrelay.core.generate import generate_answer, upstream_error
 from promptrelay.core.pipeline import Pipeline, Prepared
 from promptrelay.core.request import json_object_or_none
@@ -57,6 +58,7 @@ from promptrelay.upstream.paths import UnsafePath, canonical_target, is_plain_id
 __all__ = ["BatchJobs", "Preparer", "UpstreamRefused", "results_path"]
 
 _BATCHES = "/v1/messages/batches"
+_PREFIX = "prbatch_"
 
 # Parses one item like /api/generate (core.batch.prepare_item); raises for a bad one.
 Preparer = Callable[[Any, BatchContext], Awaitable[Prepared]]
@@ -72,63 +74,15 @@ class UpstreamRefused(GatewayError):
         self.type = detail["type"]
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """An item sent in the Message Batch, waiting for its result: only what storing and
-    answering that result needs. Its call without the raw bytes (they would be a second
-    copy of the body): the result is stored under that call's cache key, if its cache
-    control allows ("cache": false says no)."""
-
-    index: int
-    call: MessagesCall
-    template: Rendered | None  # name and version only (what the answer reports)
-    size: int  # bytes of its Message Batch entry
-
-
-@dataclass(slots=True)
-class _Job:
-    id: str
-    context: BatchContext
-    total: int
-    created: datetime
-    started: float  # perf_counter, for summary.duration_ms
-    results: dict[int, dict[str, Any]] = field(default_factory=dict)
-    pending: dict[str, _Pending] = field(default_factory=dict)
-    pending_bytes: int = 0
-    result_bytes: int = 0
-    upstream_id: str | None = None
-    status: str = "in_progress"
-    request_counts: dict[str, Any] | None = None
-    duration_ms: float | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @property
-    def size(self) -> int:
-        """What this job counts against BATCH_JOBS_MAX_BYTES."""
-        return self.pending_bytes + self.result_bytes
-
-    def answer(self, index: int, result: dict[str, Any]) -> None:
-        self.results[index] = result
-        self.result_bytes += len(orjson.dumps(result))
-
-
 class BatchJobs:
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        *,
-        max_jobs: int,
-        max_bytes: int,
-        prepare: Preparer = prepare_item,
-    ) -> None:
+    def __init__(self, pipeline: Pipeline, store: JobStore, *, prepare: Preparer = prepare_item):
         self._pipeline = pipeline
-        self._max = max_jobs
-        self._max_bytes = max_bytes
+        self._store = store
         self.prepare_item = prepare  # how an item becomes a call (a test swaps it)
-        self._jobs: OrderedDict[str, _Job] = OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self._jobs)
+    def kept(self) -> int | None:
+        """Jobs kept in this process's memory; None when they are in Redis."""
+        return self._store.kept()
 
     async def submit(self, items: list[Any], context: BatchContext) -> dict[str, Any]:
         if context.creds.upstream_key is None:
@@ -136,50 +90,47 @@ class BatchJobs:
                 'mode "async" needs an Anthropic key (ANTHROPIC_API_KEY, or the client\'s own '
                 'key): the offline provider has no Message Batches; use mode "sync"'
             )
-        job = _Job(
-            id="prbatch_" + secrets.token_hex(12),
-            context=context,
+        self._store.check()  # Redis down: refused before a Message Batch is paid for
+        job = Job(
+            id=_PREFIX + secrets.token_hex(12),
+            owner=context.creds.namespace,
             total=len(items),
-            created=datetime.now(UTC),
-            started=time.perf_counter(),
+            created=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            started=time.time(),
+            version=context.version,
+            beta=context.beta,
         )
         entries: list[bytes] = []
         for index, item in enumerate(items):
             try:
-                entry = await self._prepare(job, index, item)
+                entry = await self._prepare(job, index, item, context)
             except Exception as error:  # item_failure logs a bug: it costs this item only
-                job.answer(index, item_failure(index, error))
+                job.results[index] = item_failure(index, error)
                 continue
             if entry is not None:
                 entries.append(entry)
         if entries:
-            await self._create_upstream(job, entries)
+            await self._create_upstream(job, entries, context.creds)
         else:
-            self._end(job)
-        self._jobs[job.id] = job
-        self._trim(keep=job)
+            _end(job)
+        await self._keep(job)
         return _view(job)
 
     async def status(self, job_id: str, context: BatchContext) -> dict[str, Any]:
-        job = self._jobs.get(job_id)
-        if job is None or job.context.creds.namespace != context.creds.namespace:
-            kept = (
-                f"jobs are kept in memory, at most {self._max} (BATCH_JOBS_MAX) and "
-                f"{self._max_bytes} bytes (BATCH_JOBS_MAX_BYTES); the oldest are forgotten first"
-            )
-            raise NotFound(f"no batch job {job_id!r} ({kept})")
-        async with job.lock:
-            if job.status != "ended":
-                await self._refresh(job)
-                self._trim(keep=job)  # its results replaced its bodies: the size moved
+        job = await self._store.get(job_id) if _is_job_id(job_id) else None
+        if job is None or job.owner != context.creds.namespace:
+            raise NotFound(f"no batch job {job_id!r} ({self._store.describe()})")
+        if job.status != "ended":
+            job = await self._refresh(job, context.creds)
         return _view(job)
 
     # -- submission ------------------------------------------------------------------
 
-    async def _prepare(self, job: _Job, index: int, item: Any) -> bytes | None:
-        """Answer the item from the cache (None), or make it pending and return its
+    async def _prepare(
+        self, job: Job, index: int, item: Any, context: BatchContext
+    ) -> bytes | None:
+        """Answer the item from the cache (None), or make it waiting and return its
         Message Batch entry. Raises for a bad item (or a bug): its own error."""
-        context = job.context
         prepared = await self.prepare_item(item, context)
         call = prepared.call
         if call.control.lookup:
@@ -192,56 +143,67 @@ class BatchJobs:
                     latency_ms=0.0,
                     template=prepared.template,
                 )
-                job.answer(index, {"index": index, "ok": True, "result": answer})
+                job.results[index] = {"index": index, "ok": True, "result": answer}
                 return None
         custom_id = f"item-{index}"
         encoded = _entry(custom_id, call.body)
-        template = _name_and_version(prepared.template)
-        job.pending[custom_id] = _Pending(index, replace(call, raw=b""), template, len(encoded))
-        job.pending_bytes += len(encoded)
+        key = self._pipeline.cache_key(call) if call.control.store else None
+        template = prepared.template
+        job.pending[custom_id] = Waiting(
+            index,
+            key,
+            template.name if template is not None else None,
+            template.version if template is not None else None,
+        )
         return encoded
 
-    async def _create_upstream(self, job: _Job, entries: list[bytes]) -> None:
+    async def _create_upstream(self, job: Job, entries: list[bytes], creds: Credentials) -> None:
         body = b'{"requests":[' + b",".join(entries) + b"]}"  # each entry encoded once
-        response = await self._request(job, "POST", _BATCHES, body)
-        batch = _object(response)
+        batch = _object(await self._request(creds, job, "POST", _BATCHES, body))
         upstream_id = batch.get("id")
         if not is_plain_id(upstream_id):  # it becomes a path segment of every poll
             raise UpstreamUnavailable("the upstream's Message Batch id is not a plain id")
         job.upstream_id = upstream_id
-        self._update(job, batch)
+        _update(job, batch)
 
-    def _trim(self, keep: _Job) -> None:
-        """Forget the oldest jobs (never `keep`, the one just added or updated) until at
-        most BATCH_JOBS_MAX jobs of BATCH_JOBS_MAX_BYTES together are left."""
-        total = sum(job.size for job in self._jobs.values())
-        for job_id in list(self._jobs):
-            if len(self._jobs) <= self._max and total <= self._max_bytes:
-                return
-            if job_id != keep.id:
-                total -= self._jobs.pop(job_id).size
+    async def _keep(self, job: Job) -> None:
+        try:
+            await self._store.put(job)
+        except JobsUnavailable as error:
+            if job.upstream_id is None:
+                raise
+            raise JobsUnavailable(
+                f"{error.message}; Message Batch {job.upstream_id} was created but its job "
+                "could not be kept: submit again",
+                retry_after=error.retry_after,
+            ) from None
 
     # -- polling ---------------------------------------------------------------------
 
-    async def _refresh(self, job: _Job) -> None:
-        response = await self._request(job, "GET", f"{_BATCHES}/{job.upstream_id}")
-        batch = _object(response)
-        self._update(job, batch)
+    async def _refresh(self, job: Job, creds: Credentials) -> Job:
+        """The job after asking the upstream; once its batch ended, with its results (if
+        this poller got the lock, or another stored them meanwhile)."""
+        batch = _object(await self._request(creds, job, "GET", f"{_BATCHES}/{job.upstream_id}"))
+        _update(job, batch)
         if batch.get("processing_status") != "ended":
-            return
-        path = results_path(self._pipeline.base_url, batch.get("results_url"))
-        lines = (await self._request(job, "GET", path)).body
-        await self._collect(job, lines)
-        self._end(job)
+            return job
+        token = await self._store.lock(job.id)
+        if token is None:  # another poller fetches the results: a later poll shows them
+            return job
+        try:
+            latest = await self._store.get(job.id)
+            if latest is not None and latest.status == "ended":
+                return latest  # stored between our read and our lock
+            path = results_path(self._pipeline.base_url, batch.get("results_url"))
+            lines = (await self._request(creds, job, "GET", path)).body
+            await self._collect(job, lines)
+            _end(job)
+            await self._store.put(job)
+            return job
+        finally:
+            await self._store.unlock(job.id, token)
 
-    def _update(self, job: _Job, batch: dict[str, Any]) -> None:
-        status = str(batch.get("processing_status", job.status))
-        if status != "ended":  # "ended" is ours to set, once the results are in
-            job.status = status
-        counts = batch.get("request_counts")
-        job.request_counts = counts if isinstance(counts, dict) else job.request_counts
-
-    async def _collect(self, job: _Job, lines: bytes) -> None:
+    async def _collect(self, job: Job, lines: bytes) -> None:
         for line in lines.splitlines():
             if not line.strip():
                 continue
@@ -249,23 +211,23 @@ class BatchJobs:
                 record = orjson.loads(line)
             except orjson.JSONDecodeError:
                 continue
-            pending = job.pending.pop(str(record.get("custom_id")), None)
-            if pending is not None:
-                result = await self._result(job, pending, record.get("result") or {})
-                job.answer(pending.index, result)
-        for index in (pending.index for pending in job.pending.values()):
-            job.answer(index, _failed(index, "api_error", "no result in the Message Batch"))
+            waiting = job.pending.pop(str(record.get("custom_id")), None)
+            if waiting is not None:
+                result = await self._result(waiting, record.get("result") or {})
+                job.results[waiting.index] = result
+        for index in (waiting.index for waiting in job.pending.values()):
+            job.results[index] = _failed(index, "api_error", "no result in the Message Batch")
         job.pending.clear()
-        job.pending_bytes = 0
 
-    async def _result(self, job: _Job, pending: _Pending, result: dict[str, Any]) -> dict[str, Any]:
-        index = pending.index
+    async def _result(self, waiting: Waiting, result: dict[str, Any]) -> dict[str, Any]:
+        index = waiting.index
         kind = result.get("type")
         if kind == "succeeded" and isinstance(result.get("message"), dict):
             message = result["message"]
-            await self._pipeline.remember(pending.call, message)
+            if waiting.key is not None:
+                await self._pipeline.remember(waiting.key, message)
             answer = generate_answer(
-                message, cached=False, offline=False, latency_ms=0.0, template=pending.template
+                message, cached=False, offline=False, latency_ms=0.0, template=_template(waiting)
             )
             return {"index": index, "ok": True, "result": answer}
         if kind == "errored":
@@ -276,19 +238,16 @@ class BatchJobs:
             return _failed(index, str(inner.get("type", "api_error")), str(inner.get("message")))
         return _failed(index, str(kind or "api_error"), f"the batch request was {kind}")
 
-    def _end(self, job: _Job) -> None:
-        job.status = "ended"
-        job.duration_ms = round((time.perf_counter() - job.started) * 1000, 2)
-
-    async def _request(self, job: _Job, method: str, path: str, body: bytes = b"") -> Reply:
-        context = job.context
+    async def _request(
+        self, creds: Credentials, job: Job, method: str, path: str, body: bytes = b""
+    ) -> Reply:
         reply = await self._pipeline.passthrough(
             method,
             path,
             body,
-            context.creds,
-            version=context.version,
-            beta=context.beta,
+            creds,
+            version=job.version,
+            beta=job.beta,
             content_type="application/json" if body else None,
             stream=False,
         )
@@ -322,11 +281,28 @@ def _entry(custom_id: str, body: dict[str, Any]) -> bytes:
         raise InvalidRequest(f"cannot be sent in a Message Batch: {error}") from None
 
 
-def _name_and_version(template: Rendered | None) -> Rendered | None:
-    """The template as the answer reports it; its rendered texts are already in the body."""
-    if template is None:
+def _is_job_id(job_id: str) -> bool:
+    return job_id.startswith(_PREFIX) and is_plain_id(job_id)
+
+
+def _template(waiting: Waiting) -> Rendered | None:
+    """The template as the answer reports it: its name and version."""
+    if waiting.template is None or waiting.template_version is None:
         return None
-    return Rendered(template.name, template.version, prompt="", system=None, model=None)
+    return Rendered(waiting.template, waiting.template_version, prompt="", system=None, model=None)
+
+
+def _update(job: Job, batch: dict[str, Any]) -> None:
+    status = str(batch.get("processing_status", job.status))
+    if status != "ended":  # "ended" is ours to set, once the results are in
+        job.status = status
+    counts = batch.get("request_counts")
+    job.request_counts = counts if isinstance(counts, dict) else job.request_counts
+
+
+def _end(job: Job) -> None:
+    job.status = "ended"
+    job.duration_ms = round((time.time() - job.started) * 1000, 2)
 
 
 def _object(response: Reply) -> dict[str, Any]:
@@ -340,7 +316,7 @@ def _failed(index: int, type_: str, message: str) -> dict[str, Any]:
     return {"index": index, "ok": False, "error": {"type": type_, "message": message}}
 
 
-def _view(job: _Job) -> dict[str, Any]:
+def _view(job: Job) -> dict[str, Any]:
     view: dict[str, Any] = {
         "id": job.id,
         "mode": "async",
@@ -348,13 +324,12 @@ def _view(job: _Job) -> dict[str, Any]:
         "upstream_batch_id": job.upstream_id,
         "request_counts": job.request_counts,
         "total": job.total,
-        "created_at": job.created.isoformat().replace("+00:00", "Z"),
+        "created_at": job.created,
     }
     if job.status == "ended":
         results = [job.results[i] for i in sorted(job.results)]
-        summary = summarize(results, job.started)
-        if job.duration_ms is not None:
-            summary["duration_ms"] = job.duration_ms
+        summary = summarize(results, time.perf_counter())
+        summary["duration_ms"] = job.duration_ms
         view["results"] = results
         view["summary"] = summary
     return view

@@ -196,12 +196,13 @@ class Gateway:
         reply.upstream_seconds = time.perf_counter() - waited
         return reply
 
-    async def remember(self, call: MessagesCall, message: dict[str, Any]) -> bool:
-        """Store an answer fetched outside `messages` (a Message Batch result) under the key
-        `call` would use, so the same request later is a hit. False if not stored."""
-        if not call.control.store or not _cacheable(message):
+    async def remember(self, key: str, message: dict[str, Any]) -> bool:
+        """Store a live answer fetched outside `messages` (a Message Batch result) under
+        `key`, the `key_for` of its call, so the same request later is a hit. False if
+        not stored."""
+        if not _cacheable(message):
             return False
-        await self._store(self.key_for(call), message, None, call, time.perf_counter())
+        await self._store(key, message, None, False, time.perf_counter())
         return True
 
     async def forward(
@@ -279,7 +280,7 @@ class Gateway:
         if store_key is not None and response.status == 200:
             message = json_object_or_none(response.body)
             if message is not None:
-                await self._store(store_key, message, response.body, call, started)
+                await self._store(store_key, message, response.body, _is_offline(call), started)
         return answer
 
     async def _send(self, call: MessagesCall) -> tuple[UpstreamResponse, bool]:
@@ -308,13 +309,12 @@ class Gateway:
         key: str,
         message: dict[str, Any],
         encoded: bytes | None,
-        call: MessagesCall,
+        offline: bool,
         started: float,
     ) -> None:
         if not _cacheable(message):
             return
         usage = message.get("usage") or {}
-        offline = call.creds.upstream_key is None
         entry = CacheEntry(
             value=encoded if encoded is not None else orjson.dumps(message),
             stored_at=time.time(),
@@ -379,7 +379,11 @@ class Gateway:
         finally:
             await response.aclose()
         if store_key is not None and assembler.complete and assembler.message is not None:
-            await self._store(store_key, assembler.message, None, call, started)
+            await self._store(store_key, assembler.message, None, _is_offline(call), started)
+
+
+def _is_offline(call: MessagesCall) -> bool:
+    return call.creds.upstream_key is None
 
 
 def upstream_headers(key: str, version: str, beta: str | None) -> dict[str, str]:

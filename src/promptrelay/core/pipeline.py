@@ -137,9 +137,9 @@ class Pipeline:
         None too when the call's cache control skips the lookup."""
         return await self._gateway.lookup(call)
 
-    async def remember(self, call: MessagesCall, message: dict[str, Any]) -> bool:
-        """Store an answer fetched outside `run` under the key `call` uses."""
-        return await self._gateway.remember(call, message)
+    async def remember(self, key: str, message: dict[str, Any]) -> bool:
+        """Store a live answer fetched outside `run` under `key` (its call's cache_key)."""
+        return await self._gateway.remember(key, message)
 
     async def passthrough(
         self,

@@ -27,6 +27,10 @@ __all__ = ["DONE", "ChatChunks"]
 
 DONE = b"data: [DONE]\n\n"
 _TEXT = b'{"content":'  # a text delta, the stream's commonest chunk: built from fragments
+# the events `event` does anything with, besides content_block_delta
+_WRITING = frozenset(
+    {"message_start", "content_block_start", "message_delta", "message_stop", "error"}
+)
 
 
 class ChatChunks:
@@ -71,17 +75,17 @@ class ChatChunks:
         out: list[bytes] = []
         loads, dumps = orjson.loads, orjson.dumps
         for name, data in events:
-            if name != "content_block_delta" or self._done:
-                out += self.event(name, data)
-                continue
-            event = loads(data)
-            delta = event.get("delta")
-            if type(delta) is dict and delta.get("type") == "text_delta":
-                text = delta.get("text")
-                if text:
+            if self._done:
+                break  # nothing may follow [DONE] or an error
+            if name == "content_block_delta":
+                event = loads(data)
+                delta = event.get("delta")
+                if type(delta) is not dict or delta.get("type") != "text_delta":
+                    out += self._delta(event)
+                elif text := delta.get("text"):
                     out.append(self._text_head + dumps(text) + b"}" + self._tail + b"\n\n")
-                continue
-            out += self._delta(event)
+            elif name in _WRITING:
+                out += self.event(name, data)
         return out
 
     def event(self, name: str, data: bytes) -> list[bytes]:

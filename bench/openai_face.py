@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _verdict(ratios: list[float]) -> str:
     worst = max(ratios)
-    return "met" if worst <= TARGET else f"MISSED ({worst:.2f}x > {TARGET:.2f}x)"
+    return "met" if worst <= TARGET else f"MISSED ({worst:.3f}x > {TARGET:.2f}x)"
 
 
 def _lines(data: dict[str, Any]) -> list[str]:

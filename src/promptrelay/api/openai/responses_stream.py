@@ -34,6 +34,8 @@ __all__ = ["ResponseEvents"]
 
 _TEXT_DELTA = b"response.output_text.delta"
 _CALL_DELTA = b"response.function_call_arguments.delta"
+_TEXT_HEAD = b'event: %s\ndata: {"type":"%s","sequence_number":' % (_TEXT_DELTA, _TEXT_DELTA)
+_TEXT_TAIL = b',"logprobs":[]}\n\n'
 _PART_HEAD = b'{"type":"output_text","text":'  # an output_text part around its text
 _PART_TAIL = b',"annotations":[],"logprobs":[]}'
 
@@ -91,10 +93,24 @@ class ResponseEvents:
         return head + b"%d" % sequence + fields + b"}\n\n"
 
     def feed(self, events: list[tuple[str, bytes]]) -> list[bytes]:
-        """`event` for each of one upstream read's events."""
+        """`event` for each of one upstream read's events; a text delta of a text item
+        (most of a stream) is translated inline: one parse, its text encoded once."""
         out: list[bytes] = []
+        loads, dumps, items = orjson.loads, orjson.dumps, self._items
         for name, data in events:
-            out += self.event(name, data)
+            if name != "content_block_delta" or self.done or self._keep:
+                out += self.event(name, data)
+                continue
+            event = loads(data)
+            delta, item = event.get("delta"), items.get(event.get("index", 0))
+            plain = type(delta) is dict and delta.get("type") == "text_delta"
+            if item is None or item.kind != "text" or not plain:
+                out += self._delta(event)
+            elif (text := delta.get("text")) and type(text) is str:
+                item.parts.append(text)
+                sequence = self._sequence
+                self._sequence = sequence + 1
+                out.append(_TEXT_HEAD + b"%d" % sequence + item.delta + dumps(text) + _TEXT_TAIL)
         return out
 
     def _response(self, status: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any, cast
 import orjson
 
 from promptrelay.cache.base import CacheEntry
-from promptrelay.cache.keys import CLAUDE_RESPONSE, KeyParts, cache_key
+from promptrelay.cache.keys import CLAUDE_RESPONSE, KeyParts, RawMemo, cache_key
 from promptrelay.cache.tiered import TieredCache
 from promptrelay.core.auth import Credentials, KeyMode
 from promptrelay.core.cache_control import DEFAULT, CacheControl
@@ -126,6 +126,7 @@ class Gateway:
         self._answers: Coalescer[str, _Answer] = Coalescer()
         self._streams: StreamCoalescer[str, _Head | bytes] = StreamCoalescer()
         self.served_by_mode: dict[str, int] = {mode.value: 0 for mode in KeyMode}
+        self._keys: RawMemo[str] = RawMemo()
 
     @property
     def base_url(self) -> str:
@@ -135,7 +136,17 @@ class Gateway:
         return self._answers.in_flight() + self._streams.in_flight()
 
     def key_for(self, call: MessagesCall) -> str:
+        # `call.raw` is the encoding of `call.body` (the client's bytes or ours), so the
+        # raw bytes and what surrounds the body select the key as well as the body does.
         offline = call.creds.upstream_key is None
+        memo = (call.raw, call.creds.namespace, offline, call.version, call.beta)
+        key = self._keys.get(memo)
+        if key is None:
+            key = self._key(call, offline)
+            self._keys.put(memo, key)
+        return key
+
+    def _key(self, call: MessagesCall, offline: bool) -> str:
         parts = KeyParts(
             namespace=call.creds.namespace,
             upstream="offline" if offline else self._base,

@@ -6,11 +6,12 @@ does beyond reading a request and writing a stored answer. Both servers run unde
 callgrind one after the other (bench/callgrind.py); wrk sends one prompt
 (bench/pool_post.lua `1 0`); the idle instructions of as long a window are subtracted.
 With `--base REV` a third server imports promptrelay from that revision (a checkout in
-a temporary directory) for a before/after in the same invocation. `--keep DIR` keeps
+a temporary directory) for a before/after in the same invocation; `--result REV` counts
+that revision in place of this tree's src/. `--keep DIR` keeps
 the dumps, for `callgrind_annotate --inclusive=yes DIR/<name>.out`.
 
     .venv/bin/python bench/callgrind_hit.py [--seconds 10] [--concurrency 16]
-        [--base REV] [--keep DIR] [--markdown PATH] [--json PATH]
+        [--base REV] [--result REV] [--keep DIR] [--markdown PATH] [--json PATH]
 
 Needs wrk and valgrind (`make valgrind`).
 """
@@ -52,6 +53,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="wrk under callgrind")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--base", help="also count promptrelay at this git revision")
+    parser.add_argument("--result", help="count this revision, not this tree's src/")
+    parser.add_argument("--no-raw", action="store_true", help="skip the raw ASGI floor")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the callgrind dumps")
     parser.add_argument("--start-timeout", type=float, default=900.0)
     parser.add_argument("--json", metavar="PATH")
@@ -60,15 +63,22 @@ def main() -> None:
     if not callgrind_available():
         sys.exit("needs valgrind and callgrind_control: make valgrind")
     with tempfile.TemporaryDirectory(prefix="bench-hit-") as tmp:
-        sources = {"this tree": REPO_DIR / "src"}
-        checkout = Path(tmp) / "base"
-        if args.base:
-            _git("worktree", "add", "--detach", str(checkout), args.base)
-            sources = {f"base {args.base}": checkout / "src", **sources}
+        revisions = {"base": args.base, "result": args.result}
+        sources: dict[str, Path] = {}
+        checkouts = []
         try:
+            for side, revision in revisions.items():
+                if revision is None:
+                    if side == "result":
+                        sources["this tree"] = REPO_DIR / "src"
+                    continue
+                checkout = Path(tmp) / side
+                _git("worktree", "add", "--detach", str(checkout), revision)
+                checkouts.append(checkout)
+                sources[f"{side} {revision}"] = checkout / "src"
             counts = _count_all(WrkLoad("wrk"), sources, Path(tmp), args)
         finally:
-            if args.base:
+            for checkout in checkouts:
                 _git("worktree", "remove", "--force", str(checkout))
     write_outputs(*_report(counts, args), args.markdown, args.json)
 
@@ -83,9 +93,10 @@ def _count_all(
         for name, src in sources.items():
             relay = _server(name, src, service_url(fake))
             counts.append(_count(wrk, name, relay, workdir, args, body_file))
-        raw = raw_asgi(body_file)
-        raw.env.update(relay.env)
-        counts.append(_count(wrk, RAW, raw, workdir, args, None))
+        if not args.no_raw:
+            raw = raw_asgi(body_file)
+            raw.env.update(relay.env)
+            counts.append(_count(wrk, RAW, raw, workdir, args, None))
     return counts
 
 
@@ -126,7 +137,7 @@ def _keep(server: CallgrindServer, keep: Path | None, name: str, window: str) ->
 
 
 def _report(counts: list[Count], args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    raw = next(c for c in counts if c.name == RAW)
+    raw = next((c for c in counts if c.name == RAW), counts[0])
     rows = [
         [
             c.name,
@@ -146,7 +157,7 @@ def _report(counts: list[Count], args: argparse.Namespace) -> tuple[str, dict[st
             f"{args.seconds:g} s of bench/{_SCRIPT} `1 0`; idle instructions over as long "
             "a window subtracted",
             "",
-            markdown_table(["server", "hits", "instructions / hit", "beyond raw", "÷ raw"], rows),
+            markdown_table(["server", "hits", "instructions / hit", f"beyond {raw.name}", f"÷ {raw.name}"], rows),
         ]
     )
     data = {

@@ -157,7 +157,10 @@ def _report(counts: list[Count], args: argparse.Namespace) -> tuple[str, dict[st
             f"{args.seconds:g} s of bench/{_SCRIPT} `1 0`; idle instructions over as long "
             "a window subtracted",
             "",
-            markdown_table(["server", "hits", "instructions / hit", f"beyond {raw.name}", f"÷ {raw.name}"], rows),
+            markdown_table(
+                ["server", "hits", "instructions / hit", f"beyond {raw.name}", f"÷ {raw.name}"],
+                rows,
+            ),
         ]
     )
     data = {

@@ -33,7 +33,7 @@ from promptrelay.api.asgi import (
 from promptrelay.cache.keys import RawMemo
 from promptrelay.core.auth import KeyResolver
 from promptrelay.core.cache_control import parse_cache_control
-from promptrelay.core.events import EventBus, RequestFinished
+from promptrelay.core.events import EventBus, RequestFinished, request_finished
 from promptrelay.core.gateway import Reply
 from promptrelay.core.generate import generate_answer, generate_ask
 from promptrelay.core.pipeline import Ask, Pipeline
@@ -161,18 +161,20 @@ class HotRoutes:
             if RequestFinished in self._events.wanted:
                 ended = time.perf_counter()
                 self._events.emit(
-                    RequestFinished(
-                        route,
-                        trace.status,
-                        trace.cache,
-                        ended - started,
-                        (trace.first or ended) - started,
-                        trace.upstream,
-                        trace.request_bytes,
-                        trace.response_bytes,
-                        trace.stream,
-                        trace.model,
-                        trace.template,
+                    request_finished(
+                        (
+                            route,
+                            trace.status,
+                            trace.cache,
+                            ended - started,
+                            (trace.first or ended) - started,
+                            trace.upstream,
+                            trace.request_bytes,
+                            trace.response_bytes,
+                            trace.stream,
+                            trace.model,
+                            trace.template,
+                        )
                     )
                 )
 

@@ -202,7 +202,7 @@ class Gateway:
         return reply
 
     async def _messages(self, call: MessagesCall) -> Reply:
-        self.served_by_mode[call.creds.mode.value] += 1
+        self.served_by_mode[call.creds.mode._value_] += 1  # _value_: no property call
         key = self.key_for(call)
         control = call.control
         if control.lookup:
@@ -253,7 +253,7 @@ class Gateway:
         """Any other /v1 route, passed through with the same key rules: one attempt
         through the breaker (ResilientUpstream.passthrough). With `stream`, a 2xx body
         is forwarded as it arrives; otherwise it is read whole."""
-        self.served_by_mode[creds.mode.value] += 1
+        self.served_by_mode[creds.mode._value_] += 1
         if creds.upstream_key is None:
             offline = self._offline.other(method, target.partition("?")[0], body)
             return Reply(offline.status, offline.headers, offline.body)

@@ -1,7 +1,9 @@
 """Fixtures: a real promptrelay server in a thread, with `promptrelay serve`'s uvicorn options.
 
 `gateway_factory(**settings)` starts one on a free loopback port and returns a
-`RunningGateway`; every server started is stopped at teardown.
+`RunningGateway`; every server started is stopped at teardown, before the test's
+`fake_upstream` (a fake stopped while a gateway still holds keep-alive connections to it
+waits out its 0.5 s grace period for each).
 """
 
 from __future__ import annotations
@@ -52,6 +54,14 @@ class RunningGateway:
         self._sock.close()
 
 
+def stop_all(gateways: list[RunningGateway]) -> None:
+    """Stop them together: each shutdown waits on uvicorn's 0.1 s ticks."""
+    for gateway in gateways:
+        gateway.server.should_exit = True
+    for gateway in gateways:
+        gateway.stop()
+
+
 def _uvloop() -> Any:
     import uvloop
 
@@ -59,7 +69,7 @@ def _uvloop() -> Any:
 
 
 @pytest.fixture
-def gateway_factory() -> Iterator[Any]:
+def gateway_factory(fake_upstream: Any) -> Iterator[Any]:
     started: list[RunningGateway] = []
 
     def start(**overrides: Any) -> RunningGateway:
@@ -68,5 +78,4 @@ def gateway_factory() -> Iterator[Any]:
         return gateway
 
     yield start
-    for gateway in started:
-        gateway.stop()
+    stop_all(started)

@@ -1,4 +1,5 @@
-"""Instructions per cache miss, for a base revision and for this tree, in one invocation.
+"""Instructions per request (a miss, a streamed miss or a hit), for a base revision and for
+this tree, in one invocation.
 
 Two `promptrelay serve` processes run under callgrind side by side (bench/callgrind.py),
 identical but for the source they import through PYTHONPATH: the base revision and the
@@ -48,6 +49,12 @@ from callgrind import CallgrindServer, callgrind_available
 from overhead import promptrelay_service
 
 BASE, RESULT = "base", "result"
+# --path: the wrk script and its arguments after the run tag
+_SCRIPTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "miss": ("unique_post.lua", ()),
+    "stream": ("face_post.lua", ("messages", "1")),
+    "hit": ("same_post.lua", ()),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +79,13 @@ def main() -> None:
     parser.add_argument("--result", help="git revision measured (default: this tree's src/)")
     parser.add_argument("--seconds", type=float, default=10.0, help="wrk under callgrind")
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--path", choices=sorted(_SCRIPTS), default="miss")
+    parser.add_argument(
+        "--fake-arg",
+        action="append",
+        default=[],
+        help="passed to each fake upstream, e.g. --fake-arg=--stream-chunks=50",
+    )
     parser.add_argument(
         "--start-timeout", type=float, default=900.0, help="seconds for start-up under valgrind"
     )
@@ -116,6 +130,8 @@ def _count_both(
     wrk: WrkLoad, sources: dict[str, Path], workdir: Path, args: argparse.Namespace
 ) -> list[Count]:
     fakes = {name: fake_upstream() for name in sources}
+    for fake in fakes.values():
+        fake.argv += args.fake_arg
     with services(list(fakes.values())):
         servers = {
             name: CallgrindServer(
@@ -159,18 +175,25 @@ def _count(
     wrk: WrkLoad, name: str, server: CallgrindServer, fake: Any, args: argparse.Namespace
 ) -> Count:
     url, fake_url = service_url(server.service), service_url(fake)
-    wrk.run(url, args.concurrency, 3, f"warmup-{uuid.uuid4().hex[:8]}")
+    script, script_args = _SCRIPTS[args.path]
+    wrk.run(url, args.concurrency, 3, f"warmup-{uuid.uuid4().hex[:8]}", script, script_args)
     before = _upstream_calls(fake_url)
-    busy, busy_seconds = _window(
-        server, lambda: wrk.run(url, args.concurrency, args.seconds, uuid.uuid4().hex[:8])
-    )
+    loads = []
+
+    def drive() -> None:
+        tag = uuid.uuid4().hex[:8]
+        loads.append(wrk.run(url, args.concurrency, args.seconds, tag, script, script_args))
+
+    busy, busy_seconds = _window(server, drive)
     misses = _upstream_calls(fake_url) - before
+    if args.path == "hit":
+        misses = loads[0].requests  # all hits: no upstream call to count them by
     time.sleep(1.0)
     idle, idle_seconds = _window(server, lambda: time.sleep(args.seconds))
     count = Count(
         name, str(server.service.env["PYTHONPATH"]), busy, busy_seconds, idle, idle_seconds, misses
     )
-    log(f"  callgrind {name}: {misses} misses, {count.per_miss:,.0f} instructions/miss")
+    log(f"  callgrind {name}: {misses} {args.path}es, {count.per_miss:,.0f} instructions each")
     return count
 
 
@@ -203,14 +226,15 @@ def _report(
     ]
     text = "\n".join(
         [
-            "# Instructions per cache miss (callgrind): base revision vs this tree",
+            f"# Instructions per request, path {args.path} (callgrind): base revision vs this tree",
             "",
             *(f"- {line}" for line in machine_lines(sys.argv)),
             f"- both servers under callgrind at once, each with its own fake upstream; "
-            f"wrk c={args.concurrency} for {args.seconds:g} s of unique prompts; idle "
-            "instructions over as long a window subtracted",
+            f"wrk c={args.concurrency} for {args.seconds:g} s of "
+            f"bench/{_SCRIPTS[args.path][0]}; idle instructions over as long a window subtracted"
+            + (f"; fake upstream {' '.join(args.fake_arg)}" if args.fake_arg else ""),
             "",
-            markdown_table(["promptrelay", "misses", "instructions / miss", "÷ base"], rows),
+            markdown_table(["promptrelay", "requests", "instructions / request", "÷ base"], rows),
             "",
             f"Result ÷ base: **{ratio:.4f}** ({(ratio - 1) * 100:+.2f}%).",
         ]

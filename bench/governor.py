@@ -116,7 +116,7 @@ def main() -> None:
             f"{args.cg_seconds:g} s each, less the instructions of as long idle",
             "",
             "| server | misses counted | instructions per miss |",
-            "|---|---|",
+            "|---|---|---|",
             *(f"| {name} | {misses[name]:,} | {value:,.0f} |" for name, value in counted.items()),
             "",
             f"Governor on vs off: {rise:+.2f}% ({verdict} the target of at most "

@@ -125,6 +125,7 @@ def streams_stage(cfg: SuiteConfig, load: WrkLoad) -> StageResult:
     c, n, m = cfg.stream_concurrency, cfg.stream_deltas, cfg.stream_interval_ms
     nofile = raise_nofile(4 * c + 256)
     pool = c + 64
+    log(f"  streams: {nofile}; promptrelay MAX_SOCKETS=MAX_FREE_SOCKETS={pool}")
     fake = fake_upstream("--stream-chunks", str(n), "--chunk-interval-ms", f"{m:g}")
     ref = reference_proxy(service_url(fake), pool=pool)
     relay = promptrelay_service(service_url(fake), **_pool_env(pool))
@@ -133,7 +134,7 @@ def streams_stage(cfg: SuiteConfig, load: WrkLoad) -> StageResult:
         for name, server in ((REFERENCE, ref), (PROMPTRELAY, relay)):
             url = service_url(server)
             log(f"  streams, {name}: warm-up (32 streams), then c={c} for {cfg.stream_seconds:g} s")
-            _stream_run(url, server, fake, cfg, min(32, c), 0.1)
+            _stream_run(url, server, fake, cfg, min(32, c), 1.0)  # one stream per worker
             results[name] = _stream_run(url, server, fake, cfg, c, cfg.stream_seconds)
             results[name]["load_average_after"] = os.getloadavg()[0]
     ref_r, relay_r = results[REFERENCE], results[PROMPTRELAY]
@@ -248,6 +249,7 @@ def slow_upstream_stage(cfg: SuiteConfig, load: WrkLoad) -> StageResult:
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft - pool - 64 < c + 64:  # MAX_CONNECTIONS derived from RLIMIT_NOFILE too small
         env["MAX_CONNECTIONS"] = str(c + 64)
+    log(f"  slowup: {nofile}; promptrelay {', '.join(f'{k}={v}' for k, v in env.items())}")
     fake = fake_upstream("--latency-ms", f"{latency:g}")
     ref = reference_proxy(service_url(fake), pool=pool)
     relay = promptrelay_service(service_url(fake), **env)

@@ -220,3 +220,25 @@ def test_percentile_nearest_rank():
     assert percentile(values, 99) == 99
     assert percentile(values, 100) == 100
     assert math.isnan(percentile([], 50))
+
+
+def test_stream_workload_counts_every_sse_event(fake_upstream, tmp_path):
+    fake_upstream.configure(stream_chunks=5, chunk_interval_ms=1)
+    code, data, output = _bench(
+        tmp_path, "--url", fake_upstream.url, "--api-key", "k", "-w", "stream", "-n", "20"
+    )
+    assert code == 0, output
+    result = data["result"]
+    assert result["ok"] == 20
+    # each answer: message_start, content_block_start, ping, an unknown event type,
+    # 5 text deltas, content_block_stop, message_delta, message_stop
+    assert result["events"] == 20 * 12
+    assert result["events_per_s"] > 0
+    assert "SSE events (2xx streams)" in output
+
+
+def test_json_answers_have_no_sse_events(fake_upstream, tmp_path):
+    code, data, output = _bench(tmp_path, "--url", fake_upstream.url, "--api-key", "k", "-n", "10")
+    assert code == 0, output
+    assert data["result"]["events"] == 0
+    assert "SSE events" not in output

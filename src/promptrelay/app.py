@@ -150,6 +150,7 @@ class Runtime:
             self.templates,
             default_version=settings.anthropic_version,
             default_max_tokens=settings.default_max_tokens,
+            prompt_cache_auto=settings.prompt_cache_auto,
         )
 
     def _routers(self) -> list[APIRouter]:

@@ -122,7 +122,8 @@ _BENCH_HELP = (
     "the limit before the server (the report shows its CPU use).\n\n"
     "Workloads: unique (a new prompt every request: all misses), repeat (one prompt: hits "
     "after the first), zipf (--prompts prompts, rank k drawn with weight 1/k^--exponent), "
-    "stream (unique prompts with stream true, each read to its end).\n\n"
+    "stream (unique prompts with stream true, each read to its end; the report adds the SSE "
+    "events received and events/s).\n\n"
     "Exit status: 0, or 1 when no request got a 2xx answer, 2 for bad options."
 )
 

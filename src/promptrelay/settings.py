@@ -160,6 +160,9 @@ class Settings(BaseSettings):
 
     # Requests.
     default_model: str = DEFAULT_MODEL
+    # docs/limits.md: a prompt-cache breakpoint after every long system prompt (the one
+    # change promptrelay makes to a request it forwards; off by default).
+    prompt_cache_auto: bool = False
     default_max_tokens: PositiveInt = 1024
     responses_store_ttl: PositiveInt = 3600  # s a stored /v1/responses answer stays readable
 

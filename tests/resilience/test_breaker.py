@@ -191,6 +191,22 @@ def test_trip_opens_for_at_least_the_given_time() -> None:
     assert machine.before_call().retry_after == pytest.approx(90)
 
 
+def test_adopting_a_close_elsewhere_closes_and_forgets_our_probe() -> None:
+    clock = FakeClock()
+    machine = open_machine(clock)
+    moved = machine.adopt_close()
+    assert [(t.old, t.new, t.reason) for t in moved] == [(OPEN, CLOSED, Reason.CLOSED_ELSEWHERE)]
+    assert machine.adopt_close() == ()  # already closed: nothing moves
+    machine.trip(60)
+    clock.advance(60)
+    probe = admit(machine)
+    assert probe.probe
+    assert [t.new for t in machine.adopt_close()] == [CLOSED]
+    assert not machine.probe_in_flight
+    assert machine.record_failure(probe) == ()  # our late verdict counts for nothing
+    assert machine.snapshot()["failures_in_window"] == 0
+
+
 def test_transitions_reach_listeners_in_order() -> None:
     clock = FakeClock()
     seen: list[BreakerTransition] = []

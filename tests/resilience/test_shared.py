@@ -1,6 +1,7 @@
 """The async CircuitBreaker with an in-memory shared state standing in for Redis.
 
-Two CircuitBreakers over one SharedStore play two promptrelay processes.
+Two CircuitBreakers over one SharedStore play two promptrelay processes; the store
+delivers each one's notices to the others as pub/sub would, and counts every operation.
 """
 
 from __future__ import annotations
@@ -128,11 +129,19 @@ async def test_shared_errors_fall_back_to_local_decisions(
     assert breaker.state is CLOSED
 
 
+def shared_of(breaker: CircuitBreaker) -> FakeSharedState:
+    shared = breaker._shared
+    assert isinstance(shared, FakeSharedState)
+    return shared
+
+
 async def test_open_shared_state_wins_over_a_closed_local_machine(
     clock: FakeClock, store: SharedStore
 ) -> None:
     breaker = process(clock, store)
-    store.open_until = clock.now + 30
+    store.open_until = clock.now + 30  # opened while this process was not listening
+    assert (await breaker.before_call()).allowed  # nothing read per attempt
+    await shared_of(breaker).resync()  # what subscribing (again) does
     assert not (await breaker.before_call()).allowed
     store.broken = True  # redis gone while locally open: still open
     assert not (await breaker.before_call()).allowed
@@ -167,3 +176,65 @@ async def test_snapshot_reports_wall_clock_opened_at(clock: FakeClock) -> None:
     assert snap["state"] == "open"
     assert snap["opened_at"] == pytest.approx(opened + 5000)
     assert snap["seconds_until_half_open"] == pytest.approx(50)
+
+
+async def test_attempts_do_no_shared_io_while_the_state_is_unchanged(
+    clock: FakeClock, store: SharedStore
+) -> None:
+    a, b = process(clock, store), process(clock, store)
+    for _ in range(100):
+        await a.record_success(await admit(a))
+        await b.record_success(await admit(b))
+    assert store.operations == 0
+    await trip_open(a)
+    assert store.operations == 1  # the opening: written once (and told to b)
+    assert b.state is OPEN
+    decisions = [await p.before_call() for p in [a, b] * 100]
+    assert not any(d.allowed for d in decisions)
+    assert store.operations == 1
+
+
+async def test_a_closed_notice_closes_the_others_without_their_own_probe(
+    clock: FakeClock, store: SharedStore
+) -> None:
+    a, b, c = (process(clock, store) for _ in range(3))
+    await trip_open(a)
+    clock.advance(60)
+    probe = await admit(a)
+    for other in (b, c):
+        assert not (await other.before_call()).allowed  # each learns the holder's lease
+    claims = store.claims
+    for other in (b, c):
+        assert not (await other.before_call()).allowed  # then refuses without asking
+    assert store.claims == claims
+    await a.record_success(probe)
+    assert b.state is CLOSED and c.state is CLOSED
+    assert store.probe_grants == 1  # one probe in all
+    assert b.machine.generation == c.machine.generation  # each moved the same way
+    assert (await b.before_call()).allowed
+
+
+async def test_a_lost_opening_notice_is_adopted_by_the_next_resync(
+    clock: FakeClock, store: SharedStore
+) -> None:
+    a, b = process(clock, store), process(clock, store)
+    store.lose_notices = True  # b's subscription is cut
+    await trip_open(a)
+    assert b.state is CLOSED  # it did not hear
+    clock.advance(10)
+    await shared_of(b).resync()  # b subscribes again
+    refused = await b.before_call()
+    assert not refused.allowed and refused.retry_after == pytest.approx(50)
+
+
+async def test_a_notice_for_a_probe_this_process_holds_frees_its_lock(
+    clock: FakeClock, store: SharedStore
+) -> None:
+    a, b = process(clock, store), process(clock, store)
+    await trip_open(a)
+    clock.advance(60)
+    probe = await admit(b)
+    b.opened_elsewhere(clock.now + 60)  # someone else saw the upstream fail meanwhile
+    assert b.state is OPEN
+    await b.record_success(probe)  # too late to count
+    assert b.state is OPEN and store.probe_owner is None and not b.holds_probe_lock

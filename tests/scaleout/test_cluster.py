@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import aiohttp
+from redis.crc import key_slot
 
 from promptrelay.resilience.backoff import Backoff
 from tests.batch_jobs_client import poll, submit
+from tests.fixtures_redis import RedisServer
 from tests.fixtures_topologies import RedisClusterSet
+from tests.redis_monitor import CommandLog, breaker_resynced
 from tests.scaleout.helpers import (
     CLIENT_KEY,
     GATEWAY_KEY,
@@ -69,6 +74,17 @@ async def test_a_miss_on_one_is_a_hit_on_the_others_and_a_clear_reaches_all(
         assert await ask(session, c, PROMPTS[1]) == (200, "MISS")
 
 
+async def _breakers(session: aiohttp.ClientSession, urls: list[str]) -> list[str]:
+    return [(await health(session, url))["breaker"]["state"] for url in urls]
+
+
+def _breaker_node(cluster: RedisClusterSet, fake_url: str) -> tuple[str, RedisServer]:
+    """The breaker's key prefix (as app.py names it) and the primary holding its keys."""
+    upstream = hashlib.sha256(fake_url.encode()).hexdigest()[:12]
+    prefix = f"promptrelay:breaker:{upstream}"
+    return prefix, cluster.primary_for_slot(key_slot(f"{prefix}:open".encode()))
+
+
 async def test_failures_seen_by_one_open_the_breaker_everywhere_and_one_probe_is_sent(
     gateway_factory, fake_upstream, redis_cluster
 ):
@@ -79,22 +95,39 @@ async def test_failures_seen_by_one_open_the_breaker_everywhere_and_one_probe_is
         circuit_failure_threshold=3,
         circuit_reset_timeout=1.0,
     )
-    a, b, c = (gateway.url for gateway in gateways)
+    urls = [gateway.url for gateway in gateways]
+    a, b, c = urls
+    prefix, node = _breaker_node(redis_cluster, fake_upstream.url)
     async with aiohttp.ClientSession() as session:
-        assert await all_up(session, [a, b, c])
+        assert await all_up(session, urls)
+        assert await until(lambda: _async(all(map(breaker_resynced, gateways))), 5.0)
         fake_upstream.configure(fail_next=3, fail_next_status=500)
-        for index in range(3):
-            assert (await ask(session, a, f"failing {index}"))[0] == 500
+        with CommandLog(node.port, redis_cluster.password) as failing:
+            for index in range(3):
+                assert (await ask(session, a, f"failing {index}"))[0] == 500
+            # B and C open by A's notice, before anybody asks them anything.
+            assert await until(lambda: _same(_breakers(session, urls), "open"), 3.0)
+        # A's three attempts read nothing; its opening is one script: SET PX, then PUBLISH.
+        assert [c.split()[0] for c in failing.touching(prefix)] == ["EVAL", "SET", "PUBLISH"]
         sent = fake_upstream.stats()["by_path"]["/v1/messages"]
-        for url in (b, c):
-            assert (await ask(session, url, "refused at once"))[0] == 503
+        with CommandLog(node.port, redis_cluster.password) as refusing:
+            for url in (b, c) * 10:
+                assert (await ask(session, url, "refused at once"))[0] == 503
+        assert refusing.touching(prefix) == []  # 20 refusals, not one breaker command
         assert fake_upstream.stats()["by_path"]["/v1/messages"] == sent
 
         await asyncio.sleep(1.2)  # past the reset timeout: half-open everywhere
         fake_upstream.configure(latency_ms=400)  # the probe is in flight while others ask
-        results = await asyncio.gather(*(ask(session, url, "probe") for url in (a, b, c)))
+        results = await asyncio.gather(*(ask(session, url, "probe") for url in urls))
         assert fake_upstream.stats()["by_path"]["/v1/messages"] == sent + 1
         assert sorted(status for status, _ in results) == [200, 503, 503]
+        # The probe's success closes the other two by its notice: no probe of their own.
+        assert await until(lambda: _same(_breakers(session, urls), "closed"), 3.0)
+        assert fake_upstream.stats()["by_path"]["/v1/messages"] == sent + 1
+
+
+async def _same(states: Awaitable[list[str]], state: str) -> bool:
+    return set(await states) == {state}
 
 
 async def test_an_alert_fires_once_for_the_three(

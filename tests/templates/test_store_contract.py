@@ -39,6 +39,7 @@ async def test_all_fields_round_trip(store: SqlTemplateStore):
             Variable("persona", required=False, default="terse"),
         ),
         description="summaries",
+        cache="1h",
     )
     saved = await store.save(draft)
     loaded = await store.get("full")

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
-from promptrelay.errors import GatewayError, PayloadTooLarge
+from promptrelay.errors import GatewayError, PayloadTooLarge, UpstreamError
 
 __all__ = [
     "ClientGone",
+    "Counted",
     "Receive",
     "Scope",
     "Send",
@@ -103,6 +104,8 @@ def client_left(receive: Receive) -> bool:
 async def send_response(
     send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
 ) -> None:
+    """A whole body, framed by content-length (no chunked framing to build or parse)."""
+    headers = [*headers, (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -114,25 +117,47 @@ async def send_error(send: Send, error: GatewayError, extra: list[tuple[bytes, b
     await send_response(send, error.status, headers, error.body())
 
 
+class Counted(Protocol):
+    response_bytes: int
+
+
 async def stream_response(
     send: Send,
     receive: Receive,
     status: int,
     headers: list[tuple[bytes, bytes]],
     chunks: AsyncIterator[bytes],
+    *,
+    counted: Counted | None = None,
+    failed: Callable[[UpstreamError], bytes] | None = None,
 ) -> None:
     """Forward chunks as they arrive. Raises ClientGone when the client leaves midway.
 
     uvicorn's `send` silently drops data once the client is gone, so a watcher on
     `receive()` (which yields http.disconnect then) tells us to stop pulling upstream.
+    `counted.response_bytes` grows by each chunk taken; with `failed`, an UpstreamError
+    midway ends the stream with the chunk `failed` makes of it (the status is out).
+    Both are done here, in the one loop, rather than in a generator around `chunks`.
     """
     gone = asyncio.ensure_future(receive())
     try:
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        async for chunk in chunks:
+        try:
+            async for chunk in chunks:
+                if counted is not None:
+                    counted.response_bytes += len(chunk)
+                if gone.done():
+                    raise ClientGone
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UpstreamError as error:
+            if failed is None:
+                raise
+            last = failed(error)
+            if counted is not None:
+                counted.response_bytes += len(last)
             if gone.done():
-                raise ClientGone
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                raise ClientGone from None
+            await send({"type": "http.response.body", "body": last, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
     finally:
         gone.cancel()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 import orjson
@@ -314,24 +314,24 @@ async def _send_reply(send: Send, receive: Receive, reply: Reply, trace: _Trace)
         if trace.cache != "HIT" and client_left(receive):
             raise ClientGone
         trace.first = time.perf_counter()
-        guarded = _guard(reply.chunks, trace)
-        await stream_response(send, receive, reply.status, reply.headers, guarded)
+        await stream_response(
+            send,
+            receive,
+            reply.status,
+            reply.headers,
+            reply.chunks,
+            counted=trace,
+            failed=_failed_midway,
+        )
     finally:
         await reply.aclose()
 
 
-async def _guard(chunks: AsyncIterator[bytes], trace: _Trace) -> AsyncIterator[bytes]:
-    """After the first byte the status is sent: a failure becomes an SSE error event."""
-    try:
-        async for chunk in chunks:
-            trace.response_bytes += len(chunk)
-            yield chunk
-    except UpstreamError as error:
-        # The client gets the type and a fixed sentence; the HTTP client's own text (its
-        # exception, a URL) stays in our log.
-        log.warning("upstream stream failed midway: %s", error.message)
-        message = f"the upstream stream failed midway ({error.type}); see the gateway's log"
-        detail = {"type": error.type, "message": message}
-        event = encode_event("error", {"type": "error", "error": detail})
-        trace.response_bytes += len(event)
-        yield event
+def _failed_midway(error: UpstreamError) -> bytes:
+    """After the first byte the status is sent: a failure becomes an SSE error event.
+    The client gets the type and a fixed sentence; the HTTP client's own text (its
+    exception, a URL) stays in our log."""
+    log.warning("upstream stream failed midway: %s", error.message)
+    message = f"the upstream stream failed midway ({error.type}); see the gateway's log"
+    detail = {"type": error.type, "message": message}
+    return encode_event("error", {"type": "error", "error": detail})

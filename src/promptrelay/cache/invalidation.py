@@ -13,8 +13,13 @@ and hands every pattern cleared since the generation it last saw to the handler;
 the log no longer reaches back that far, or Redis lost the counter (restarted empty),
 it hands over ``*``. Nothing of it is read per cache hit. The listener also calls
 ``on_gap()`` whenever it subscribes again after having lost its subscription.
-The listener uses its own connection, waits for the Redis tier to be up before it
-(re)subscribes, and reports connection failures to the tier (it is often the first to
+Other components share the channel for their own change notices (the circuit breaker:
+``resilience/redis_state.py``): a message with a ``"k"`` (kind) field is no clear and
+goes to ``Notices``, which hands it to every registered component; after every
+(re)subscription each re-reads its state once, in the background and retried until it
+succeeds (a failed re-read never costs the subscription), so a lost notice is
+recovered too. The listener uses its own connection, waits for the Redis tier to be up
+before it (re)subscribes, and reports connection failures to the tier (it is often the first to
 notice Redis went away).
 """
 
@@ -24,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import orjson
 from redis.asyncio.client import PubSub
@@ -38,6 +44,7 @@ __all__ = [
     "LOG_LENGTH",
     "RECORD_SCRIPT",
     "InvalidationListener",
+    "Notices",
     "decode_message",
     "encode_message",
     "missed_patterns",
@@ -101,10 +108,54 @@ def decode_message(data: bytes) -> tuple[str, str, int | None] | None:
     return origin, pattern, generation if isinstance(generation, int) else None
 
 
+NoticeHandler = Callable[[dict[str, object]], object]
+
+
+class Notices:
+    """The channel's change notices of other components (messages with a ``"k"`` field).
+
+    ``add(on_notice, resync)``: ``on_notice(message)`` for every notice on the channel
+    (the component filters its own kind and origin); ``await resync()`` after each
+    (re)subscription, to re-read the state whose notices may have been missed; one that
+    raises (RedisUnavailable, a redis-py error) is called again after a back-off.
+    """
+
+    def __init__(self) -> None:
+        self._components: list[tuple[NoticeHandler, Callable[[], Awaitable[object]]]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._components)
+
+    def add(self, on_notice: NoticeHandler, resync: Callable[[], Awaitable[object]]) -> None:
+        self._components.append((on_notice, resync))
+
+    def deliver(self, data: bytes) -> None:
+        try:
+            message = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("k"), str):
+            return
+        for on_notice, _ in self._components:
+            _call(partial(on_notice, message))
+
+    async def resync(self) -> bool:
+        """Every component's resync; False if one failed (the caller tries them again)."""
+        done = True
+        for _, resync in self._components:
+            try:
+                await resync()
+            except Exception as error:  # RedisUnavailable, a redis-py error: retried
+                _log.debug("re-reading shared state after subscribing failed: %r", error)
+                done = False
+        return done
+
+
 class InvalidationListener:
     """Subscribe to ``channel`` and call ``handler(pattern)`` for other origins' messages.
 
-    Run ``run()`` as a task; cancel it (or set ``stopped``) to end it.
+    Run ``run()`` as a task; cancel it (or set ``stopped``) to end it. ``handler`` and
+    ``on_gap`` may be set after construction, before ``run()``.
     """
 
     def __init__(
@@ -113,30 +164,40 @@ class InvalidationListener:
         *,
         channel: str,
         origin: str,
-        handler: Callable[[str], object],
-        on_gap: Callable[[], object] | None,
+        handler: Callable[[str], object] | None = None,
+        on_gap: Callable[[], object] | None = None,
         on_failure: Callable[[BaseException], None],
         wait_until_up: Callable[[], Awaitable[object]],
         backoff: Backoff,
         subscribe_timeout: float,
         read_generation: Callable[[], Awaitable[tuple[int | None, list[bytes]]]] | None = None,
+        notices: Notices | None = None,
     ) -> None:
         self._open_pubsub = open_pubsub
         self._channel = channel
         self._origin = origin
-        self._handler = handler
-        self._on_gap = on_gap
+        self.handler = handler
+        self.on_gap = on_gap
         self._on_failure = on_failure
         self._wait_until_up = wait_until_up
         self._backoff = backoff
         self._subscribe_timeout = subscribe_timeout
         self._read_generation = read_generation
+        self._notices = notices if notices is not None else Notices()
         self.seen: int | None = None  # the newest generation this process has applied
         self.subscribed = asyncio.Event()
         self.received = 0
         self.stopped = False
+        self._resync: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
+        try:
+            await self._subscriptions()
+        finally:
+            if self._resync is not None:
+                self._resync.cancel()
+
+    async def _subscriptions(self) -> None:
         attempt = 0
         ever_subscribed = False
         while not self.stopped:
@@ -168,12 +229,26 @@ class InvalidationListener:
                 continue
             if message["type"] == "subscribe":
                 await self._catch_up()
+                self._start_resync()
                 self.subscribed.set()
-                if gap and self._on_gap is not None:
-                    _call(self._on_gap)
+                if gap and self.on_gap is not None:
+                    _call(self.on_gap)
                 gap = False
             elif message["type"] == "message":
                 self._received(message["data"])
+
+    def _start_resync(self) -> None:
+        """Let the notices' components re-read their state (again) in the background."""
+        if self._resync is not None:
+            self._resync.cancel()
+        if self._notices:
+            self._resync = asyncio.ensure_future(self._resync_until_done())
+
+    async def _resync_until_done(self) -> None:
+        attempt = 0
+        while not self.stopped and not await self._notices.resync():
+            await asyncio.sleep(self._backoff.compute(attempt))
+            attempt += 1
 
     async def _catch_up(self) -> None:
         """Apply what was cleared while this process was not subscribed (see above).
@@ -189,7 +264,8 @@ class InvalidationListener:
         self.saw(current or 0)
 
     def _apply(self, pattern: str) -> None:
-        _call(lambda: self._handler(pattern))
+        if self.handler is not None:
+            _call(partial(self.handler, pattern))
 
     def saw(self, generation: int) -> None:
         """Record a generation as applied (this process's own clears included)."""
@@ -198,6 +274,7 @@ class InvalidationListener:
     def _received(self, data: bytes) -> None:
         decoded = decode_message(data)
         if decoded is None:
+            self._notices.deliver(data)
             return
         origin, pattern, generation = decoded
         if generation is not None:

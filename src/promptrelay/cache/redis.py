@@ -33,7 +33,8 @@ Guarantees:
   Every command touches one key, pipelines hold single-key commands only (a cluster
   pipeline sends each node its own), and ``clear`` SCANs every primary.
 - Cross-process invalidation: ``publish_invalidation(pattern)`` and
-  ``listen_invalidations(handler)`` (see ``cache/invalidation.py``).
+  ``listen_invalidations(handler)`` (see ``cache/invalidation.py``); other components'
+  change notices on the same channel and subscription: ``add_notice_listener``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ from promptrelay.cache.invalidation import (
     LOG_LENGTH,
     RECORD_SCRIPT,
     InvalidationListener,
+    NoticeHandler,
+    Notices,
     encode_message,
 )
 from promptrelay.cache.topology import RedisClient, RedisTopology, ScanPosition, redact_url
@@ -141,11 +144,26 @@ class RedisTier:
         self._wake = asyncio.Event()
         self._drained = asyncio.Condition()
         self._write_lock = asyncio.Lock()
-        self._listener: InvalidationListener | None = None
+        self._notices = Notices()
+        self._listener = self._new_listener()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._started = False
         self._closing = False
         self._closed = False
+
+    def _new_listener(self) -> InvalidationListener:
+        """The subscription for invalidations and notices; its handler is set later."""
+        return InvalidationListener(
+            partial(self._topology.pubsub, self._sub_client),
+            channel=self._channel,
+            origin=self._origin,
+            on_failure=self._gate.record_failure,
+            wait_until_up=self._gate.up.wait,
+            backoff=self._gate.backoff,
+            subscribe_timeout=self._topology.probe_budget,
+            read_generation=self._read_generation,
+            notices=self._notices,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> RedisTier:
@@ -179,6 +197,11 @@ class RedisTier:
         return await self._gate.run(call, budget=budget)
 
     @property
+    def channel(self) -> str:
+        """The invalidation channel, which change notices share (``add_notice_listener``)."""
+        return self._channel
+
+    @property
     def is_up(self) -> bool:
         return self._gate.health.is_up
 
@@ -209,8 +232,7 @@ class RedisTier:
                 async with asyncio.timeout(flush_timeout):
                     await self.flush()
         self._closed = True  # background loops stop at their next turn
-        if self._listener is not None:
-            self._listener.stopped = True
+        self._listener.stopped = True
         tasks = list(self._tasks.values())
         self._tasks.clear()
         await stop_tasks(tasks)
@@ -307,7 +329,7 @@ class RedisTier:
     def stats(self) -> dict[str, Any]:
         listener = self._listener
         subscriber = "off"
-        if listener is not None and "listener" in self._tasks:
+        if "listener" in self._tasks:
             subscriber = "subscribed" if listener.subscribed.is_set() else "connecting"
         return {
             "state": self._gate.health.state,
@@ -319,7 +341,7 @@ class RedisTier:
             "cool_off": self._gate.health.cool_off(),
             "last_error": self._gate.last_error,
             "subscriber": subscriber,
-            "invalidations_received": 0 if listener is None else listener.received,
+            "invalidations_received": listener.received,
         }
 
     async def flush(self) -> None:
@@ -338,7 +360,7 @@ class RedisTier:
         processes' listeners to clear ``pattern``; False if not sent."""
         recorded = await self._gate.call(partial(self._record_invalidation, pattern))
         generation = recorded if isinstance(recorded, int) else None
-        if generation is not None and self._listener is not None:
+        if generation is not None:
             self._listener.saw(generation)
         payload = encode_message(self._origin, pattern, generation)
         sent = await self._gate.call(lambda: self._client.publish(self._channel, payload))
@@ -368,27 +390,22 @@ class RedisTier:
         invalidation may have been missed meanwhile). Starts with ``start()`` (or now,
         if already started); resubscribes by itself after Redis restarts. Call once.
         """
-        if self._listener is not None:
+        if self._listener.handler is not None:
             raise RuntimeError("invalidations already have a listener")
-        self._listener = InvalidationListener(
-            partial(self._topology.pubsub, self._sub_client),
-            channel=self._channel,
-            origin=self._origin,
-            handler=handler,
-            on_gap=on_gap,
-            on_failure=self._gate.record_failure,
-            wait_until_up=self._gate.up.wait,
-            backoff=self._gate.backoff,
-            subscribe_timeout=self._topology.probe_budget,
-            read_generation=self._read_generation,
-        )
-        if self._started and not self._closing:
-            self._start_listener()
+        self._listener.handler, self._listener.on_gap = handler, on_gap
+        self._start_listener()
+
+    def add_notice_listener(
+        self, on_notice: NoticeHandler, resync: Callable[[], Awaitable[object]]
+    ) -> None:
+        """Receive other components' change notices (``Notices`` in cache/invalidation.py)
+        over the invalidation subscription, and ``await resync()`` after each
+        (re)subscription. Starts the subscription, as ``listen_invalidations`` does."""
+        self._notices.add(on_notice, resync)
+        self._start_listener()
 
     async def wait_subscribed(self, timeout: float = 2.0) -> bool:
         """Wait until the invalidation subscription is active; False on timeout."""
-        if self._listener is None:
-            return False
         try:
             async with asyncio.timeout(timeout):
                 await self._listener.subscribed.wait()
@@ -397,10 +414,12 @@ class RedisTier:
         return True
 
     def _start_listener(self) -> None:
-        if self._listener is not None and "listener" not in self._tasks:
-            self._tasks["listener"] = asyncio.get_running_loop().create_task(
-                self._listener.run(), name="redis-tier-invalidation-listener"
-            )
+        wanted = self._listener.handler is not None or bool(self._notices)
+        if not wanted or not self._started or self._closing or "listener" in self._tasks:
+            return
+        self._tasks["listener"] = asyncio.get_running_loop().create_task(
+            self._listener.run(), name="redis-tier-invalidation-listener"
+        )
 
     # -- internals ------------------------------------------------------------------
 

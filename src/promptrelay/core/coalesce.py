@@ -117,7 +117,9 @@ class StreamFanout(Generic[T]):
         self._finished = False
         self._abandoned = False
         self._subscribers = 0
-        self._changed = asyncio.Event()
+        # Futures of the subscribers waiting for the next item, each its own (a cancelled
+        # wait cancels only its future); none is made while every reader keeps up.
+        self._waiting: list[asyncio.Future[None]] = []
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -171,9 +173,12 @@ class StreamFanout(Generic[T]):
                     await aclose()
 
     def _notify(self) -> None:
-        # Swap before set: a reader that checks, then waits, always waits on a fresh event.
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        waiting = self._waiting
+        if waiting:
+            self._waiting = []
+            for future in waiting:
+                if not future.done():
+                    future.set_result(None)
 
     def _close(self) -> None:
         on_close, self._on_close = self._on_close, None
@@ -203,7 +208,10 @@ class Subscription(Generic[T]):
                 if fanout._error is not None:
                     raise fanout._error
                 break
-            await fanout._changed.wait()
+            # until the next item, the end or a failure
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            fanout._waiting.append(future)
+            await future
         raise StopAsyncIteration
 
     async def aclose(self) -> None:

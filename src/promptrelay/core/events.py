@@ -22,6 +22,7 @@ __all__ = [
     "Event",
     "EventBus",
     "MemoryGuardActed",
+    "PromptCacheUsed",
     "RedisMoved",
     "RequestFinished",
     "Retried",
@@ -84,6 +85,16 @@ class MemoryGuardActed(NamedTuple):
     seconds: float = 0.0  # collect: how long the collection stalled the loop
 
 
+class PromptCacheUsed(NamedTuple):
+    """An upstream answer (not promptrelay's hit, not a shared call) that read or wrote
+    Anthropic's prompt cache: its usage's cache tokens, for what that cache saved."""
+
+    model: str
+    read: int  # cache_read_input_tokens
+    created: int  # cache_creation_input_tokens, of which 1 h:
+    created_1h: int
+
+
 class RequestFinished(NamedTuple):
     """One HTTP request on a hot route, timed in stages.
 
@@ -117,6 +128,7 @@ Event = (
     | RedisMoved
     | RequestFinished
     | MemoryGuardActed
+    | PromptCacheUsed
 )
 EVENT_TYPES: tuple[type[Event], ...] = get_args(Event)
 Listener = Callable[[Event], None]

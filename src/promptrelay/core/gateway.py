@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -30,11 +30,18 @@ from promptrelay.cache.tiered import TieredCache
 from promptrelay.core.auth import Credentials, KeyMode
 from promptrelay.core.cache_control import DEFAULT, CacheControl
 from promptrelay.core.coalesce import Coalescer, StreamCoalescer
-from promptrelay.core.events import CacheLookup, Coalesced, EventBus, UpstreamFinished
+from promptrelay.core.events import (
+    CacheLookup,
+    Coalesced,
+    EventBus,
+    PromptCacheUsed,
+    UpstreamFinished,
+)
+from promptrelay.core.prompt_cache import input_units, prompt_cache_used
 from promptrelay.core.quotas import Quotas
 from promptrelay.core.request import json_object_or_none
 from promptrelay.core.resilient import ResilientUpstream
-from promptrelay.core.sse import MessageAssembler, SseParser, message_events
+from promptrelay.core.sse import SseParser, assemble_message, message_events
 from promptrelay.resilience.estimate import estimate_cost
 from promptrelay.resilience.governor import INTERACTIVE
 from promptrelay.upstream.client import UpstreamResponse
@@ -46,6 +53,7 @@ _JSON = (b"content-type", b"application/json")
 _SSE = (b"content-type", b"text/event-stream; charset=utf-8")
 _NO_RETRY = (b"x-should-retry", b"false")
 _COALESCED = (b"x-coalesced", b"true")
+_CACHE_TOKENS = b'"cache_'  # usage's cache_read_... and cache_creation_...: else no parse
 _X_CACHE = {label: (b"x-cache", label.encode()) for label in ("HIT", "MISS", "BYPASS")}
 
 
@@ -150,22 +158,34 @@ class Gateway:
         return entry
 
     async def messages(self, call: MessagesCall) -> Reply:
+        """`_messages`, and the usage of an upstream answer (never a hit or a shared
+        call) charged to the KEYS_FILE key and counted for Anthropic's prompt cache."""
         tenant = call.creds.tenant
-        if tenant is None or self._quotas is None:
+        quotas = self._quotas if tenant is not None else None
+        watched = PromptCacheUsed in self._events.wanted
+        if quotas is None and not watched:
             return await self._messages(call)
         model = str(call.body.get("model", ""))
-        await self._quotas.admit(tenant, model)  # a hit counts as a request too
+        if quotas is not None and tenant is not None:
+            await quotas.admit(tenant, model)  # a hit counts as a request too
         reply = await self._messages(call)
         if reply.status != 200 or reply.cache == "HIT" or _COALESCED in reply.headers:
             return reply
-        quotas = self._quotas
+
+        async def account(usage: dict[str, Any]) -> None:
+            used = prompt_cache_used(model, usage) if watched else None
+            if used is not None and (used.read or used.created):
+                self._events.emit(used)
+            if quotas is not None and tenant is not None:
+                await quotas.charge(tenant, model, usage)
+
         if reply.chunks is not None:
-            reply.chunks = _metered(reply.chunks, lambda u: quotas.charge(tenant, model, u))
-            return reply
-        message = json_object_or_none(reply.body)
-        usage = message.get("usage") if message is not None else None
-        if isinstance(usage, dict):
-            await quotas.charge(tenant, model, usage)
+            reply.chunks = _metered(reply.chunks, account, output=quotas is not None)
+        elif quotas is not None or _CACHE_TOKENS in reply.body:
+            message = json_object_or_none(reply.body)
+            usage = message.get("usage") if message is not None else None
+            if isinstance(usage, dict):
+                await account(usage)
         return reply
 
     async def _messages(self, call: MessagesCall) -> Reply:
@@ -252,8 +272,9 @@ class Gateway:
             extra.append(OFFLINE_HEADER)
         if not stream:
             return Reply(200, [_JSON, *extra], entry.value, cache="HIT")
-        events = message_events(orjson.loads(entry.value))
-        return Reply(200, [_SSE, *extra], chunks=_iterate(events), cache="HIT")
+        # the whole replay in one chunk: one write, where an event per write cost a send each
+        replay = b"".join(message_events(orjson.loads(entry.value)))
+        return Reply(200, [_SSE, *extra], chunks=_once(replay), cache="HIT")
 
     def _count_hit(self, entry: CacheEntry) -> Mapping[str, Any]:
         meta = entry.meta or {}
@@ -264,7 +285,8 @@ class Gateway:
                 saved_ms=float(meta.get("upstream_ms", 0.0)),
                 saved_tokens=int(meta.get("tokens", 0)),
                 model=str(meta.get("model", "")),
-                saved_input_tokens=int(meta.get("input_tokens", 0)),
+                # what a hit saved is the stored answer's input priced as Anthropic did
+                saved_input_tokens=int(meta.get("input_units", meta.get("input_tokens", 0))),
                 saved_output_tokens=int(meta.get("output_tokens", 0)),
             )
         )
@@ -323,6 +345,7 @@ class Gateway:
                 "upstream_ms": round((time.perf_counter() - started) * 1000, 2),
                 "tokens": int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0)),
                 "input_tokens": int(usage.get("input_tokens", 0)),
+                "input_units": input_units(usage),
                 "output_tokens": int(usage.get("output_tokens", 0)),
                 "model": str(message.get("model", "")),
                 "offline": int(offline),
@@ -354,7 +377,8 @@ class Gateway:
             headers.append(_COALESCED)
             self._events.emit(Coalesced(stream=True))
         if not head.body and head.status < 300:
-            return Reply(head.status, headers, chunks=_bytes_only(items), cache=label, close=close)
+            chunks = cast(AsyncIterator[bytes], items)  # only bytes follow the head
+            return Reply(head.status, headers, chunks=chunks, cache=label, close=close)
         await close()
         return Reply(head.status, headers, head.body, cache=label)
 
@@ -369,17 +393,20 @@ class Gateway:
             yield _Head(response.status, headers, response.body)
             return
         yield _Head(response.status, headers, b"")
-        parser, assembler = SseParser(), MessageAssembler()
+        # Forwarded as they arrive; what is stored is folded from the raw bytes once, at
+        # the end (a parse per event on the way would cost every event of every stream).
+        kept: list[bytes] | None = [] if store_key is not None else None
         try:
             async for chunk in response.chunks:
-                if store_key is not None:
-                    for name, data in parser.feed(chunk):
-                        assembler.add(name, data)
+                if kept is not None:
+                    kept.append(chunk)
                 yield chunk
         finally:
             await response.aclose()
-        if store_key is not None and assembler.complete and assembler.message is not None:
-            await self._store(store_key, assembler.message, None, _is_offline(call), started)
+        if store_key is not None and kept is not None:
+            message = assemble_message(b"".join(kept))
+            if message is not None:
+                await self._store(store_key, message, None, _is_offline(call), started)
 
 
 def _is_offline(call: MessagesCall) -> bool:
@@ -407,31 +434,28 @@ def _cacheable(message: dict[str, Any]) -> bool:
     )
 
 
-async def _iterate(events: Any) -> AsyncIterator[bytes]:
-    for event in events:
-        yield event
-
-
-async def _bytes_only(items: AsyncIterator[_Head | bytes]) -> AsyncIterator[bytes]:
-    async for item in items:
-        assert isinstance(item, bytes)
-        yield item
+async def _once(chunk: bytes) -> AsyncIterator[bytes]:
+    yield chunk
 
 
 async def _metered(
-    chunks: AsyncIterator[bytes], charge: Callable[[dict[str, Any]], Awaitable[None]]
+    chunks: AsyncIterator[bytes],
+    charge: Callable[[dict[str, Any]], Awaitable[None]],
+    *,
+    output: bool = True,
 ) -> AsyncIterator[bytes]:
     """Forward a stream, then charge its usage: input and cache tokens as `message_start`
     gave them, output tokens from the last `message_delta` (a running total, never
-    summed)."""
-    parser = SseParser()
+    summed). Without `output`, parsing stops at `message_start`."""
+    parser: SseParser | None = SseParser()
     usage: dict[str, Any] = {}
     async for chunk in chunks:
-        for name, data in parser.feed(chunk):
+        for name, data in parser.feed(chunk) if parser is not None else ():
             if name == "message_start":
                 message = json_object_or_none(data) or {}
                 start = (message.get("message") or {}).get("usage")
                 usage = dict(start) if isinstance(start, dict) else {}
+                parser = parser if output else None
             elif name == "message_delta":
                 delta = (json_object_or_none(data) or {}).get("usage") or {}
                 if isinstance(delta.get("output_tokens"), int):

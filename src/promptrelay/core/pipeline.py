@@ -3,8 +3,9 @@
     face (decode wire format) -> Ask
         prepare(ask)   credentials + namespace (already in the ask), default model (the
                        providers file's when it sets one), default max_tokens, template
-                       render, model alias, cache control (header or `"cache": false`),
-                       API version default, per-model timeout   -> Prepared(call, ...)
+                       render, model alias, PROMPT_CACHE_AUTO's breakpoint, cache
+                       control (header or `"cache": false`), API version default,
+                       per-model timeout                        -> Prepared(call, ...)
         run(call)      cache lookup (one CacheLookup event), coalescer, retries +
                        breaker, store, events; streamed or not  -> Reply
     face (encode Reply into its wire format)
@@ -30,6 +31,7 @@ from promptrelay.cache.base import CacheEntry
 from promptrelay.core.auth import Credentials
 from promptrelay.core.cache_control import DEFAULT, NO_STORE, CacheControl
 from promptrelay.core.gateway import Gateway, MessagesCall, Reply
+from promptrelay.core.prompt_cache import auto_breakpoint
 from promptrelay.core.providers import Providers
 from promptrelay.core.request import TemplateCall
 from promptrelay.errors import InvalidRequest
@@ -77,8 +79,10 @@ class Pipeline:
         *,
         default_version: str,
         default_max_tokens: int,
+        prompt_cache_auto: bool = False,
     ) -> None:
         self._gateway = gateway
+        self._auto_breakpoint = prompt_cache_auto
         self._providers = providers
         self._templates = templates
         self._version = default_version
@@ -109,6 +113,8 @@ class Pipeline:
         elif "model" not in body or "max_tokens" not in body:
             body = {"model": providers.default_model, "max_tokens": self._max_tokens, **body}
         model = providers.resolve(str(body["model"]))
+        if self._auto_breakpoint:
+            body = auto_breakpoint(body, model)
         raw = ask.raw
         if raw is None or body is not ask.body or model != body["model"]:
             # an alias: the resolved model goes upstream and into the cache key

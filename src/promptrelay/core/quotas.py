@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis, RedisCluster
 
 from promptrelay.core.keyfile import KeyEntry
+from promptrelay.core.prompt_cache import READ, WRITE_1H, WRITE_5M
 from promptrelay.errors import Forbidden, RateLimited, RedisUnavailable
 from promptrelay.resilience.redis_state import RedisRunner
 
@@ -78,7 +79,7 @@ def dollars(usage: Mapping[str, Any], price: tuple[float, float]) -> float:
     split = usage.get("cache_creation")
     one_hour = _int(split.get("ephemeral_1h_input_tokens")) if isinstance(split, dict) else 0
     five_min = max(0, created - one_hour)
-    input_cost = fresh + 1.25 * five_min + 2.0 * one_hour + 0.1 * read
+    input_cost = fresh + WRITE_5M * five_min + WRITE_1H * one_hour + READ * read
     return (input_cost * per_in + _int(usage.get("output_tokens")) * per_out) / 1e6
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["MessageAssembler", "SseParser", "encode_event", "message_events"]
+__all__ = ["MessageAssembler", "SseParser", "assemble_message", "encode_event", "message_events"]
 
 _TEXT_CHUNK = 48  # characters per replayed text delta: small enough to look like a stream
 
@@ -131,6 +131,19 @@ def _frame(frame: bytes) -> tuple[str, bytes] | None:
     return (name, b"\n".join(lines)) if lines else None
 
 
+def assemble_message(raw: bytes) -> dict[str, Any] | None:
+    """The Message a whole Messages stream (its raw bytes) carries, folded in one pass;
+    None unless it reached `message_stop` without an `error` event. An event whose data is
+    not JSON gives None too: such a stream is forwarded, never stored."""
+    assembler = MessageAssembler()
+    try:
+        for name, data in SseParser().feed(raw):
+            assembler.add(name, data)
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+    return assembler.message if assembler.complete else None
+
+
 class MessageAssembler:
     """Folds Messages API stream events back into one Message dict.
 
@@ -142,6 +155,7 @@ class MessageAssembler:
         self.complete = False
         self.errored = False
         self._partial_json: dict[int, list[str]] = {}
+        self._pieces: dict[tuple[int, str], list[str]] = {}  # text deltas, joined once
 
     def add(self, name: str, data: bytes) -> None:
         if name == "error":
@@ -166,16 +180,19 @@ class MessageAssembler:
             self.message.update(event.get("delta", {}))
             self.message["usage"] = {**self.message.get("usage", {}), **event.get("usage", {})}
         elif kind == "message_stop":
+            self._join_pieces()
             self.complete = not self.errored
 
     def _apply_delta(self, index: int, delta: dict[str, Any]) -> None:
         assert self.message is not None
         block = self.message["content"][index]
         kind = delta.get("type")
-        if kind == "text_delta":
-            block["text"] = block.get("text", "") + delta["text"]
-        elif kind == "thinking_delta":
-            block["thinking"] = block.get("thinking", "") + delta["thinking"]
+        if kind == "text_delta" or kind == "thinking_delta":
+            field = "text" if kind == "text_delta" else "thinking"
+            pieces = self._pieces.get((index, field))
+            if pieces is None:
+                pieces = self._pieces[index, field] = [block.get(field, "")]
+            pieces.append(delta[field])
         elif kind == "signature_delta":
             block["signature"] = delta["signature"]
         elif kind == "input_json_delta":
@@ -183,8 +200,16 @@ class MessageAssembler:
         elif kind == "citations_delta":
             block.setdefault("citations", []).append(delta["citation"])
 
+    def _join_pieces(self, index: int | None = None) -> None:
+        """Write the text deltas collected so far into their blocks (one join each, where
+        adding each delta to the text would copy it again per delta)."""
+        assert self.message is not None
+        for key in [k for k in self._pieces if index is None or k[0] == index]:
+            self.message["content"][key[0]][key[1]] = "".join(self._pieces.pop(key))
+
     def _finish_block(self, index: int) -> None:
         assert self.message is not None
+        self._join_pieces(index)
         parts = self._partial_json.pop(index, None)
         if parts is not None:
             text = "".join(parts)

@@ -9,6 +9,8 @@ Rules:
   ephemeral_5m / ephemeral_1h by the breakpoint's `ttl`); a request with the same prefix
   within its TTL reads it (cache_read_input_tokens), which refreshes the TTL.
 - Entries belong to one API key. `input_tokens` is what is left after the prefix.
+- The breakpoints of the last request are kept (`last_breakpoints`: where, control) for
+  tests to see what promptrelay sent.
 """
 
 from __future__ import annotations
@@ -41,11 +43,14 @@ class FakePromptCache:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._entries: dict[tuple[str, str], float] = {}  # (key, prefix hash) -> expiry
+        self.last_breakpoints: list[tuple[str, Any]] = []
 
     def reset(self) -> None:
         self._entries.clear()
+        self.last_breakpoints = []
 
     def lookup(self, key: str, body: dict[str, Any], min_tokens: int) -> CacheUsage:
+        self.last_breakpoints = _breakpoints(body)
         found = _prefix(body)
         if found is None:
             return CacheUsage()
@@ -92,6 +97,21 @@ def _prefix(body: dict[str, Any]) -> tuple[bytes, int, str] | None:
     chars = sum(count for _, count in parts[: last + 1])
     text = orjson.dumps([block for block, _ in parts[: last + 1]], option=orjson.OPT_SORT_KEYS)
     return text, chars // 4, str(ttl)
+
+
+def _breakpoints(body: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(where, cache_control) of every marked block: `tools.0`, `system.1`,
+    `messages.0.content.2`."""
+    found = []
+    places = [("tools", body.get("tools")), ("system", body.get("system"))]
+    for index, message in enumerate(body.get("messages") or ()):
+        if isinstance(message, dict):
+            places.append((f"messages.{index}.content", message.get("content")))
+    for where, blocks in places:
+        for index, block in enumerate(blocks if isinstance(blocks, list) else ()):
+            if isinstance(block, dict) and block.get("cache_control") is not None:
+                found.append((f"{where}.{index}", block["cache_control"]))
+    return found
 
 
 def _chars(block: Any) -> int:

@@ -163,6 +163,8 @@ class FakeUpstream:
         requests, by_path {path: n}, by_status {"200": n; "499": no answer sent},
         connections_total (accepted), connections_open, in_flight, max_in_flight,
         api_keys_seen (distinct, in order), last_headers (last /v1 request, lower-cased),
+        last_cache_control [[where, cache_control]] (the last Messages request's
+        prompt-cache breakpoints),
         request_log [{"method", "path"}: every request, oldest first, the path raw with
         its query], outside_prefix (requests not under `prefix`).
         """
@@ -180,6 +182,7 @@ class FakeUpstream:
             "last_headers": {k.lower(): v for k, v in headers.items()} if headers else {},
             "request_log": [{"method": method, "path": path} for method, path in c.log],
             "outside_prefix": c.outside_prefix,
+            "last_cache_control": [list(b) for b in self._prompt_cache.last_breakpoints],
         }
 
     def reset(self) -> None:
@@ -340,6 +343,7 @@ class FakeUpstream:
             headers["Content-Type"] = "text/html"
             return web.Response(status=200, body=_GARBAGE, headers=headers)
         raw = await request.read()
+        self._prompt_cache.last_breakpoints = []
         if b'"cache_control"' in raw:
             answer = self._cached(key, raw, answer)
         refused = self._rate_limit(key, answer, headers)

@@ -107,11 +107,16 @@ class BenchResult:
     p99_ms: float
     max_ms: float
     client_cpu_pct: float  # this process's CPU over the run, % of one core
+    events: int = 0  # SSE events (blank-line separated) in the 2xx event-stream answers
 
     @property
     def rps(self) -> float:
         """2xx answers per second."""
         return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def failed(self) -> int:
@@ -124,7 +129,13 @@ class BenchResult:
         return self.x_cache.get("HIT", 0) / labelled if labelled else None
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "rps": self.rps, "failed": self.failed, "hit_rate": self.hit_rate}
+        return {
+            **asdict(self),
+            "rps": self.rps,
+            "events_per_s": self.events_per_s,
+            "failed": self.failed,
+            "hit_rate": self.hit_rate,
+        }
 
 
 def percentile(ordered: list[float], pct: float) -> float:
@@ -177,6 +188,7 @@ class _Tally:
         self.latencies: list[float] = []
         self.errors: Counter[str] = Counter()
         self.x_cache: Counter[str] = Counter()
+        self.events = 0
         self.last_done = 0.0
 
 
@@ -190,10 +202,14 @@ async def _one(
 ) -> None:
     """Send one request, read the whole answer (streams to the end), record the outcome."""
     tally.sent += 1
+    events, ended_nl = 0, False
     try:
         async with session.post(endpoint, data=data, headers=headers) as response:
-            async for _ in response.content.iter_any():
-                pass
+            sse = response.headers.get("content-type", "").startswith("text/event-stream")
+            async for chunk in response.content.iter_any():
+                if sse:  # events end with a blank line, which may straddle two reads
+                    events += chunk.count(b"\n\n") + (ended_nl and chunk[:1] == b"\n")
+                    ended_nl = chunk[-1:] == b"\n"
             status, label = response.status, response.headers.get("x-cache")
     except TimeoutError:
         tally.errors["timeout"] += 1
@@ -203,6 +219,7 @@ async def _one(
         if 200 <= status < 300:
             tally.latencies.append(time.perf_counter() - started)
             tally.x_cache["none" if label is None else label.upper()] += 1
+            tally.events += events
         else:
             tally.errors[str(status)] += 1
     tally.last_done = time.perf_counter()
@@ -264,6 +281,7 @@ async def run_bench(
         p99_ms=percentile(ordered, 99) * 1e3,
         max_ms=ordered[-1] * 1e3 if ordered else math.nan,
         client_cpu_pct=cpu / seconds * 100,
+        events=tally.events,
     )
 
 

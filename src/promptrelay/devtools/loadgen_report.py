@@ -80,6 +80,9 @@ def render(result: BenchResult, plan: LoadPlan, console: Console) -> None:
         ("p99 ms", _ms(result.p99_ms)),
         ("max ms", _ms(result.max_ms)),
     ]
+    if plan.workload.value == "stream":
+        rows.append(("SSE events (2xx streams)", f"{result.events:,}"))
+        rows.append(("SSE events/s", f"{result.events_per_s:,.1f}"))
     for name, count in sorted(result.errors.items()):
         rows.append((f"errors: {name}", f"{count:,}"))
     hit_rate = result.hit_rate

@@ -17,7 +17,8 @@ Rules
                    probe released (no outcome) -> stays HALF_OPEN; the next caller probes
     side calls before_side_call() admits only while CLOSED: a pass-through call is
                counted, but never serves as the probe.
-    any state  trip(seconds) forces OPEN for at least `seconds` (another process said so).
+    any state  trip(seconds) forces OPEN for at least `seconds` (another process said so);
+               adopt_close() forces CLOSED (another process's probe succeeded).
 
 Tickets
 -------
@@ -79,6 +80,7 @@ class Reason(enum.StrEnum):
     PROBE_FAILED = "probe_failed"
     PROBE_TIMED_OUT = "probe_timed_out"
     TRIPPED = "tripped"
+    CLOSED_ELSEWHERE = "closed_elsewhere"
 
 
 _CLOSED, _OPEN, _HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
@@ -92,6 +94,8 @@ _TRANSITIONS: dict[tuple[BreakerState, Reason], BreakerState] = {
     (_HALF_OPEN, Reason.PROBE_FAILED): _OPEN,
     (_HALF_OPEN, Reason.PROBE_TIMED_OUT): _OPEN,
     (_HALF_OPEN, Reason.TRIPPED): _OPEN,
+    (_OPEN, Reason.CLOSED_ELSEWHERE): _CLOSED,
+    (_HALF_OPEN, Reason.CLOSED_ELSEWHERE): _CLOSED,
 }
 
 
@@ -279,6 +283,14 @@ class BreakerMachine:
             moved.append(self._move(Reason.TRIPPED, now))
             self._half_open_at = until
         return tuple(moved)
+
+    def adopt_close(self) -> tuple[BreakerTransition, ...]:
+        """Be CLOSED because another process's probe succeeded; no effect while CLOSED.
+
+        A probe of our own still in flight is forgotten: its outcome changes nothing."""
+        if self._state is _CLOSED:
+            return ()
+        return (self._move(Reason.CLOSED_ELSEWHERE, self.clock()),)
 
     def tick(self) -> tuple[BreakerTransition, ...]:
         """Apply moves that only time causes (a probe that never reported)."""

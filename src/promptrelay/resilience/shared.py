@@ -1,29 +1,44 @@
 """The async breaker: the pure machine plus an optional state shared between processes.
 
+Every attempt is decided by the local machine alone, with no shared-state I/O: the
+shared state is written only when the machine changes state, and other processes'
+changes reach the machine as notices (`watch`), applied as they arrive.
+
 Rules
 -----
 
-    shared says open until T > now   refuse at once; the local machine adopts the opening
-                                     (trip) so it, too, goes half-open before probing.
-    local machine opens              publish open until now + seconds until half-open.
+    notice: opened until T > now     the local machine adopts the opening (trip), so it
+                                     refuses at once and goes half-open before probing.
+    notice: closed                   another process's probe succeeded: the local
+                                     machine closes too (adopt_close), sending no probe.
+    resubscribed to notices          the shared open state is read once (the shared
+                                     state's `watch` does it): a lost "opened" notice
+                                     is adopted then. A lost "closed" notice costs at
+                                     most this process's own probe after its reset time.
+    local machine opens              publish open until now + seconds until half-open
+                                     (written, then a notice to the others).
+    local machine closes             publish closed (adopted closes are not republished).
     local machine admits a probe     only the process that wins try_acquire_probe sends
-                                     it; a loser gives the slot back and refuses the call.
+                                     it; a loser gives the slot back, refuses the call,
+                                     and refuses locally (no shared I/O) until the
+                                     winner's lease has run out, unless a notice comes.
     the probe lock is a lease        claimed and renewed for a few seconds at a time
                                      (resilience/lease.py) while the probe waits for the
                                      upstream's status line and headers, with a
                                      compare-and-set on this instance's token; a holder
                                      that dies frees it within one lease.
     our probe is judged (its head)   publish closed (success) or open (failure), then
-                                     release the probe lock. Other processes still
-                                     half-open then confirm with one probe each, one at a
-                                     time (the lock serialises them).
+                                     release the probe lock. The others adopt the verdict
+                                     by its notice; one that missed a close confirms with
+                                     a probe of its own (the lock serialises them).
     our probe has no head in time    at its head deadline the renewal stops, the probe
                                      counts as failed: publish open, release the lock.
     refused while half-open          Retry-After: when the probe will have decided, at
                                      most one lease away (not the request's own budget).
     shared state errors or hangs     ignored: the local machine decides alone. An unknown
                                      shared state never closes the circuit, it only fails
-                                     to add an opening from elsewhere.
+                                     to add an opening from elsewhere (the next
+                                     resubscription adopts it).
 
 Times in the shared state are wall-clock seconds (`wall_clock`, default time.time), since
 monotonic clocks mean nothing across processes; processes sharing a breaker need clocks
@@ -37,7 +52,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from promptrelay.resilience.breaker import (
     BreakerMachine,
@@ -49,7 +64,13 @@ from promptrelay.resilience.breaker import (
 )
 from promptrelay.resilience.lease import ProbeLease
 
-__all__ = ["CircuitBreaker", "SharedBreakerState", "SharedStateError"]
+__all__ = [
+    "CircuitBreaker",
+    "PeerWatcher",
+    "ProbeClaim",
+    "SharedBreakerState",
+    "SharedStateError",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,22 +81,44 @@ class SharedStateError(Exception):
     """The shared state could not be read or written; implementations raise this."""
 
 
+class ProbeClaim(NamedTuple):
+    """Outcome of claiming the probe: won, or lost with the holder's lease time left."""
+
+    won: bool
+    held_for: float = 0.0
+
+
+_UNKNOWN_CLAIM = ProbeClaim(True)  # shared state unreachable: the local admission stands
+_FROM_ELSEWHERE = frozenset({Reason.TRIPPED, Reason.CLOSED_ELSEWHERE})
+
+
+class PeerWatcher(Protocol):
+    """What the shared state tells about other processes' changes (CircuitBreaker is one)."""
+
+    def opened_elsewhere(self, until: float) -> None: ...
+
+    def closed_elsewhere(self) -> None: ...
+
+
 class SharedBreakerState(Protocol):
     """What several processes share about one upstream's breaker.
 
     Implementations may raise anything on failure; the breaker falls back to local state.
     """
 
-    async def read_open_until(self) -> float | None:
-        """Wall-clock time until which the circuit is open, or None if nobody opened it."""
+    def watch(self, watcher: PeerWatcher) -> None:
+        """From now on, tell `watcher` of the other processes' openings and closes, and of
+        the shared opening (if any) each time the notices (re)connect."""
         ...
 
-    async def publish_open(self, until: float) -> None: ...
+    async def publish_open(self, until: float) -> None:
+        """Record open until `until` (wall clock) and tell the other processes."""
+        ...
 
     async def publish_closed(self) -> None: ...
 
-    async def try_acquire_probe(self, ttl: float) -> bool:
-        """Claim the one half-open probe for `ttl` seconds; False if another holds it."""
+    async def try_acquire_probe(self, ttl: float) -> ProbeClaim:
+        """Claim the one half-open probe for `ttl` seconds; lost if another holds it."""
         ...
 
     async def renew_probe(self, ttl: float) -> bool:
@@ -121,6 +164,11 @@ class CircuitBreaker:
         # task renewing that lock's lease.
         self._lock_holder: Ticket | None = None
         self._renewal: asyncio.Task[None] | None = None
+        # Wall-clock time until which another process holds the probe lease, as its
+        # claim told us: till then a probe admitted here is refused without asking.
+        self._peer_probe_until = 0.0
+        if shared is not None:
+            shared.watch(self)
 
     @property
     def state(self) -> BreakerState:
@@ -140,9 +188,6 @@ class CircuitBreaker:
         return snap
 
     async def before_call(self) -> Decision:
-        refused = await self._opened_elsewhere()
-        if refused is not None:
-            return refused
         decision = self.machine.before_call()
         await self._publish(decision.transitions)
         ticket = decision.ticket
@@ -154,21 +199,16 @@ class CircuitBreaker:
             return replace(decision, retry_after=wait)
         if not ticket.probe or self._shared is None:
             return decision
-        ttl = self.lease.ttl(self.machine.probe_seconds_left()) or self.lease.duration
-        # Unreachable shared state: the local machine's admission stands.
-        won = await self._shared_call(self._shared.try_acquire_probe(ttl), True)
-        if not won:
+        held_for = await self._probe_held_elsewhere()
+        if held_for is not None:
             self.machine.release(ticket)
-            return Decision(None, self.lease.retry_after(None), decision.transitions)
+            return Decision(None, self.lease.retry_after(held_for), decision.transitions)
         self._lock_holder = ticket
         self._renewal = asyncio.ensure_future(self._hold_lease(ticket))
         return decision
 
     async def before_side_call(self) -> Decision:
         """Admission that never takes the half-open probe (BreakerMachine.before_side_call)."""
-        refused = await self._opened_elsewhere()
-        if refused is not None:
-            return refused
         decision = self.machine.before_side_call()
         await self._publish(decision.transitions)
         return decision
@@ -205,23 +245,42 @@ class CircuitBreaker:
 
     # -- internals -----------------------------------------------------------------------
 
-    async def _opened_elsewhere(self) -> Decision | None:
-        """A refusal when another process holds the circuit open, else None."""
-        if self._shared is None:
+    # -- notices from the shared state (PeerWatcher) -----------------------------------
+
+    def opened_elsewhere(self, until: float) -> None:
+        """Another process opened the circuit until `until` (wall clock): adopt it."""
+        self._peer_probe_until = 0.0
+        left = until - self._wall()
+        if left > 0:
+            self.machine.trip(left)
+
+    def closed_elsewhere(self) -> None:
+        """Another process's probe succeeded: close without a probe of our own."""
+        self._peer_probe_until = 0.0
+        self.machine.adopt_close()
+
+    async def _probe_held_elsewhere(self) -> float | None:
+        """Claim the shared probe lock: None when ours, else seconds another holds it.
+
+        After a lost claim, asks nothing until the holder's lease has run out."""
+        assert self._shared is not None
+        held_for = self._peer_probe_until - self._wall()
+        if held_for > 0:
+            return held_for
+        ttl = self.lease.ttl(self.machine.probe_seconds_left()) or self.lease.duration
+        claim = await self._shared_call(self._shared.try_acquire_probe(ttl), _UNKNOWN_CLAIM)
+        if claim.won:
             return None
-        until = await self._shared_call(self._shared.read_open_until(), None)
-        left = None if until is None else until - self._wall()
-        if left is None or left <= 0:
-            return None
-        moved = self.machine.trip(left)
-        await self._publish(moved)
-        return Decision(None, left, moved)
+        self._peer_probe_until = self._wall() + claim.held_for
+        return claim.held_for
 
     async def _publish(self, moved: tuple[BreakerTransition, ...]) -> None:
         if self._shared is None or not moved:
             return
         last = moved[-1]
-        if last.new is BreakerState.OPEN and last.reason is not Reason.TRIPPED:
+        if last.reason in _FROM_ELSEWHERE:
+            return  # another process published it
+        if last.new is BreakerState.OPEN:
             left = self.machine.seconds_until_half_open() or 0.0
             await self._shared_call(self._shared.publish_open(self._wall() + left), None)
         elif last.new is BreakerState.CLOSED:

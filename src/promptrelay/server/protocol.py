@@ -8,6 +8,11 @@ cap. One timer per connection (the watch) enforces the phase deadlines of
 `promptrelay.server.limits`; the per-request work on the hot path is a few attribute
 stores and a clock read.
 
+A whole answer goes out in one system call: each request's cycle writes through a
+`_Writer`, which holds the head of a response with a content-length until its body is
+written (uvicorn alone writes a head and its body with two calls, two system calls on the
+hit path). A streamed answer's head is written at once, as before.
+
 Every refusal is answered in the error shape of `promptrelay.errors` when nothing of a
 response went out yet, then the connection is closed gracefully: the write side is shut
 after the answer and what the client still sends is read and dropped for `linger` seconds,
@@ -22,7 +27,11 @@ from asyncio import TimerHandle
 from typing import Any
 
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.server import ServerState
 
 from promptrelay.errors import (
@@ -37,6 +46,48 @@ from promptrelay.server.limits import Phase, ServerLimits, time_left
 __all__ = ["GatewayProtocol"]
 
 _HEAD, _BODY, _IDLE = Phase.HEAD, Phase.BODY, Phase.IDLE
+
+
+class _Writer:
+    """The transport as one request's cycle sees it. The head of a response whose body
+    length is declared (content-length) is held until the first body write, and goes out
+    with it in one call; everything else is written at once (a body sent in several
+    chunks, a file say, is never gathered)."""
+
+    __slots__ = ("_cycle", "_fresh", "_held", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._held = b""
+        self._fresh = True  # the next write is the head (uvicorn writes it in one call)
+
+    def write(self, data: bytes) -> None:
+        if self._held:
+            data, self._held = self._held + data, b""
+        elif self._fresh:
+            self._fresh = False
+            cycle = self._cycle
+            if cycle.chunked_encoding is False and cycle.expected_content_length > 0:
+                self._held = data  # the head: its declared body is still to come
+                return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._held:
+            held, self._held = self._held, b""
+            if not self._transport.is_closing():  # a lost connection: nobody to read it
+                self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
 
 
 class GatewayProtocol(HttpToolsProtocol):
@@ -125,10 +176,17 @@ class GatewayProtocol(HttpToolsProtocol):
         self._phase = _BODY
         self._since = self.loop.time()
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and not isinstance(cycle.transport, _Writer):
+            cycle.transport = _Writer(self.transport, cycle)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._phase = _IDLE
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        self._flush()  # a HEAD answer's head: uvicorn writes no body after it
+        super().on_response_complete()
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn calls this when httptools refuses the bytes (request line, header,
@@ -177,6 +235,7 @@ class GatewayProtocol(HttpToolsProtocol):
             cycle.disconnected = True
             cycle.message_event.set()
             if cycle.response_started:
+                self._flush()
                 self.transport.close()
                 return
         elif cycle is not None and not cycle.response_complete:
@@ -186,7 +245,14 @@ class GatewayProtocol(HttpToolsProtocol):
             return
         self._answer_and_close(error, linger)
 
+    def _flush(self) -> None:
+        """Write what the current cycle holds, before the protocol writes itself."""
+        writer: object = self.cycle.transport if self.cycle is not None else None
+        if type(writer) is _Writer:
+            writer.flush()
+
     def _answer_and_close(self, error: GatewayError, linger: bool) -> None:
+        self._flush()  # what the app wrote goes first
         self.transport.write(self._error_response(error))
         if not linger:
             self.transport.close()  # after the buffered answer is flushed

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 from redis.asyncio import Redis, RedisCluster
 
-from promptrelay.core.events import EventBus
+from promptrelay.core.events import EventBus, PromptCacheUsed
 from promptrelay.errors import RedisUnavailable
 from promptrelay.settings import Settings
 from promptrelay.telemetry.alerts import AlertManager, Thresholds, evaluate
@@ -42,6 +42,7 @@ from promptrelay.telemetry.history import History
 from promptrelay.telemetry.prices import PriceFn
 from promptrelay.telemetry.prometheus import PrometheusExporter
 from promptrelay.telemetry.recommend import recommend
+from promptrelay.telemetry.savings import PromptCacheSavings
 from promptrelay.telemetry.snapshot import Snapshot, Tuning
 from promptrelay.telemetry.stats import RequestStats
 from promptrelay.telemetry.system import GcWatch, LoopLagProbe, SystemProbe, SystemSample
@@ -96,6 +97,8 @@ class Telemetry:
         self.stats = RequestStats(error_window=settings.alert_error_window, price=price)
         self.prometheus = PrometheusExporter(settings.prometheus_multiproc_dir)
         self.stats.subscribe(events)  # the one per-request listener; Prometheus syncs from it
+        self.prompt_cache = PromptCacheSavings(price)  # Anthropic's cache, apart from ours
+        events.subscribe(self.prompt_cache, PromptCacheUsed)
         self.history = History()
         self.thresholds = _thresholds(settings)
         self.tuning = _tuning(settings)
@@ -331,7 +334,11 @@ class Telemetry:
                 "collect_seconds": round(self.stats.guard_collect_seconds, 4),
             },
             "requests": requests,
-            "cache": {**cache, **extra.get("cache", {})},
+            "cache": {
+                **cache,
+                **extra.get("cache", {}),
+                "anthropic_prompt_cache": self.prompt_cache.snapshot(),
+            },
             "upstream": {**upstream, **extra.get("upstream", {})},
             "breaker": {
                 **extra.get("breaker", {}),

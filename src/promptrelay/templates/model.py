@@ -20,6 +20,7 @@ from promptrelay.errors import InvalidRequest
 
 __all__ = [
     "ALLOWED_PARAMS",
+    "CACHE_TTLS",
     "MAX_BODY_CHARS",
     "MAX_VERSION",
     "NAME_PATTERN",
@@ -40,7 +41,11 @@ _MAX_VARIABLES = 100
 MAX_VERSION = 2**31 - 1
 # Messages API parameters a template may carry as defaults.
 ALLOWED_PARAMS = frozenset({"max_tokens", "temperature", "top_p", "top_k", "stop_sequences"})
-_FIELDS = frozenset({"body", "system", "model", "params", "description", "variables", "name"})
+_FIELDS = frozenset(
+    {"body", "system", "cache", "model", "params", "description", "variables", "name"}
+)
+# Anthropic's prompt-cache lifetimes (`cache_control.ttl`): `cache` on a template names one.
+CACHE_TTLS = ("5m", "1h")
 
 
 def check_name(name: str) -> str:
@@ -85,6 +90,7 @@ class TemplateDraft:
     params: Mapping[str, Any] = field(default_factory=dict)
     variables: tuple[Variable, ...] = ()
     description: str | None = None
+    cache: str | None = None  # "5m" | "1h": the system prompt is a prompt-cache breakpoint
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> TemplateDraft:
@@ -105,6 +111,7 @@ class TemplateDraft:
             params=_params(data.get("params")),
             variables=_variables(data.get("variables")),
             description=_optional_str(data, "description", 2000),
+            cache=_cache_ttl(data.get("cache")),
         )
 
     def content(self) -> dict[str, Any]:
@@ -116,6 +123,7 @@ class TemplateDraft:
             "params": dict(self.params),
             "variables": [v.to_json() for v in self.variables],
             "description": self.description,
+            "cache": self.cache,
         }
 
 
@@ -150,6 +158,7 @@ class Template:
             params=data.get("params") or {},
             variables=tuple(Variable(**v) for v in data.get("variables") or ()),
             description=data.get("description"),
+            cache=data.get("cache"),
         )
         return cls(draft=draft, version=int(data["version"]), created_at=data["created_at"])
 
@@ -179,6 +188,14 @@ def _optional_str(data: Mapping[str, Any], name: str, limit: int) -> str | None:
     if len(value) > limit:
         raise InvalidRequest(f"{name}: longer than {limit} characters")
     return value
+
+
+def _cache_ttl(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value in CACHE_TTLS:
+        return value
+    raise InvalidRequest('cache: "5m" or "1h" (the prompt-cache lifetime), or null')
 
 
 def _params(value: Any) -> dict[str, Any]:

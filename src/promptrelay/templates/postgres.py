@@ -50,7 +50,9 @@ class _Conn:
         return int(tail) if tail.isdigit() else 0
 
 
-async def _create_schema(pool: asyncpg.Pool, schema: Sequence[str]) -> None:
+async def _create_schema(
+    pool: asyncpg.Pool, schema: Sequence[str], added: Sequence[tuple[str, str, str]]
+) -> None:
     async with pool.acquire() as conn:
         # Two processes starting at once may race on CREATE TABLE IF NOT EXISTS;
         # an advisory lock makes the schema step one at a time.
@@ -58,6 +60,8 @@ async def _create_schema(pool: asyncpg.Pool, schema: Sequence[str]) -> None:
             await conn.execute("SELECT pg_advisory_xact_lock(7251001)")
             for statement in schema:
                 await conn.execute(statement)
+            for table, column, kind in added:
+                await conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
 
 
 async def _close_quietly(pool: asyncpg.Pool) -> None:
@@ -83,7 +87,9 @@ class PostgresDatabase:
     def __repr__(self) -> str:
         return f"PostgresDatabase({redacted(self._url)!r})"
 
-    async def start(self, schema: Sequence[str]) -> None:
+    async def start(
+        self, schema: Sequence[str], added: Sequence[tuple[str, str, str]] = ()
+    ) -> None:
         try:
             pool = await asyncpg.create_pool(
                 self._url, min_size=1, max_size=_POOL_MAX, timeout=_CONNECT_TIMEOUT
@@ -93,7 +99,7 @@ class PostgresDatabase:
                 f"cannot connect to PostgreSQL at {redacted(self._url)}: {type(error).__name__}"
             ) from None
         try:
-            await _create_schema(pool, schema)
+            await _create_schema(pool, schema, added)
         except Exception as error:
             # A pool left open keeps its connections (and reconnects to its floor): each
             # retried start would add one until the server has none left to give.

@@ -13,11 +13,19 @@ Everything a caller can get wrong is an `InvalidRequest` (400) that says where:
   sandbox refuses (internals reached dynamically, work or size over the bounds); any
   error raised while rendering (with the template line when known).
 
+Prompt caching: `cache: 5m | 1h` on a template makes its system prompt a breakpoint
+(`cache_control`); `{{ cache_breakpoint() }}` in the body ends a cacheable prefix there
+(the body becomes text blocks, each marked one ending in a breakpoint; the TTL is the
+marker's argument, else the template's `cache`, else 5 minutes). A marker before any
+text marks the system prompt. More than four breakpoints, or a 1 h one after a 5 min
+one (Anthropic refuses both), is a 400 at render.
+
 Compiled templates are kept per (name, version): stored versions never change.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -29,6 +37,7 @@ from jinja2 import Template as JinjaTemplate
 from jinja2 import TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateError
 
+from promptrelay.core.prompt_cache import MAX_BREAKPOINTS, cache_control
 from promptrelay.errors import InvalidRequest
 from promptrelay.templates.model import Template, TemplateDraft
 from promptrelay.templates.sandbox import BoundedSandbox, Limits, RenderLimit, budget_scope
@@ -49,6 +58,8 @@ class Rendered:
     system: str | None
     model: str | None
     params: Mapping[str, Any] = field(default_factory=dict)
+    cache: str | None = None  # the system prompt's breakpoint TTL, when it is one
+    blocks: tuple[tuple[str, str | None], ...] = ()  # the body cut at its markers: (text, TTL)
 
     def messages_body(
         self, explicit: Mapping[str, Any], *, default_model: str, default_max_tokens: int
@@ -60,9 +71,20 @@ class Rendered:
         body.setdefault("max_tokens", default_max_tokens)
         if self.system:
             body["system"] = self.system
+            if self.cache is not None:
+                body["system"] = [_text_block(self.system, self.cache)]
         body.update((name, value) for name, value in explicit.items() if name != "messages")
-        body["messages"] = [{"role": "user", "content": self.prompt}]
+        content: Any = self.prompt
+        if self.blocks:
+            content = [_text_block(text, ttl) for text, ttl in self.blocks]
+        body["messages"] = [{"role": "user", "content": content}]
         return body
+
+
+def _text_block(text: str, ttl: str | None) -> dict[str, Any]:
+    if ttl is None:
+        return {"type": "text", "text": text}
+    return {"type": "text", "text": text, "cache_control": cache_control(ttl)}
 
 
 class Renderer:
@@ -99,20 +121,28 @@ class Renderer:
         values = _bind(template, variables)
         compiled = self._compiled_for(template)
         outputs: dict[str, str] = {}
-        with budget_scope(self.limits):
+        with budget_scope(self.limits) as budget:
             for name, jinja in compiled.items():
                 outputs[name] = self._run(template, name, jinja, values)
-        prompt = outputs["body"]
+        draft = template.draft
+        where = f"template {template.name!r} v{template.version}"
+        system = outputs.get("system") or None
+        if system is not None and budget.marker in system:
+            raise InvalidRequest(f"{where} system: cache_breakpoint() belongs in the body")
+        prompt, blocks, leading = _cut(outputs["body"], budget.marker, draft.cache)
         if not prompt.strip():
             raise InvalidRequest(f"template {template.name!r}: the rendered body is empty")
-        draft = template.draft
+        system_ttl = (draft.cache or leading) if system is not None else None
+        _check_breakpoints(where, system_ttl, blocks)
         return Rendered(
             name=template.name,
             version=template.version,
             prompt=prompt,
-            system=outputs.get("system") or None,
+            system=system,
             model=draft.model,
             params=dict(draft.params),
+            cache=system_ttl,
+            blocks=blocks,
         )
 
     def _compiled_for(self, template: Template) -> dict[str, JinjaTemplate]:
@@ -216,6 +246,48 @@ def _refuse_internals(name: str, tree: nodes.Template) -> None:
             raise InvalidRequest(f"{line}: include, import and extends are not available")
         if isinstance(node, nodes.Name) and node.name.startswith("_"):
             raise InvalidRequest(f"{line}: names starting with '_' are not allowed")
+
+
+def _cut(
+    text: str, marker: str, default_ttl: str | None
+) -> tuple[str, tuple[tuple[str, str | None], ...], str | None]:
+    """(the text without markers, its blocks, the TTL of a marker before any text).
+
+    No marker: no blocks (the body stays one string, as before). Whitespace between
+    markers joins the block before it (Anthropic refuses blank text blocks)."""
+    parts = re.split(re.escape(marker) + "(5m|1h|)\x00", text)
+    if len(parts) == 1:
+        return text, (), None
+    segments, ttls = parts[0::2], parts[1::2]
+    blocks: list[list[Any]] = []
+    pending, leading = "", None
+    for index, segment in enumerate(segments):
+        if segment.strip():
+            blocks.append([pending + segment, None])
+            pending = ""
+        elif blocks:
+            blocks[-1][0] += segment
+        else:
+            pending += segment
+        if index < len(ttls):
+            ttl = ttls[index] or default_ttl or "5m"
+            if blocks:
+                blocks[-1][1] = ttl
+            else:
+                leading = ttl
+    return "".join(segments), tuple((b[0], b[1]) for b in blocks), leading
+
+
+def _check_breakpoints(
+    where: str, system_ttl: str | None, blocks: tuple[tuple[str, str | None], ...]
+) -> None:
+    ttls = [ttl for ttl in (system_ttl, *(ttl for _, ttl in blocks)) if ttl is not None]
+    if len(ttls) > MAX_BREAKPOINTS:
+        raise InvalidRequest(
+            f"{where}: {len(ttls)} cache breakpoints; Anthropic allows {MAX_BREAKPOINTS}"
+        )
+    if "5m" in ttls and "1h" in ttls[ttls.index("5m") :]:
+        raise InvalidRequest(f"{where}: a 1h cache breakpoint cannot follow a 5m one")
 
 
 def _bind(template: Template, variables: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,8 +19,10 @@ limit. This module adds the bounds, without threads or clocks:
   `indent`, `wordwrap`, ...), huge widths in `str.format`, and `replace` calls whose
   result would be too large; results are size-checked too;
 - only a list of deterministic, side-effect-free filters exists (no `attr`, `random`,
-  `pprint`, `urlize`, `xmlattr`); the globals are `range` (bounded), `dict` and a
-  `namespace` whose attributes are size-checked.
+  `pprint`, `urlize`, `xmlattr`); the globals are `range` (bounded), `dict`, a
+  `namespace` whose attributes are size-checked and `cache_breakpoint(ttl?)`, which
+  writes this render's marker (`Budget.marker`, a random nonce a variable cannot
+  forge) where the cacheable prefix ends; `render.py` cuts the body there.
 
 Every refusal raises `RenderLimit` (a `SecurityError`), which the renderer turns into a
 400. The output stream itself is bounded by the renderer (`render.py`).
@@ -31,6 +33,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import re
+import secrets
 import string
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -75,11 +78,14 @@ class Limits:
 class Budget:
     """Steps left for one render."""
 
-    __slots__ = ("limits", "steps")
+    __slots__ = ("limits", "marker", "steps")
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.steps = 0
+        # \x00 never comes out of a template's own text by accident; the nonce makes it
+        # impossible for a variable's value to pass for a marker.
+        self.marker = f"\x00cache-{secrets.token_hex(8)}:"
 
     def spend(self, steps: int = 1) -> None:
         self.steps += steps
@@ -114,6 +120,13 @@ def _current() -> Budget:
         return _budget.get()
     except LookupError:
         raise RenderLimit("template rendered outside a budget") from None
+
+
+def _cache_breakpoint(ttl: str = "") -> str:
+    """`{{ cache_breakpoint() }}` or `{{ cache_breakpoint("1h") }}` in a body."""
+    if ttl not in ("", "5m", "1h"):
+        raise ValueError('cache_breakpoint: the TTL is "5m" or "1h"')
+    return f"{_current().marker}{ttl}\x00"
 
 
 def _size(value: Any) -> int:
@@ -271,7 +284,12 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             cache_size=0,  # the renderer keeps compiled templates itself
         )
         self.globals.clear()
-        self.globals.update(range=_bounded_range, dict=dict, namespace=_BoundedNamespace)
+        self.globals.update(
+            range=_bounded_range,
+            dict=dict,
+            namespace=_BoundedNamespace,
+            cache_breakpoint=_cache_breakpoint,
+        )
         self.filters = {name: _filter(name, FILTERS[name]) for name in SAFE_FILTERS}
         self._hooks = self.extensions[_Hooks.identifier]
 

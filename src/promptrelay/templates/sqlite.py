@@ -46,6 +46,19 @@ class _Conn:
             return cursor.rowcount
 
 
+async def _add_column(conn: aiosqlite.Connection, table: str, column: str, kind: str) -> None:
+    """SQLite has no ADD COLUMN IF NOT EXISTS: look first; another process adding it in
+    between makes ours a duplicate, which is the state we wanted."""
+    async with conn.execute(f"PRAGMA table_info({table})") as cursor:
+        if any(row[1] == column for row in await cursor.fetchall()):
+            return
+    try:
+        await conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    except sqlite3.OperationalError as error:
+        if "duplicate column" not in str(error):
+            raise
+
+
 class SqliteDatabase:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -55,7 +68,9 @@ class SqliteDatabase:
     def __repr__(self) -> str:
         return f"SqliteDatabase({self.path!r})"
 
-    async def start(self, schema: Sequence[str]) -> None:
+    async def start(
+        self, schema: Sequence[str], added: Sequence[tuple[str, str, str]] = ()
+    ) -> None:
         if self.path != ":memory:":
             folder = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(folder, exist_ok=True)
@@ -69,6 +84,8 @@ class SqliteDatabase:
                 await conn.execute("PRAGMA journal_mode = WAL")
             for statement in schema:
                 await conn.execute(statement)
+            for table, column, kind in added:
+                await _add_column(conn, table, column, kind)
         except sqlite3.Error as error:
             await conn.close()
             raise StoreError(f"SQLite {self.path}: {error}") from None

@@ -58,19 +58,23 @@ SCHEMA = (
         variables TEXT NOT NULL,
         description TEXT,
         created_at DOUBLE PRECISION NOT NULL,
+        cache TEXT,
         PRIMARY KEY (name, version)
     )""",
 )
+# Columns added after a release: a database created before gets them at start (each
+# back end adds a missing one its own way); rows saved before read NULL.
+ADDED_COLUMNS = (("template_versions", "cache", "TEXT"),)
 
 _COLUMNS = "v.name, v.version, v.body, v.system, v.model, v.params, v.variables, "
-_COLUMNS += "v.description, v.created_at"
+_COLUMNS += "v.description, v.created_at, v.cache"
 
 _BUMP = """INSERT INTO template_heads (name, latest, deleted) VALUES ($1, 1, 0)
     ON CONFLICT (name) DO UPDATE SET latest = template_heads.latest + 1, deleted = 0
     RETURNING latest"""
 _INSERT = """INSERT INTO template_versions
-    (name, version, body, system, model, params, variables, description, created_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"""
+    (name, version, body, system, model, params, variables, description, created_at, cache)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"""
 _LATEST = f"""SELECT {_COLUMNS} FROM template_heads h
     JOIN template_versions v ON v.name = h.name AND v.version = h.latest
     WHERE h.name = $1 AND h.deleted = 0"""
@@ -102,7 +106,12 @@ class Connection(Protocol):
 class Database(Protocol):
     """A back end: opens, runs transactions, closes."""
 
-    async def start(self, schema: Sequence[str]) -> None: ...
+    async def start(
+        self, schema: Sequence[str], added: Sequence[tuple[str, str, str]] = ()
+    ) -> None:
+        """Create the tables (`schema`), then add each (table, column, type) of `added`
+        that an older database lacks."""
+        ...
 
     def transaction(self) -> AbstractAsyncContextManager[Connection]: ...
 
@@ -141,7 +150,7 @@ class SqlTemplateStore:
         return self._db
 
     async def start(self) -> None:
-        await self._db.start(SCHEMA)
+        await self._db.start(SCHEMA, ADDED_COLUMNS)
 
     async def close(self) -> None:
         await self._db.close()
@@ -162,6 +171,7 @@ class SqlTemplateStore:
                 orjson.dumps([v.to_json() for v in draft.variables]).decode(),
                 draft.description,
                 created_at,
+                draft.cache,
             )
         return Template(draft=draft, version=version, created_at=created_at)
 
@@ -192,7 +202,7 @@ class SqlTemplateStore:
 
 
 def _template(row: Row) -> Template:
-    name, version, body, system, model, params, variables, description, created_at = row
+    name, version, body, system, model, params, variables, description, created_at, cache = row
     draft = TemplateDraft(
         name=name,
         body=body,
@@ -201,6 +211,7 @@ def _template(row: Row) -> Template:
         params=orjson.loads(params),
         variables=tuple(Variable(**item) for item in orjson.loads(variables)),
         description=description,
+        cache=cache,
     )
     return Template(draft=draft, version=int(version), created_at=float(created_at))
 

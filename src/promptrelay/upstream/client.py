@@ -6,9 +6,11 @@ scans every connection per request. See docs/dependencies.md.
 
 Pool bounds: `limit=MAX_SOCKETS` caps open connections. aiohttp has no cap on idle
 keep-alive connections, so `_PoolConnector` adds one: a connection released while
-MAX_FREE_SOCKETS others sit idle and no call waits for one is closed at once. Idle ones
-within the bound close after UPSTREAM_KEEPALIVE seconds unused (docs/pool.md has the
-reconnect cost that bound trades against).
+MAX_FREE_SOCKETS others sit idle and no call waits for one is kept at most `TRIM_AFTER`
+seconds, then the idle connections beyond the bound are closed (the least recently used
+first); with MAX_FREE_SOCKETS=0 it is closed at once. Idle ones within the bound close
+after UPSTREAM_KEEPALIVE seconds unused (docs/pool.md has the reconnect cost that bound
+trades against).
 
 aiohttp errors are translated here, at the boundary, into `UpstreamTimeout` and
 `UpstreamUnavailable`.
@@ -16,6 +18,7 @@ aiohttp errors are translated here, at the boundary, into `UpstreamTimeout` and
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +30,11 @@ from promptrelay.errors import UpstreamTimeout, UpstreamUnavailable
 from promptrelay.settings import Settings
 from promptrelay.upstream.paths import upstream_url
 
-__all__ = ["PoolStats", "UpstreamClient", "UpstreamResponse"]
+__all__ = ["TRIM_AFTER", "PoolStats", "UpstreamClient", "UpstreamResponse"]
+
+# Seconds a connection beyond MAX_FREE_SOCKETS may stay idle: under a load whose calls in
+# flight swing around the bound, closing at once reopened one connection every few calls.
+TRIM_AFTER = 1.0
 
 _URLS_MAX = 256  # checked targets kept (a miss always asks for the same few)
 
@@ -108,6 +115,7 @@ class _PoolConnector(aiohttp.TCPConnector):
     def __init__(self, *, max_idle: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._max_idle = max_idle
+        self._trim_handle: asyncio.TimerHandle | None = None
 
     async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
         connection = await super()._create_connection(*args, **kwargs)
@@ -120,8 +128,35 @@ class _PoolConnector(aiohttp.TCPConnector):
         # that call open another).
         if not should_close and not any(self._waiters.values()):
             idle = sum(len(conns) for conns in self._conns.values())
-            should_close = idle >= self._max_idle
+            if idle >= self._max_idle:
+                should_close = self._max_idle == 0
+                if self._trim_handle is None and not should_close:
+                    self._trim_handle = self._loop.call_later(TRIM_AFTER, self._trim)
         super()._release(key, protocol, should_close=should_close)
+
+    def _trim(self) -> None:
+        """Close the idle connections beyond the bound, least recently used first."""
+        self._trim_handle = None
+        idle = sorted(
+            (
+                (used, key, protocol)
+                for key, conns in self._conns.items()
+                for protocol, used in conns
+            ),
+            key=lambda entry: entry[0],
+        )
+        for _used, key, protocol in idle[: max(0, len(idle) - self._max_idle)]:
+            conns = self._conns[key]
+            conns.remove(next(entry for entry in conns if entry[0] is protocol))
+            if not conns:
+                del self._conns[key]
+            protocol.close()
+
+    async def close(self, *, abort_ssl: bool = False) -> None:
+        if self._trim_handle is not None:
+            self._trim_handle.cancel()
+            self._trim_handle = None
+        await super().close(abort_ssl=abort_ssl)
 
 
 class UpstreamClient:

@@ -9,8 +9,12 @@ process by bench/gctrace/sitecustomize.py (bench-only, through PYTHONPATH), and 
 telemetry loop-lag sampler's own worst figure (`system.loop_lag_ms` of
 /api/performance, sampled every second: TELEMETRY_INTERVAL=1 for every variant).
 
-    .venv/bin/python bench/tail.py --rounds 3 \
-        --variant main= --variant thr=GC_TRACE_THRESHOLD=10000,50,100
+    .venv/bin/python bench/tail.py --rounds 3 --variant after= \
+        --variant "before=PYTHONPATH=<checkout of the commit before>/src" \
+        --variant "thresholds=GC_TRACE_THRESHOLD=10000,50,100"
+
+A variant is NAME=K=V;K=V (settings of its environment; PYTHONPATH is put after
+bench/gctrace).
 """
 
 from __future__ import annotations
@@ -84,10 +88,13 @@ def _gc_window(trace: Path, t0: float, t1: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for gen, name in enumerate(GEN_NAMES):
         pauses = [r[2] for r in inside if r[1] == gen]
+        cpu = [r[4] for r in inside if r[1] == gen]
         out[name] = {
             "count": len(pauses),
             "max_ms": max(pauses, default=0.0) * 1000,
             "total_ms": sum(pauses) * 1000,
+            "cpu_max_ms": max(cpu, default=0.0) * 1000,
+            "cpu_total_ms": sum(cpu) * 1000,
         }
     return out
 
@@ -103,6 +110,7 @@ def _window(load: WrkLoad, url: str, args: argparse.Namespace, server: Service) 
         "p50_ms": result.p50_ms,
         "p99_ms": result.p99_ms,
         "errors": result.errors,
+        "requests": result.requests,
         "cpu_ms": (server.cpu_seconds() - cpu0) * 1e3 / max(result.requests, 1),
         "rss_mib": rss_mib(server.pid),
         "load": os.getloadavg()[0],
@@ -122,7 +130,11 @@ def _relay_window(
 
 def _row(name: str, round_no: int, cell: dict[str, Any], ref: dict[str, Any]) -> list[str]:
     gc = cell.get("gc")
-    gcs = " / ".join(f"{gc[g]['count']} ({gc[g]['max_ms']:.0f})" for g in GEN_NAMES) if gc else "—"
+    gcs = (
+        " / ".join(f"{gc[g]['count']} ({gc[g]['cpu_max_ms']:.0f})" for g in GEN_NAMES)
+        if gc
+        else "—"
+    )
     lag = f"{cell['lag_max_ms']:,.0f}" if "lag_max_ms" in cell else "—"
     return [
         str(round_no),
@@ -132,6 +144,9 @@ def _row(name: str, round_no: int, cell: dict[str, Any], ref: dict[str, Any]) ->
         f"{cell['p99_ms']:,.0f}",
         f"{cell['p99_ms'] / ref['p99_ms']:.2f}x" if ref["p99_ms"] else "—",
         f"{cell['cpu_ms']:.3f}",
+        f"{sum(gc[g]['cpu_total_ms'] for g in GEN_NAMES) / max(cell['requests'], 1):.3f}"
+        if gc
+        else "—",
         gcs,
         lag,
         f"{cell['rss_mib']:.0f}",
@@ -161,7 +176,11 @@ def main() -> None:
         trace = tmp / f"{name}.json"
         env = {"MAX_SOCKETS": str(pool), "MAX_FREE_SOCKETS": str(pool)}
         env |= {"MAX_CONNECTIONS": str(c + 64), "TELEMETRY_INTERVAL": "1"}
-        env |= {"PYTHONPATH": str(BENCH_DIR / "gctrace"), "GC_TRACE_FILE": str(trace)}
+        path = os.pathsep.join(
+            [str(BENCH_DIR / "gctrace"), *filter(None, [extra.get("PYTHONPATH")])]
+        )
+        env |= {"GC_TRACE_FILE": str(trace)}
+        extra = extra | {"PYTHONPATH": path}  # a variant's own source tree after the trace
         relays.append((name, promptrelay_service(service_url(fake), name, **env, **extra), trace))
     load = WrkLoad("wrk")
     rows, data = [], []
@@ -176,8 +195,17 @@ def main() -> None:
                 cell = _relay_window(load, relay, trace, args)
                 rows.append(_row(name, round_no, cell, ref_cell))
                 data.append({"round": round_no, "target": name, **cell})
-    header = ["round", "target", "req/s", "÷ proxy", "p99 ms", "p99 ÷ proxy", "CPU ms/req"]
-    header += ["collections gen0 / gen1 / gen2 (worst ms)", "loop lag max ms", "RSS MiB"]
+    header = [
+        "round",
+        "target",
+        "req/s",
+        "÷ proxy",
+        "p99 ms",
+        "p99 ÷ proxy",
+        "CPU ms/req",
+        "GC CPU ms/req",
+    ]
+    header += ["collections gen0 / gen1 / gen2 (worst, CPU ms)", "loop lag max ms", "RSS MiB"]
     header += ["load 1 min"]
     print(markdown_table(header, rows))
     if args.json:

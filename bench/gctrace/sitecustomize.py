@@ -3,7 +3,8 @@
 Python imports `sitecustomize` at start-up, so a server started with this directory on
 its PYTHONPATH times every collection through `gc.callbacks` (no cost to the product:
 nothing of this is in promptrelay). A daemon thread writes `[wall time, generation,
-pause seconds, collected]` rows to GC_TRACE_FILE (JSON) every half second.
+pause seconds (wall), collected, CPU seconds of the thread]` rows to GC_TRACE_FILE
+(JSON) every half second.
 `GC_TRACE_THRESHOLD=a,b,c` applies `gc.set_threshold(a, b, c)` at start, to try
 thresholds without a setting. `GC_TRACE_TYPES=1` (diagnosis only: it stalls the
 process) also keeps the cyclic garbage (`gc.DEBUG_SAVEALL`) and writes, beside the
@@ -22,19 +23,31 @@ from collections import Counter
 
 _FILE = os.environ.get("GC_TRACE_FILE")
 _rows: list[list[float]] = []
-_started = [0.0]
+_started = [0.0, 0.0]
 
 
 def _callback(phase: str, info: dict[str, int]) -> None:
     if phase == "start":
-        _started[0] = time.perf_counter()
+        _started[0], _started[1] = time.perf_counter(), time.thread_time()
         return
-    pause = time.perf_counter() - _started[0]
-    _rows.append([time.time(), info.get("generation", 0), pause, info.get("collected", 0)])
+    pause, cpu = time.perf_counter() - _started[0], time.thread_time() - _started[1]
+    _rows.append([time.time(), info.get("generation", 0), pause, info.get("collected", 0), cpu])
+
+
+def _name(obj: object) -> str:
+    if type(obj).__name__ in ("function", "coroutine", "frame"):
+        code = getattr(obj, "__code__", None) or getattr(obj, "f_code", None)
+        return f"{type(obj).__name__} {getattr(code, 'co_qualname', '?')}"
+    if type(obj).__name__ == "cell":
+        try:
+            return f"cell of {_name(obj.cell_contents)}"  # type: ignore[attr-defined]
+        except ValueError:
+            return "cell (empty)"
+    return type(obj).__qualname__
 
 
 def _types(path: str) -> None:
-    garbage = Counter(type(x).__qualname__ for x in gc.garbage)
+    garbage = Counter(_name(x) for x in gc.garbage)
     gc.garbage.clear()
     old = Counter(type(x).__qualname__ for x in gc.get_objects(2))
     top = {"garbage": garbage.most_common(25), "gen2": old.most_common(25)}
@@ -52,7 +65,7 @@ def _writer(path: str, types: bool) -> None:
             _types(path)
         tmp = path + ".tmp"
         with open(tmp, "w") as out:
-            json.dump(list(_rows), out)
+            out.write(json.dumps(list(_rows)))  # json.dump's Python encoder makes cycles
         os.replace(tmp, path)
 
 

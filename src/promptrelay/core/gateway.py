@@ -83,6 +83,7 @@ class Reply:
     cache: str = "MISS"
     close: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
     upstream_seconds: float = 0.0  # waited for the upstream or a shared call (telemetry)
+    key: str = ""  # the cache key of a `messages` call (a face's record can reference it)
 
     async def aclose(self) -> None:
         if self.close is not None:
@@ -208,7 +209,9 @@ class Gateway:
         if control.lookup:
             entry = await self._cache.get(key, max_age=control.max_age)
             if entry is not None:
-                return self._hit(key, entry, call.stream)
+                hit = self._hit(key, entry, call.stream)
+                hit.key = key
+                return hit
             self._events.emit(CacheLookup(hit=False, content_type=CLAUDE_RESPONSE))
         label = "BYPASS" if control.bypass else "MISS"
         joinable = control.lookup and control.store
@@ -216,6 +219,7 @@ class Gateway:
         if call.stream:
             reply = await self._stream(call, key, label, joinable)
             reply.upstream_seconds = time.perf_counter() - waited
+            reply.key = key
             return reply
         if joinable:
             answer, follower = await self._answers.run(key, lambda: self._fetch(call, key))
@@ -225,7 +229,7 @@ class Gateway:
         if follower:
             headers.append(_COALESCED)
             self._events.emit(Coalesced(stream=False))
-        reply = Reply(answer.status, headers, answer.body, cache=label)
+        reply = Reply(answer.status, headers, answer.body, cache=label, key=key)
         reply.upstream_seconds = time.perf_counter() - waited
         return reply
 

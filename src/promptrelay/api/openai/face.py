@@ -282,16 +282,22 @@ class OpenAIFace:
                 created_at=created,
                 json_answer=request.json_answer,
             )
-            await self._keep(call, request, response_id, created, shape, message)
+            await self._keep(call, request, reply.key, response_id, created, shape, message)
             await self._send_json(send, trace, reply, orjson.dumps(answer))
             return
+        fold = request.store and not call.control.store  # only then `_keep` reads the message
         events = ResponseEvents(
-            shape, response_id=response_id, created_at=created, json_answer=request.json_answer
+            shape,
+            response_id=response_id,
+            created_at=created,
+            json_answer=request.json_answer,
+            keep_message=fold,
         )
 
         async def finished() -> None:
-            if events.message is not None:
-                await self._keep(call, request, response_id, created, shape, events.message)
+            if events.completed and (events.message is not None or not fold):
+                kept = events.message or {}
+                await self._keep(call, request, reply.key, response_id, created, shape, kept)
 
         await self._send_stream(send, receive, trace, reply, events, finished)
 
@@ -299,11 +305,13 @@ class OpenAIFace:
         self,
         call: MessagesCall,
         request: ResponsesRequest,
+        key: str,
         response_id: str,
         created: int,
         shape: ResponseShape,
         message: dict[str, Any],
     ) -> None:
+        """Store the response's record; `key`: the answer's cache key (the reply's)."""
         if not request.store:
             return
         record: dict[str, Any] = {
@@ -311,7 +319,7 @@ class OpenAIFace:
             "messages": request.body["messages"],
             "shape": shape.fields,
             "json_answer": request.json_answer,
-            "answer_key": self._pipeline.cache_key(call),
+            "answer_key": key or self._pipeline.cache_key(call),
         }
         if not call.control.store:  # the answer was not cached: the record keeps it
             record["answer"] = message

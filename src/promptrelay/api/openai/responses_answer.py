@@ -99,15 +99,49 @@ def output_items(message: dict[str, Any], json_answer: bool) -> list[dict[str, A
     return items
 
 
+# what a response echoes of a body that sets none of these fields (those set below aside),
+# in the order ResponseShape writes them
+_PLAIN: dict[str, Any] = {
+    "instructions": None,
+    "max_output_tokens": None,
+    "model": None,
+    "parallel_tool_calls": True,
+    "previous_response_id": None,
+    "reasoning": None,
+    "store": True,
+    "temperature": None,
+    "text": None,
+    "tool_choice": "auto",
+    "tools": [],
+    "top_p": None,
+    "truncation": "disabled",
+    "metadata": {},
+    "user": None,
+}
+_ECHOED = frozenset(_PLAIN) - {"max_output_tokens", "model", "store", "truncation"}
+
+
 class ResponseShape:
     """What a response object echoes of its request (identical for JSON and streams)."""
 
     __slots__ = ("fields",)
 
     def __init__(self, body: dict[str, Any], model: str, store: bool) -> None:
+        if _ECHOED.isdisjoint(body):  # the common body: every echoed field its default
+            self.fields: dict[str, Any] = {
+                **_PLAIN,
+                "max_output_tokens": body.get("max_output_tokens"),
+                "model": model,
+                "reasoning": {"effort": None, "summary": None},
+                "store": body.get("store", True) and store,
+                "text": {"format": {"type": "text"}},
+                "tools": [],
+                "metadata": {},
+            }
+            return
         text = body.get("text") if isinstance(body.get("text"), dict) else {}
         fmt = (text or {}).get("format") or {"type": "text"}
-        self.fields: dict[str, Any] = {
+        self.fields = {
             "instructions": body.get("instructions"),
             "max_output_tokens": body.get("max_output_tokens"),
             "model": model,

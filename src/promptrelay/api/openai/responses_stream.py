@@ -25,7 +25,6 @@ from promptrelay.api.openai.responses_answer import (
     ResponseShape,
     call_item,
     item_id,
-    message_item,
     reasoning_item,
     responses_usage,
 )
@@ -35,10 +34,14 @@ __all__ = ["ResponseEvents"]
 
 _TEXT_DELTA = b"response.output_text.delta"
 _CALL_DELTA = b"response.function_call_arguments.delta"
+_TEXT_HEAD = b'event: %s\ndata: {"type":"%s","sequence_number":' % (_TEXT_DELTA, _TEXT_DELTA)
+_TEXT_TAIL = b',"logprobs":[]}\n\n'
+_PART_HEAD = b'{"type":"output_text","text":'  # an output_text part around its text
+_PART_TAIL = b',"annotations":[],"logprobs":[]}'
 
 
 class _Item:
-    __slots__ = ("block", "delta", "id", "kind", "output_index", "parts")
+    __slots__ = ("at", "block", "delta", "id", "kind", "output_index", "parts")
 
     def __init__(self, kind: str, item: str, output_index: int, block: dict[str, Any]) -> None:
         self.kind = kind  # "text" (also the JSON answer), "call" or "thinking"
@@ -46,29 +49,36 @@ class _Item:
         self.output_index = output_index
         self.block = block
         self.parts: list[str] = []
+        # `,"item_id":"...","output_index":N`: the head of most of its events' fields
+        self.at = b',"item_id":' + orjson.dumps(item) + b',"output_index":%d' % output_index
         # a delta event's encoded fields up to the delta itself, the same for every delta
-        self.delta = b',"item_id":' + orjson.dumps(item) + b',"output_index":%d' % output_index
-        if kind == "text":
-            self.delta += b',"content_index":0'
-        self.delta += b',"delta":'
+        self.delta = self.at + (b',"content_index":0,"delta":' if kind == "text" else b',"delta":')
 
 
 class ResponseEvents:
     def __init__(
-        self, shape: ResponseShape, *, response_id: str, created_at: int, json_answer: bool
+        self,
+        shape: ResponseShape,
+        *,
+        response_id: str,
+        created_at: int,
+        json_answer: bool,
+        keep_message: bool = True,
     ) -> None:
         self._shape = shape
+        self._keep = keep_message  # fold the Claude message as it passes (`message`)
         self._id = response_id
         self._created = created_at
         self._json_answer = json_answer
         self._sequence = 0
         self._items: dict[int, _Item] = {}
-        self._output: list[dict[str, Any]] = []
+        self._output: list[Any] = []  # items: dicts, or Fragments of encoded ones
         self._message_id: Any = None
         self._usage: dict[str, Any] = {}
         self._stop: Any = None
         self.message: dict[str, Any] | None = None  # the folded Claude message, once complete
         self.done = False
+        self.completed = False  # the stream ended with Claude's message_stop
 
     def _emit(self, kind: str, **fields: Any) -> bytes:
         data = {"type": kind, "sequence_number": self._sequence, **fields}
@@ -83,10 +93,24 @@ class ResponseEvents:
         return head + b"%d" % sequence + fields + b"}\n\n"
 
     def feed(self, events: list[tuple[str, bytes]]) -> list[bytes]:
-        """`event` for each of one upstream read's events."""
+        """`event` for each of one upstream read's events; a text delta of a text item
+        (most of a stream) is translated inline: one parse, its text encoded once."""
         out: list[bytes] = []
+        loads, dumps, items = orjson.loads, orjson.dumps, self._items
         for name, data in events:
-            out += self.event(name, data)
+            if name != "content_block_delta" or self.done or self._keep:
+                out += self.event(name, data)
+                continue
+            event = loads(data)
+            delta, item = event.get("delta"), items.get(event.get("index", 0))
+            plain = type(delta) is dict and delta.get("type") == "text_delta"
+            if item is None or item.kind != "text" or not plain:
+                out += self._delta(event)
+            elif (text := delta.get("text")) and type(text) is str:
+                item.parts.append(text)
+                sequence = self._sequence
+                self._sequence = sequence + 1
+                out.append(_TEXT_HEAD + b"%d" % sequence + item.delta + dumps(text) + _TEXT_TAIL)
         return out
 
     def _response(self, status: str) -> dict[str, Any]:
@@ -107,7 +131,8 @@ class ResponseEvents:
             message = orjson.loads(data).get("message") or {}
             self._message_id = message.get("id")
             self._usage = dict(message.get("usage") or {})
-            self.message = {**message, "content": []}
+            if self._keep:
+                self.message = {**message, "content": []}
             first = b',"response":' + orjson.dumps(self._response("in_progress"))
             return [
                 self._emit_encoded(b"response.created", first),
@@ -154,19 +179,16 @@ class ResponseEvents:
         if role == "call":
             added = call_item(block, "", "in_progress")
             return [self._emit("response.output_item.added", output_index=at, item=added)]
-        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
         return [
-            self._emit(
-                "response.output_item.added",
-                output_index=at,
-                item=message_item(item.id, "", "in_progress"),
+            self._emit_encoded(
+                b"response.output_item.added",
+                b',"output_index":%d,"item":{"type":"message","id":' % at
+                + orjson.dumps(item.id)
+                + b',"status":"in_progress","role":"assistant","content":[]}',
             ),
-            self._emit(
-                "response.content_part.added",
-                item_id=item.id,
-                output_index=at,
-                content_index=0,
-                part=part,
+            self._emit_encoded(
+                b"response.content_part.added",
+                item.at + b',"content_index":0,"part":' + _PART_HEAD + b'""' + _PART_TAIL,
             ),
         ]
 
@@ -209,29 +231,26 @@ class ResponseEvents:
                 ),
                 self._emit("response.output_item.done", output_index=at, item=self._output[at]),
             ]
-        self._output[at] = message_item(item.id, text)
-        part = self._output[at]["content"][0]
+        encoded = orjson.dumps(text)
+        part = _PART_HEAD + encoded + _PART_TAIL
+        whole = b'{"type":"message","id":%s,"status":"completed","role":"assistant","content":[%s]}'
+        message = whole % (orjson.dumps(item.id), part)
+        self._output[at] = orjson.Fragment(message)
         return [
-            self._emit(
-                "response.output_text.done",
-                item_id=item.id,
-                output_index=at,
-                content_index=0,
-                text=text,
-                logprobs=[],
+            self._emit_encoded(
+                b"response.output_text.done",
+                item.at + b',"content_index":0,"text":' + encoded + b',"logprobs":[]',
             ),
-            self._emit(
-                "response.content_part.done",
-                item_id=item.id,
-                output_index=at,
-                content_index=0,
-                part=part,
+            self._emit_encoded(
+                b"response.content_part.done", item.at + b',"content_index":0,"part":' + part
             ),
-            self._emit("response.output_item.done", output_index=at, item=self._output[at]),
+            self._emit_encoded(
+                b"response.output_item.done", b',"output_index":%d,"item":%s' % (at, message)
+            ),
         ]
 
     def _finish(self) -> list[bytes]:
-        self.done = True
+        self.done = self.completed = True
         self._output = [item for item in self._output if item]
         if self.message is not None:
             self.message.update(stop_reason=self._stop, usage=self._usage)

@@ -50,23 +50,27 @@ _HEAD, _BODY, _IDLE = Phase.HEAD, Phase.BODY, Phase.IDLE
 
 class _Writer:
     """The transport as one request's cycle sees it. The head of a response whose body
-    length is declared (content-length) is held until the body's write, and goes out with
-    it in one call; everything else is written at once, after anything held."""
+    length is declared (content-length) is held until the first body write, and goes out
+    with it in one call; everything else is written at once (a body sent in several
+    chunks, a file say, is never gathered)."""
 
-    __slots__ = ("_cycle", "_held", "_transport")
+    __slots__ = ("_cycle", "_fresh", "_held", "_transport")
 
     def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
         self._transport = transport
         self._cycle = cycle
         self._held = b""
+        self._fresh = True  # the next write is the head (uvicorn writes it in one call)
 
     def write(self, data: bytes) -> None:
         if self._held:
             data, self._held = self._held + data, b""
-        cycle = self._cycle
-        if cycle.chunked_encoding is False and cycle.expected_content_length > 0:
-            self._held = data  # a declared body is still to come
-            return
+        elif self._fresh:
+            self._fresh = False
+            cycle = self._cycle
+            if cycle.chunked_encoding is False and cycle.expected_content_length > 0:
+                self._held = data  # the head: its declared body is still to come
+                return
         self._transport.write(data)
 
     def flush(self) -> None:

@@ -1,8 +1,8 @@
 """Claude's Messages stream events as `chat.completion.chunk` SSE: a pure state machine.
 
     chunks = ChatChunks(created=..., include_usage=..., json_answer=...)
-    for name, data in parser.feed(upstream_bytes):
-        out += chunks.event(name, data)      # bytes to write, possibly none
+    out = chunks.feed(parser.feed(upstream_bytes))   # bytes to write, possibly none
+    # (chunks.event(name, data) translates one event)
 
 Sequence written: a first chunk with `role: assistant`; text deltas as `content`;
 thinking as `reasoning_content`; each tool_use as a tool call with its own `index`,
@@ -26,6 +26,11 @@ from promptrelay.api.openai.errors import error_event
 __all__ = ["DONE", "ChatChunks"]
 
 DONE = b"data: [DONE]\n\n"
+_TEXT = b'{"content":'  # a text delta, the stream's commonest chunk: built from fragments
+# the events `event` does anything with, besides content_block_delta
+_WRITING = frozenset(
+    {"message_start", "content_block_start", "message_delta", "message_stop", "error"}
+)
 
 
 class ChatChunks:
@@ -39,6 +44,7 @@ class ChatChunks:
         "_json_answer",
         "_stop",
         "_tail",
+        "_text_head",
         "_usage",
     )
 
@@ -48,6 +54,7 @@ class ChatChunks:
         self._json_answer = json_answer
         self._head = b""  # every chunk's bytes up to the delta object
         self._tail = b',"finish_reason":null}]' + (b',"usage":null}' if include_usage else b"}")
+        self._text_head = b"data: " + _TEXT  # a text delta chunk's bytes up to its text
         self._blocks: dict[int, tuple[str, int]] = {}  # Claude index -> (kind, tool index)
         self._calls = 0
         self._usage: dict[str, Any] = {}
@@ -61,6 +68,25 @@ class ChatChunks:
 
     def _chunk(self, delta: bytes) -> bytes:
         return b"data: " + self._head + delta + self._tail + b"\n\n"
+
+    def feed(self, events: list[tuple[str, bytes]]) -> list[bytes]:
+        """`event` for each of one upstream read's events; a text delta (most of a
+        stream) is translated inline: one parse, its text encoded once between fragments."""
+        out: list[bytes] = []
+        loads, dumps = orjson.loads, orjson.dumps
+        for name, data in events:
+            if self._done:
+                break  # nothing may follow [DONE] or an error
+            if name == "content_block_delta":
+                event = loads(data)
+                delta = event.get("delta")
+                if type(delta) is not dict or delta.get("type") != "text_delta":
+                    out += self._delta(event)
+                elif text := delta.get("text"):
+                    out.append(self._text_head + dumps(text) + b"}" + self._tail + b"\n\n")
+            elif name in _WRITING:
+                out += self.event(name, data)
+        return out
 
     def event(self, name: str, data: bytes) -> list[bytes]:
         if self._done:
@@ -95,6 +121,7 @@ class ChatChunks:
             "system_fingerprint": None,
         }
         self._head = orjson.dumps(head)[:-1] + b',"choices":[{"index":0,"delta":'
+        self._text_head = b"data: " + self._head + _TEXT
         return [self._chunk(b'{"role":"assistant","content":""}')]
 
     def _block_start(self, index: int, block: dict[str, Any]) -> list[bytes]:

@@ -36,6 +36,7 @@ from promptrelay.api.hot import HotRoutes, Trace
 from promptrelay.api.openai.chat_answer import chat_completion
 from promptrelay.api.openai.chat_request import chat_request
 from promptrelay.api.openai.chat_stream import ChatChunks
+from promptrelay.api.openai.claude_events import ClaudeFrames
 from promptrelay.api.openai.content import JSON_TOOL
 from promptrelay.api.openai.errors import send_openai_error, translate_error_body
 from promptrelay.api.openai.models import model_item, models_list
@@ -49,7 +50,7 @@ from promptrelay.core.pipeline import Ask, Pipeline
 from promptrelay.core.providers import Providers
 from promptrelay.core.request import json_object_or_none, parse_json_object
 from promptrelay.core.responses_store import ResponseStore
-from promptrelay.core.sse import MessageAssembler, SseParser
+from promptrelay.core.sse import MessageAssembler
 from promptrelay.core.thinking_store import ThinkingStore
 from promptrelay.errors import NotFound, UpstreamError, UpstreamUnavailable
 from promptrelay.settings import Settings
@@ -70,7 +71,7 @@ class _Encoder(Protocol):
     @property
     def done(self) -> bool: ...
 
-    def event(self, name: str, data: bytes) -> list[bytes]: ...
+    def feed(self, events: list[tuple[str, bytes]]) -> list[bytes]: ...
 
     def error(self, kind: str, message: str) -> list[bytes]: ...
 
@@ -391,7 +392,7 @@ async def _encode(
     learns it is complete (so a stored response can be read back at once).
     `fold`, when given, assembles the Claude message as it passes.
     """
-    parser = SseParser()
+    parser = ClaudeFrames()
     last: list[bytes] = []
     try:
         async for piece in upstream:
@@ -399,7 +400,7 @@ async def _encode(
             if fold is not None:
                 for name, data in events:
                     fold.add(name, data)
-            out = [encoded for name, data in events for encoded in encoder.event(name, data)]
+            out = encoder.feed(events)
             if encoder.done and finished is not None:
                 last += out
             elif out:

@@ -1,7 +1,8 @@
 """Claude's Messages stream events as the Responses API's event stream: a pure machine.
 
     events = ResponseEvents(shape, response_id=..., created_at=..., json_answer=...)
-    out += events.event(name, data)          # SSE bytes, each event with sequence_number
+    out = events.feed(parser.feed(upstream_bytes))  # SSE bytes, each with sequence_number
+    # (events.event(name, data) translates one event)
 
 Sequence: response.created, response.in_progress; per Claude block an item:
 response.output_item.added, then for text response.content_part.added,
@@ -32,8 +33,12 @@ from promptrelay.api.openai.responses_answer import (
 __all__ = ["ResponseEvents"]
 
 
+_TEXT_DELTA = b"response.output_text.delta"
+_CALL_DELTA = b"response.function_call_arguments.delta"
+
+
 class _Item:
-    __slots__ = ("block", "id", "kind", "output_index", "parts")
+    __slots__ = ("block", "delta", "id", "kind", "output_index", "parts")
 
     def __init__(self, kind: str, item: str, output_index: int, block: dict[str, Any]) -> None:
         self.kind = kind  # "text" (also the JSON answer), "call" or "thinking"
@@ -41,6 +46,11 @@ class _Item:
         self.output_index = output_index
         self.block = block
         self.parts: list[str] = []
+        # a delta event's encoded fields up to the delta itself, the same for every delta
+        self.delta = b',"item_id":' + orjson.dumps(item) + b',"output_index":%d' % output_index
+        if kind == "text":
+            self.delta += b',"content_index":0'
+        self.delta += b',"delta":'
 
 
 class ResponseEvents:
@@ -65,6 +75,20 @@ class ResponseEvents:
         self._sequence += 1
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
+    def _emit_encoded(self, kind: bytes, fields: bytes) -> bytes:
+        """`_emit` of fields already encoded (`,"name":value...`, in `_emit`'s order)."""
+        sequence = self._sequence
+        self._sequence += 1
+        head = b"event: " + kind + b'\ndata: {"type":"' + kind + b'","sequence_number":'
+        return head + b"%d" % sequence + fields + b"}\n\n"
+
+    def feed(self, events: list[tuple[str, bytes]]) -> list[bytes]:
+        """`event` for each of one upstream read's events."""
+        out: list[bytes] = []
+        for name, data in events:
+            out += self.event(name, data)
+        return out
+
     def _response(self, status: str) -> dict[str, Any]:
         usage = responses_usage(self._usage) if status != "in_progress" else None
         return self._shape.response(self._id, self._created, status, list(self._output), usage)
@@ -84,10 +108,10 @@ class ResponseEvents:
             self._message_id = message.get("id")
             self._usage = dict(message.get("usage") or {})
             self.message = {**message, "content": []}
-            first = self._response("in_progress")
+            first = b',"response":' + orjson.dumps(self._response("in_progress"))
             return [
-                self._emit("response.created", response=first),
-                self._emit("response.in_progress", response=first),
+                self._emit_encoded(b"response.created", first),
+                self._emit_encoded(b"response.in_progress", first),
             ]
         if name == "message_delta":
             self._stop = fold_message_delta(data, self._stop, self._usage)
@@ -156,27 +180,11 @@ class ResponseEvents:
         if item is None or not piece or not isinstance(piece, str):
             return []
         item.parts.append(piece)
-        at = item.output_index
         if item.kind == "text":
-            return [
-                self._emit(
-                    "response.output_text.delta",
-                    item_id=item.id,
-                    output_index=at,
-                    content_index=0,
-                    delta=piece,
-                    logprobs=[],
-                )
-            ]
+            fields = item.delta + orjson.dumps(piece) + b',"logprobs":[]'
+            return [self._emit_encoded(_TEXT_DELTA, fields)]
         if item.kind == "call":
-            return [
-                self._emit(
-                    "response.function_call_arguments.delta",
-                    item_id=item.id,
-                    output_index=at,
-                    delta=piece,
-                )
-            ]
+            return [self._emit_encoded(_CALL_DELTA, item.delta + orjson.dumps(piece))]
         return []
 
     def _stop_block(self, index: int) -> list[bytes]:

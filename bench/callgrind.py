@@ -69,11 +69,16 @@ class CallgrindServer:
         """Instructions executed since the last zero()."""
         self._control("--dump")
         self._dumps += 1
-        path = Path(f"{self._out}.{self.service.pid}.{self._dumps}")
+        path = self.last_dump
         for line in path.read_text().splitlines():
             if line.startswith("summary:"):
                 return int(line.split()[1])
         raise RuntimeError(f"no summary line in {path}")
+
+    @property
+    def last_dump(self) -> Path:
+        """The file of the last dump()."""
+        return Path(f"{self._out}.{self.service.pid}.{self._dumps}")
 
     def _control(self, action: str) -> None:
         done = subprocess.run(

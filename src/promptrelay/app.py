@@ -447,7 +447,7 @@ class PromptRelay:
                     return
                 _log_startup(self.settings, self.runtime)
                 if self.own_process:
-                    _freeze_startup_objects()
+                    _freeze_startup_objects(self.settings.gc_young_threshold)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.runtime is not None:
@@ -465,7 +465,7 @@ def _log_startup(settings: Settings, runtime: Runtime) -> None:
         log.info("client keys required (%d configured)", len(settings.promptrelay_api_keys))
 
 
-def _freeze_startup_objects() -> None:
+def _freeze_startup_objects(young_threshold: int) -> None:
     """Move everything alive after startup (modules, FastAPI's routes, pydantic's
     schemas: ~50k objects) out of the collector's sight.
 
@@ -474,9 +474,17 @@ def _freeze_startup_objects() -> None:
     the miss path's p99). They live as long as the process, so scanning them is waste.
     Only for a process that serves nothing else (`promptrelay serve`, `create_app`): an
     embedding program's own objects would be frozen too.
+
+    `young_threshold` (GC_YOUNG_THRESHOLD) replaces Python's 700 allocations between
+    young collections: with a thousand requests in flight, their objects outlived the
+    young and middle collections, reached the oldest generation and set off full
+    collections of it (docs/benchmarks.md, the tail at 1,024 concurrent).
     """
     gc.collect()
     gc.freeze()
+    if young_threshold:
+        _, middle, old = gc.get_threshold()
+        gc.set_threshold(young_threshold, middle, old)
 
 
 def build_app(settings: Settings, *, own_process: bool = False) -> PromptRelay:

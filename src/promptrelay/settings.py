@@ -132,6 +132,8 @@ class Settings(BaseSettings):
     telemetry_interval: PositiveFloat = 5.0
     gc_critical_threshold: Fraction = 0.9
     gc_min_interval: PositiveFloat = 30.0
+    # Allocations between young collections in a `serve` process (0: Python's 700).
+    gc_young_threshold: NonNegativeInt = 10_000
     alert_cooldown: Annotated[float, Field(ge=0)] = 60.0
     alert_escalate_after: PositiveInt = 3
     alert_error_rate: Fraction = 0.1

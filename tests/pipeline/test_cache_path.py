@@ -229,3 +229,27 @@ async def test_cache_stats_count_savings_once_with_or_without_telemetry(
             savings = (await response.json())["savings"]
     assert (savings["hits"], savings["misses"]) == (2, 1)
     assert savings["tokens_saved"] == 2 * (usage["input_tokens"] + usage["output_tokens"])
+
+
+async def test_the_same_bytes_under_another_version_or_beta_are_another_entry(live, fake_upstream):
+    # A hit is keyed from the raw bytes first (a memo of bytes -> key): what surrounds
+    # the body must still select the entry.
+    raw = b'{"model":"claude-sonnet-4-6","max_tokens":64,'
+    raw += b'"messages":[{"role":"user","content":"m"}]}'
+    base = {"content-type": "application/json"}
+    asks = [
+        {"anthropic-version": "2023-06-01"},
+        {"anthropic-version": "2023-06-01"},
+        {"anthropic-version": "2023-01-01"},
+        {"anthropic-version": "2023-06-01", "anthropic-beta": "b1"},
+        {"anthropic-version": "2023-06-01", "anthropic-beta": "b1"},
+    ]
+    labels = []
+    async with aiohttp.ClientSession() as session:
+        for extra in asks:
+            url = f"{live.url}/v1/messages"
+            async with session.post(url, data=raw, headers={**base, **extra}) as response:
+                assert response.status == 200
+                labels.append(response.headers["x-cache"])
+    assert labels == ["MISS", "HIT", "MISS", "MISS", "HIT"]
+    assert fake_upstream.stats()["by_path"]["/v1/messages"] == 3

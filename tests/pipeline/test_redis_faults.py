@@ -121,7 +121,12 @@ async def test_restarted_redis_goes_down_and_up_once_then_stays_up(
         await _until(lambda: tier.stats()["state_changes"] == 3 and tier.is_up, 15)
         served = len(load.calls)
         writes = tier.stats()["writes"]
-        await asyncio.sleep(10.0)
+        # Stays up: for 10 s, or until five times the calls the bounds below ask for.
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and (
+            len(load.calls) < served + 500 or tier.stats()["writes"] < writes + 300
+        ):
+            await asyncio.sleep(0.05)
         load.stop()
         await running
     assert load.failures() == []

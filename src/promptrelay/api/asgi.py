@@ -59,9 +59,14 @@ def api_version(headers: dict[bytes, bytes]) -> tuple[str | None, str | None]:
     )
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The whole request body, refusing more than `limit` bytes before reading them."""
-    declared = request_headers(scope).get(b"content-length")
+async def read_body(
+    scope: Scope, receive: Receive, limit: int, headers: dict[bytes, bytes] | None = None
+) -> bytes:
+    """The whole request body, refusing more than `limit` bytes before reading them
+    (`headers`: the request's, when the caller has them as a dict already)."""
+    if headers is None:
+        headers = request_headers(scope)
+    declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(
             f"request body is {int(declared)} bytes; the limit is {limit} (MAX_BODY_BYTES)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -29,9 +30,10 @@ from promptrelay.api.asgi import (
     send_response,
     stream_response,
 )
+from promptrelay.cache.keys import RawMemo
 from promptrelay.core.auth import KeyResolver
 from promptrelay.core.cache_control import parse_cache_control
-from promptrelay.core.events import EventBus, RequestFinished
+from promptrelay.core.events import EventBus, RequestFinished, request_finished
 from promptrelay.core.gateway import Reply
 from promptrelay.core.generate import generate_answer, generate_ask
 from promptrelay.core.pipeline import Ask, Pipeline
@@ -103,6 +105,8 @@ class HotRoutes:
         self.in_flight = 0  # requests inside a handler now
         self.in_flight_bytes = 0  # their request bodies, held in memory
         self._limit = settings.max_body_bytes
+        # /v1/messages bodies parsed and validated, by their raw bytes: read, never changed
+        self._bodies: RawMemo[dict[str, Any]] = RawMemo()
 
     async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._serve("/v1/messages", self._messages, scope, receive, send)
@@ -157,18 +161,20 @@ class HotRoutes:
             if RequestFinished in self._events.wanted:
                 ended = time.perf_counter()
                 self._events.emit(
-                    RequestFinished(
-                        route,
-                        trace.status,
-                        trace.cache,
-                        ended - started,
-                        (trace.first or ended) - started,
-                        trace.upstream,
-                        trace.request_bytes,
-                        trace.response_bytes,
-                        trace.stream,
-                        trace.model,
-                        trace.template,
+                    request_finished(
+                        (
+                            route,
+                            trace.status,
+                            trace.cache,
+                            ended - started,
+                            (trace.first or ended) - started,
+                            trace.upstream,
+                            trace.request_bytes,
+                            trace.response_bytes,
+                            trace.stream,
+                            trace.model,
+                            trace.template,
+                        )
                     )
                 )
 
@@ -193,10 +199,13 @@ class HotRoutes:
             raise NotFound("use POST /v1/messages")
         headers = request_headers(scope)
         creds = self._keys.resolve(headers)  # refuse a bad key before reading a large body
-        raw = await read_body(scope, receive, self._limit)
+        raw = await read_body(scope, receive, self._limit, headers)
         self._received(trace, raw)
-        body = parse_json_object(raw)
-        validate_messages_body(body)
+        body = self._bodies.get((raw,))
+        if body is None:
+            body = parse_json_object(raw)
+            validate_messages_body(body)
+            self._bodies.put((raw,), body)
         version, beta = api_version(headers)
         control = parse_cache_control(headers.get(b"cache-control"))
         prepared = await self._pipeline.prepare(Ask(creds, body, raw, version, beta, control))
@@ -209,7 +218,7 @@ class HotRoutes:
         started = time.perf_counter()
         headers = request_headers(scope)
         creds = self._keys.resolve(headers)
-        raw = await read_body(scope, receive, self._limit)
+        raw = await read_body(scope, receive, self._limit, headers)
         self._received(trace, raw)
         version, beta = api_version(headers)
         control = parse_cache_control(headers.get(b"cache-control"))
@@ -243,7 +252,7 @@ class HotRoutes:
         target = canonical_target(_raw_path(scope), scope.get("query_string", b""))
         headers = request_headers(scope)
         creds = self._keys.resolve(headers)
-        raw = await read_body(scope, receive, self._limit)
+        raw = await read_body(scope, receive, self._limit, headers)
         self._received(trace, raw)
         content_type = headers.get(b"content-type")
         if raw and content_type and content_type.startswith(b"application/json"):

@@ -21,12 +21,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 
-__all__ = ["CLAUDE_RESPONSE", "KeyParts", "cache_key", "entry_key", "key_pattern"]
+__all__ = ["CLAUDE_RESPONSE", "KeyParts", "RawMemo", "cache_key", "entry_key", "key_pattern"]
 
+_V = TypeVar("_V")
 _IGNORED = frozenset({"stream", "metadata"})
 _PREFIX = "pr"
 CLAUDE_RESPONSE = "claude_response"
@@ -100,3 +101,32 @@ def cache_key(body: Mapping[str, Any], parts: KeyParts, content_type: str = CLAU
         digest.update(b"\x00")
     digest.update(_canonical(body))
     return entry_key(parts.namespace, content_type, digest.hexdigest())
+
+
+class RawMemo(Generic[_V]):
+    """What was derived from a request's raw bytes (its cache key, its parsed body), for
+    the next identical request: a hit that repeats a body skips the parse, the canonical
+    JSON and the hash. `memo` is a tuple whose first item is the raw body; the value must
+    be a function of the whole tuple. Bounded: bodies over `max_raw` bytes are not kept,
+    and past `entries` the oldest goes (so at most entries x max_raw bytes of bodies)."""
+
+    __slots__ = ("_entries", "_max_raw", "_values")
+
+    def __init__(self, entries: int = 256, max_raw: int = 4096) -> None:
+        self._values: dict[tuple[Any, ...], _V] = {}
+        self._entries = entries
+        self._max_raw = max_raw
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def get(self, memo: tuple[Any, ...]) -> _V | None:
+        return self._values.get(memo)
+
+    def put(self, memo: tuple[Any, ...], value: _V) -> None:
+        if len(memo[0]) > self._max_raw:
+            return
+        values = self._values
+        if len(values) >= self._entries:
+            del values[next(iter(values))]  # the oldest: dicts keep insertion order
+        values[memo] = value

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from promptrelay.cache.base import CacheEntry, content_type_of
 from promptrelay.cache.glob import glob_escape
+from promptrelay.cache.keys import RawMemo
 from promptrelay.cache.memory import MemoryTier
 from promptrelay.cache.redis import RedisTier
 from promptrelay.cache.ttl import TtlPolicy
@@ -65,6 +66,7 @@ class TieredCache:
         self._misses = 0
         self._stale = 0
         self._by_type: dict[str, list[int]] = {}
+        self._counts_by_key: RawMemo[list[int]] = RawMemo()  # a key's row of _by_type
 
     @classmethod
     def from_settings(
@@ -184,6 +186,13 @@ class TieredCache:
         }
 
     def _counts_for(self, key: str) -> list[int]:
+        known = self._counts_by_key.get((key,))
+        if known is None:
+            known = self._type_counts(key)
+            self._counts_by_key.put((key,), known)
+        return known
+
+    def _type_counts(self, key: str) -> list[int]:
         name = content_type_of(key)
         counts = self._by_type.get(name)
         if counts is None:

@@ -73,6 +73,7 @@ class KeyResolver:
         ]
         self._cache: dict[str, Credentials] = {}
         self._keys_file = settings.keys_file
+        self._required = bool(self._client_keys) or self._keys_file is not None
         self._entries = load_keys_file(settings.keys_file) if settings.keys_file else {}
         self._default = Credentials(
             KeyMode.GATEWAY if self._gateway_key else KeyMode.OFFLINE,
@@ -87,7 +88,7 @@ class KeyResolver:
 
     @property
     def requires_client_key(self) -> bool:
-        return bool(self._client_keys) or self._keys_file is not None
+        return self._required
 
     @property
     def entries(self) -> list[KeyEntry]:
@@ -112,21 +113,27 @@ class KeyResolver:
         return matched
 
     def resolve(self, headers: Mapping[bytes, bytes]) -> Credentials:
+        if self._required:
+            return self._admit(client_key(headers))
+        if self._gateway_key is not None:
+            return self._default  # a key the client sent is not used: not even read
         presented = client_key(headers)
-        if self.requires_client_key:
-            if presented is None:
-                raise Unauthorized("missing API key: send x-api-key or Authorization: Bearer")
-            cached = self._cache.get(presented)
-            if cached is not None:
-                return cached
-            entry = self._entries.get(key_digest(presented)) if self._entries else None
-            if entry is None and not self.check_client_key(presented):
-                raise Unauthorized("invalid API key")
-            namespace = entry.namespace if entry is not None else _namespace(presented)
-            creds = Credentials(self._default.mode, self._gateway_key, namespace, entry)
-            if len(self._cache) < 10_000:
-                self._cache[presented] = creds
-            return creds
-        if self._gateway_key is not None or presented is None:
+        if presented is None:
             return self._default
         return Credentials(KeyMode.CLIENT, presented, _namespace(presented))
+
+    def _admit(self, presented: str | None) -> Credentials:
+        """A client key where one is required (PROMPTRELAY_API_KEYS or KEYS_FILE)."""
+        if presented is None:
+            raise Unauthorized("missing API key: send x-api-key or Authorization: Bearer")
+        cached = self._cache.get(presented)
+        if cached is not None:
+            return cached
+        entry = self._entries.get(key_digest(presented)) if self._entries else None
+        if entry is None and not self.check_client_key(presented):
+            raise Unauthorized("invalid API key")
+        namespace = entry.namespace if entry is not None else _namespace(presented)
+        creds = Credentials(self._default.mode, self._gateway_key, namespace, entry)
+        if len(self._cache) < 10_000:
+            self._cache[presented] = creds
+        return creds

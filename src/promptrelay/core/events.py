@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import NamedTuple, TypeVar, cast, get_args
+from functools import partial
+from typing import Any, NamedTuple, TypeVar, cast, get_args
 
 __all__ = [
     "EVENT_TYPES",
@@ -27,6 +28,7 @@ __all__ = [
     "RequestFinished",
     "Retried",
     "UpstreamFinished",
+    "request_finished",
 ]
 
 log = logging.getLogger("promptrelay.events")
@@ -117,6 +119,12 @@ class RequestFinished(NamedTuple):
     model: str = ""
     template: str = ""
 
+
+# A RequestFinished from its whole row of 11 fields, built in C: a named tuple's own
+# __new__ is a Python function, a call per request.
+request_finished = cast(
+    Callable[[tuple[Any, ...]], RequestFinished], partial(tuple.__new__, RequestFinished)
+)
 
 Event = (
     CacheLookup

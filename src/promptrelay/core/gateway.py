@@ -18,14 +18,14 @@ Rules of the cache (docs/cache.md):
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
 
 from promptrelay.cache.base import CacheEntry
-from promptrelay.cache.keys import CLAUDE_RESPONSE, KeyParts, cache_key
+from promptrelay.cache.keys import CLAUDE_RESPONSE, KeyParts, RawMemo, cache_key
 from promptrelay.cache.tiered import TieredCache
 from promptrelay.core.auth import Credentials, KeyMode
 from promptrelay.core.cache_control import DEFAULT, CacheControl
@@ -128,6 +128,9 @@ class Gateway:
         self._answers: Coalescer[str, _Answer] = Coalescer()
         self._streams: StreamCoalescer[str, _Head | bytes] = StreamCoalescer()
         self.served_by_mode: dict[str, int] = {mode.value: 0 for mode in KeyMode}
+        self._keys: RawMemo[str] = RawMemo()
+        # per stored entry (key, stored_at): its CacheLookup event and its constant headers
+        self._hits: RawMemo[tuple[CacheLookup, list[tuple[bytes, bytes]]]] = RawMemo()
 
     @property
     def base_url(self) -> str:
@@ -137,7 +140,17 @@ class Gateway:
         return self._answers.in_flight() + self._streams.in_flight()
 
     def key_for(self, call: MessagesCall) -> str:
+        # `call.raw` is the encoding of `call.body` (the client's bytes or ours), so the
+        # raw bytes and what surrounds the body select the key as well as the body does.
         offline = call.creds.upstream_key is None
+        memo = (call.raw, call.creds.namespace, offline, call.version, call.beta)
+        key = self._keys.get(memo)
+        if key is None:
+            key = self._key(call, offline)
+            self._keys.put(memo, key)
+        return key
+
+    def _key(self, call: MessagesCall, offline: bool) -> str:
         parts = KeyParts(
             namespace=call.creds.namespace,
             upstream="offline" if offline else self._base,
@@ -193,13 +206,13 @@ class Gateway:
         return reply
 
     async def _messages(self, call: MessagesCall) -> Reply:
-        self.served_by_mode[call.creds.mode.value] += 1
+        self.served_by_mode[call.creds.mode._value_] += 1  # _value_: no property call
         key = self.key_for(call)
         control = call.control
         if control.lookup:
             entry = await self._cache.get(key, max_age=control.max_age)
             if entry is not None:
-                return self._hit(entry, call.stream)
+                return self._hit(key, entry, call.stream)
             self._events.emit(CacheLookup(hit=False, content_type=CLAUDE_RESPONSE))
         label = "BYPASS" if control.bypass else "MISS"
         joinable = control.lookup and control.store
@@ -244,7 +257,7 @@ class Gateway:
         """Any other /v1 route, passed through with the same key rules: one attempt
         through the breaker (ResilientUpstream.passthrough). With `stream`, a 2xx body
         is forwarded as it arrives; otherwise it is read whole."""
-        self.served_by_mode[creds.mode.value] += 1
+        self.served_by_mode[creds.mode._value_] += 1
         if creds.upstream_key is None:
             offline = self._offline.other(method, target.partition("?")[0], body)
             return Reply(offline.status, offline.headers, offline.body)
@@ -268,33 +281,42 @@ class Gateway:
 
     # -- hits ------------------------------------------------------------------------------
 
-    def _hit(self, entry: CacheEntry, stream: bool) -> Reply:
-        meta = self._count_hit(entry)
-        age = (b"age", str(max(0, int(time.time() - entry.stored_at))).encode())
-        extra = [_X_CACHE["HIT"], age]
-        if meta.get("offline"):
-            extra.append(OFFLINE_HEADER)
+    def _hit(self, key: str, entry: CacheEntry, stream: bool) -> Reply:
+        memo = (key, entry.stored_at)
+        known = self._hits.get(memo)
+        if known is None:
+            known = self._hit_event(entry), self._hit_headers(entry)
+            self._hits.put(memo, known)
+        event, extra = known
+        self._events.emit(event)
+        age = (b"age", b"%d" % max(0, int(time.time() - entry.stored_at)))
         if not stream:
-            return Reply(200, [_JSON, *extra], entry.value, cache="HIT")
+            return Reply(200, [_JSON, *extra, age], entry.value, cache="HIT")
         # the whole replay in one chunk: one write, where an event per write cost a send each
         replay = b"".join(message_events(orjson.loads(entry.value)))
-        return Reply(200, [_SSE, *extra], chunks=_once(replay), cache="HIT")
+        return Reply(200, [_SSE, *extra, age], chunks=_once(replay), cache="HIT")
 
-    def _count_hit(self, entry: CacheEntry) -> Mapping[str, Any]:
+    @staticmethod
+    def _hit_headers(entry: CacheEntry) -> list[tuple[bytes, bytes]]:
         meta = entry.meta or {}
-        self._events.emit(
-            CacheLookup(
-                hit=True,
-                content_type=CLAUDE_RESPONSE,
-                saved_ms=float(meta.get("upstream_ms", 0.0)),
-                saved_tokens=int(meta.get("tokens", 0)),
-                model=str(meta.get("model", "")),
-                # what a hit saved is the stored answer's input priced as Anthropic did
-                saved_input_tokens=int(meta.get("input_units", meta.get("input_tokens", 0))),
-                saved_output_tokens=int(meta.get("output_tokens", 0)),
-            )
+        return [_X_CACHE["HIT"], OFFLINE_HEADER] if meta.get("offline") else [_X_CACHE["HIT"]]
+
+    def _count_hit(self, entry: CacheEntry) -> None:
+        self._events.emit(self._hit_event(entry))
+
+    @staticmethod
+    def _hit_event(entry: CacheEntry) -> CacheLookup:
+        meta = entry.meta or {}
+        return CacheLookup(
+            hit=True,
+            content_type=CLAUDE_RESPONSE,
+            saved_ms=float(meta.get("upstream_ms", 0.0)),
+            saved_tokens=int(meta.get("tokens", 0)),
+            model=str(meta.get("model", "")),
+            # what a hit saved is the stored answer's input priced as Anthropic did
+            saved_input_tokens=int(meta.get("input_units", meta.get("input_tokens", 0))),
+            saved_output_tokens=int(meta.get("output_tokens", 0)),
         )
-        return meta
 
     # -- misses, not streamed --------------------------------------------------------------
 

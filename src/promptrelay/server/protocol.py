@@ -52,22 +52,24 @@ class _Writer:
     """The transport as one request's cycle sees it. The head of a response whose body
     length is declared (content-length) is held until the first body write, and goes out
     with it in one call; everything else is written at once (a body sent in several
-    chunks, a file say, is never gathered)."""
+    chunks, a file say, is never gathered).
 
-    __slots__ = ("_cycle", "_fresh", "_held", "_transport")
+    The cycle is let go at that first write: the cycle holds its writer (as its
+    transport), and the reference back made every request's objects a reference cycle
+    that only a collection could free (the tail at 1,024 concurrent, docs/benchmarks.md)."""
+
+    __slots__ = ("_cycle", "_held", "_transport")
 
     def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
         self._transport = transport
-        self._cycle = cycle
+        self._cycle: RequestResponseCycle | None = cycle  # until the head is written
         self._held = b""
-        self._fresh = True  # the next write is the head (uvicorn writes it in one call)
 
     def write(self, data: bytes) -> None:
         if self._held:
             data, self._held = self._held + data, b""
-        elif self._fresh:
-            self._fresh = False
-            cycle = self._cycle
+        elif (cycle := self._cycle) is not None:  # the head: uvicorn writes it in one call
+            self._cycle = None
             if cycle.chunked_encoding is False and cycle.expected_content_length > 0:
                 self._held = data  # the head: its declared body is still to come
                 return

@@ -73,7 +73,10 @@ class Coalescer(Generic[K, V]):
         call = self._calls.get(key)
         follower = call is not None
         if call is None:
-            call = _Call(asyncio.create_task(_await(factory()), name=f"coalesce:{key!r}"))
+            work = factory()
+            # a coroutine becomes the task itself: no wrapper frame, no per-call name string
+            coro = work if asyncio.iscoroutine(work) else _await(work)
+            call = _Call(asyncio.create_task(coro, name="coalesce"))
             self._calls[key] = call
             task_call = call
             call.task.add_done_callback(lambda task: self._finished(key, task_call, task))

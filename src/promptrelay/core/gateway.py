@@ -84,6 +84,7 @@ class Reply:
     close: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
     upstream_seconds: float = 0.0  # waited for the upstream or a shared call (telemetry)
     key: str = ""  # the cache key of a `messages` call (a face's record can reference it)
+    usage: dict[str, Any] | None = None  # a whole answer's usage, when already parsed
 
     async def aclose(self) -> None:
         if self.close is not None:
@@ -98,6 +99,7 @@ class _Answer:
     status: int
     headers: list[tuple[bytes, bytes]]
     body: bytes
+    usage: dict[str, Any] | None = None  # parsed once for the store, reused for accounting
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +198,10 @@ class Gateway:
         if reply.chunks is not None:
             reply.chunks = _metered(reply.chunks, account, output=quotas is not None)
         elif quotas is not None or _CACHE_TOKENS in reply.body:
-            message = json_object_or_none(reply.body)
-            usage = message.get("usage") if message is not None else None
+            usage = reply.usage  # parsed once already when the answer was stored
+            if usage is None:
+                message = json_object_or_none(reply.body)
+                usage = message.get("usage") if message is not None else None
             if isinstance(usage, dict):
                 await account(usage)
         return reply
@@ -229,7 +233,7 @@ class Gateway:
         if follower:
             headers.append(_COALESCED)
             self._events.emit(Coalesced(stream=False))
-        reply = Reply(answer.status, headers, answer.body, cache=label, key=key)
+        reply = Reply(answer.status, headers, answer.body, cache=label, key=key, usage=answer.usage)
         reply.upstream_seconds = time.perf_counter() - waited
         return reply
 
@@ -324,12 +328,14 @@ class Gateway:
         started = time.perf_counter()
         response, gave_up = await self._send(call)
         headers = [*response.headers, _NO_RETRY] if gave_up else response.headers
-        answer = _Answer(response.status, headers, response.body)
-        if store_key is not None and response.status == 200:
-            message = json_object_or_none(response.body)
-            if message is not None:
-                await self._store(store_key, message, response.body, _is_offline(call), started)
-        return answer
+        if store_key is None or response.status != 200:
+            return _Answer(response.status, headers, response.body)
+        message = json_object_or_none(response.body)
+        if message is None:
+            return _Answer(response.status, headers, response.body)
+        await self._store(store_key, message, response.body, _is_offline(call), started)
+        usage = message.get("usage")
+        return _Answer(200, headers, response.body, usage if type(usage) is dict else None)
 
     async def _send(self, call: MessagesCall) -> tuple[UpstreamResponse, bool]:
         if call.creds.upstream_key is None:
@@ -363,16 +369,18 @@ class Gateway:
         if not _cacheable(message):
             return
         usage = message.get("usage") or {}
+        input_tokens = int(usage.get("input_tokens", 0))
+        output_tokens = int(usage.get("output_tokens", 0))
         entry = CacheEntry(
             value=encoded if encoded is not None else orjson.dumps(message),
             stored_at=time.time(),
             content_type=CLAUDE_RESPONSE,
             meta={
                 "upstream_ms": round((time.perf_counter() - started) * 1000, 2),
-                "tokens": int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0)),
-                "input_tokens": int(usage.get("input_tokens", 0)),
+                "tokens": input_tokens + output_tokens,
+                "input_tokens": input_tokens,
                 "input_units": input_units(usage),
-                "output_tokens": int(usage.get("output_tokens", 0)),
+                "output_tokens": output_tokens,
                 "model": str(message.get("model", "")),
                 "offline": int(offline),
             },

@@ -22,6 +22,7 @@ the client's own bytes (no re-encoding), and prepare costs a dict lookup or two.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,8 @@ class Pipeline:
         self._version = default_version
         self._max_tokens = default_max_tokens
         self.served_by_mode = gateway.served_by_mode
+        # run(call): the gateway's own method, not a coroutine layer around it
+        self.run: Callable[[MessagesCall], Awaitable[Reply]] = gateway.messages
 
     @property
     def base_url(self) -> str:
@@ -134,9 +137,6 @@ class Pipeline:
 
     def cache_key(self, call: MessagesCall) -> str:
         return self._gateway.key_for(call)
-
-    async def run(self, call: MessagesCall) -> Reply:
-        return await self._gateway.messages(call)
 
     async def lookup(self, call: MessagesCall) -> CacheEntry | None:
         """The stored answer `run(call)` would give, or None; counted like run's lookup.

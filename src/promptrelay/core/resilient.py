@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from promptrelay.core.events import EventBus, Retried, UpstreamFinished
@@ -100,15 +100,20 @@ class ResilientUpstream:
         of the body) lets the governor pace the attempts."""
         key = headers.get("x-api-key", "")
         deadline = self._clock() + min(budget or self._budget, self._budget)
+        governor = self.governor
 
         async def attempt(on_head: HeadHook) -> Outcome[UpstreamResponse]:
-            permit = await _permit(self.governor, key, cost, priority)
+            # the governor's permit: at once when it fits (no coroutine), else waited for
+            permit = None
+            if governor is not None and cost is not None:
+                permit = governor.try_acquire(key, cost) or await governor.acquire(
+                    key, cost, priority
+                )
             left = deadline - self._clock()
             if left <= 0:
                 raise _timed_out(permit)
-            response = await _released(
-                permit,
-                self.upstream.request(
+            try:
+                response = await self.upstream.request(
                     method,
                     path,
                     headers=headers,
@@ -116,14 +121,14 @@ class ResilientUpstream:
                     stream=stream,
                     timeout=left,
                     on_head=on_head,
-                ),
-            )
-            retry_after = None
-            if response.status >= 400:
-                retry_after = parse_retry_after(
-                    {k.decode("latin-1"): v.decode("latin-1") for k, v in response.headers}
                 )
-            return Outcome(status=response.status, value=response, retry_after=retry_after)
+            except BaseException:
+                if permit is not None:
+                    permit.release(0)  # no answer came
+                raise
+            if permit is not None:
+                permit.release(response.status, response.headers)
+            return _outcome(response)
 
         result = await run_with_retries(
             attempt,
@@ -178,32 +183,13 @@ class ResilientUpstream:
         return response
 
 
-async def _permit(
-    governor: Governor | None, key: str, cost: Cost | None, priority: int
-) -> Permit | None:
-    """The governor's permit for one attempt (None: not governed)."""
-    if governor is None or cost is None:
-        return None
-    permit = governor.try_acquire(key, cost)
-    if permit is None:
-        permit = await governor.acquire(key, cost, priority)
-    return permit
-
-
-async def _released(
-    permit: Permit | None, request: Awaitable[UpstreamResponse]
-) -> UpstreamResponse:
-    """The attempt's answer; its permit released with the answer's status and headers
-    (with 0 when no answer came)."""
-    try:
-        response = await request
-    except BaseException:
-        if permit is not None:
-            permit.release(0)
-        raise
-    if permit is not None:
-        permit.release(response.status, response.headers)
-    return response
+def _outcome(response: UpstreamResponse) -> Outcome[UpstreamResponse]:
+    retry_after = None
+    if response.status >= 400:
+        retry_after = parse_retry_after(
+            {k.decode("latin-1"): v.decode("latin-1") for k, v in response.headers}
+        )
+    return Outcome(status=response.status, value=response, retry_after=retry_after)
 
 
 def _timed_out(permit: Permit | None) -> UpstreamTimeout:

@@ -251,8 +251,12 @@ async def run_with_retries(
         if ticket is None:
             raise CircuitOpen(_REFUSED, retry_after=decision.retry_after)
         verdict = _Verdict(breaker, ticket)
-        try:
-            outcome = await _attempt(attempt_fn, verdict.on_head)
+        try:  # inline, not a wrapper coroutine: every suspension of the call resumes through it
+            outcome = await attempt_fn(verdict.on_head)
+        except UpstreamTimeout as exc:
+            outcome = Outcome(timeout=True, error=exc, retry_after=exc.retry_after)
+        except UpstreamUnavailable as exc:
+            outcome = Outcome(connection_error=True, error=exc, retry_after=exc.retry_after)
         except BaseException:
             await asyncio.shield(verdict.release())
             raise
@@ -301,14 +305,3 @@ class _Verdict:
         if not self._given:
             self._given = True
             await self._breaker.release(self._ticket)
-
-
-async def _attempt(
-    attempt_fn: Callable[[HeadHook], Awaitable[Outcome[T]]], on_head: HeadHook
-) -> Outcome[T]:
-    try:
-        return await attempt_fn(on_head)
-    except UpstreamTimeout as exc:
-        return Outcome(timeout=True, error=exc, retry_after=exc.retry_after)
-    except UpstreamUnavailable as exc:
-        return Outcome(connection_error=True, error=exc, retry_after=exc.retry_after)

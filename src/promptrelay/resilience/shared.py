@@ -189,7 +189,8 @@ class CircuitBreaker:
 
     async def before_call(self) -> Decision:
         decision = self.machine.before_call()
-        await self._publish(decision.transitions)
+        if decision.transitions:  # the common case: nothing moved, no coroutine to await
+            await self._publish(decision.transitions)
         ticket = decision.ticket
         if ticket is None:
             if self.machine.state is not BreakerState.HALF_OPEN:
@@ -219,7 +220,8 @@ class CircuitBreaker:
             moved = self.machine.record_failure(ticket)
         else:
             moved = self.machine.record_success(ticket)
-        await self._publish(moved)
+        if moved:
+            await self._publish(moved)
         if held:
             await self._release_probe()
         return moved

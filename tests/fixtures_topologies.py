@@ -29,9 +29,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -442,45 +442,47 @@ def _need_binaries() -> None:
             pytest.skip(f"{binary} is not installed (make redis-server installs it)")
 
 
-@pytest.fixture(scope="session")
-def redis_cluster_session() -> Iterator[RedisClusterSet]:
+Topology = TypeVar("Topology", RedisClusterSet, SentinelSet)
+
+
+def _running(name: str, build: Callable[[], Topology]) -> Iterator[Topology]:
+    """A session's topology: started once (its start-up time kept), closed at the end."""
     _need_binaries()
-    cluster = RedisClusterSet()
+    topology = build()
     try:
         began = time.monotonic()
-        cluster.start()
-        STARTUP_SECONDS["cluster"] = time.monotonic() - began
-        yield cluster
+        topology.start()
+        STARTUP_SECONDS[name] = time.monotonic() - began
+        yield topology
     finally:
-        cluster.close()
+        topology.close()
+
+
+def _whole_and_empty(topology: Topology) -> Iterator[Topology]:
+    """Every node back, every key gone; every node back again after the test."""
+    topology.restore()
+    topology.flushall()
+    yield topology
+    topology.restore()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_session() -> Iterator[RedisClusterSet]:
+    yield from _running("cluster", RedisClusterSet)
 
 
 @pytest.fixture
 def redis_cluster(redis_cluster_session: RedisClusterSet) -> Iterator[RedisClusterSet]:
     """The session's cluster, every node running, every slot served, every key gone."""
-    redis_cluster_session.restore()
-    redis_cluster_session.flushall()
-    yield redis_cluster_session
-    redis_cluster_session.restore()
+    yield from _whole_and_empty(redis_cluster_session)
 
 
 @pytest.fixture(scope="session")
 def redis_sentinel_session() -> Iterator[SentinelSet]:
-    _need_binaries()
-    sentinel = SentinelSet()
-    try:
-        began = time.monotonic()
-        sentinel.start()
-        STARTUP_SECONDS["sentinel"] = time.monotonic() - began
-        yield sentinel
-    finally:
-        sentinel.close()
+    yield from _running("sentinel", SentinelSet)
 
 
 @pytest.fixture
 def redis_sentinel(redis_sentinel_session: SentinelSet) -> Iterator[SentinelSet]:
     """The session's sentinel set with its master, replica and sentinels all up, empty."""
-    redis_sentinel_session.restore()
-    redis_sentinel_session.flushall()
-    yield redis_sentinel_session
-    redis_sentinel_session.restore()
+    yield from _whole_and_empty(redis_sentinel_session)

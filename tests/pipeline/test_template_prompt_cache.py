@@ -6,12 +6,13 @@ Anthropic-cache savings must equal the dollars computed here by hand."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+
+from tests.pipeline.test_prompt_cost import _usage_of_stream
 
 # $15 input, $75 output per million tokens: dear enough that a wrong multiplier shows in
 # the six decimals /api/keys and /api/performance report
@@ -135,18 +136,6 @@ async def test_a_1h_template_with_a_body_marker_writes_at_twice_the_input_price(
     assert cache["anthropic_prompt_cache"]["dollars_saved"] == pytest.approx(
         -written * IN, abs=1e-6
     )
-
-
-def _usage_of_stream(text: str) -> dict[str, Any]:
-    usage: dict[str, Any] = {}
-    for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.split("\n"))
-        data = json.loads(lines["data"])
-        if lines["event"] == "message_start":
-            usage = dict(data["message"]["usage"])
-        elif lines["event"] == "message_delta":
-            usage["output_tokens"] = data["usage"]["output_tokens"]
-    return usage
 
 
 async def test_prompt_cache_auto_marks_a_long_system_prompt_streamed_and_json(

@@ -224,6 +224,14 @@ def _wrk_cell(
     }
 
 
+def _cells_json(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The wrk cells of a stage as JSON: each LoadResult's fields and its req/s."""
+    return {
+        k: {**v, "result": {**v["result"].__dict__, "rps": v["result"].rps}}
+        for k, v in cells.items()
+    }
+
+
 def _wrk_row(name: str, cell: dict[str, Any], floor: LoadResult | None, verdict: str) -> list[str]:
     r: LoadResult = cell["result"]
     ratio = f"{r.rps / floor.rps:.2f}x" if floor and floor.rps else "—"
@@ -297,10 +305,7 @@ def slow_upstream_stage(cfg: SuiteConfig, load: WrkLoad) -> StageResult:
         rows=rows,
         checks=checks,
         data={
-            "cells": {
-                k: {**v, "result": {**v["result"].__dict__, "rps": v["result"].rps}}
-                for k, v in cells.items()
-            },
+            "cells": _cells_json(cells),
             "ratio": ratio,
             "p99_ratio": p99_ratio,
             "settings": env,
@@ -413,10 +418,7 @@ def hits_stage(cfg: SuiteConfig, load: WrkLoad) -> StageResult:
         rows=rows,
         checks=checks,
         data={
-            "cells": {
-                k: {**v, "result": {**v["result"].__dict__, "rps": v["result"].rps}}
-                for k, v in cells.items()
-            },
+            "cells": _cells_json(cells),
             "ratio": ratio,
             "body_bytes": size,
         },

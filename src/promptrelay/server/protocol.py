@@ -11,7 +11,9 @@ stores and a clock read.
 A whole answer goes out in one system call: each request's cycle writes through a
 `_Writer`, which holds the head of a response with a content-length until its body is
 written (uvicorn alone writes a head and its body with two calls, two system calls on the
-hit path). A streamed answer's head is written at once, as before.
+hit path). A streamed answer's head is written at once, as before. The head itself is
+checked and joined by `promptrelay.server.cycle` (the same checks as uvicorn's, without
+a Python loop over the headers).
 
 Every refusal is answered in the error shape of `promptrelay.errors` when nothing of a
 response went out yet, then the connection is closed gracefully: the write side is shut
@@ -41,6 +43,7 @@ from promptrelay.errors import (
     RequestTimeout,
     TooManyConnections,
 )
+from promptrelay.server.cycle import adopt
 from promptrelay.server.limits import Phase, ServerLimits, time_left
 
 __all__ = ["GatewayProtocol"]
@@ -180,6 +183,7 @@ class GatewayProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and not isinstance(cycle.transport, _Writer):
+            adopt(cycle)
             cycle.transport = _Writer(self.transport, cycle)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:

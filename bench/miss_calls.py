@@ -1,0 +1,235 @@
+"""Where a JSON miss's Python work goes, by feature: calls and bytecodes per miss, counted.
+
+One process: promptrelay's app (or the minimal proxy, bench/reference_proxy.py) on its
+own uvicorn protocol, fed keep-alive requests from an in-memory transport (no client
+socket; the upstream is a real fake upstream over real HTTP). Each request has a unique
+prompt, so each is a miss: an upstream call and a store. Over `--requests` misses a
+trace hook counts, per feature, the Python calls made into that feature's modules, the
+C calls its code makes, and the bytecodes it executes (`f_trace_opcodes`): counts that
+the machine's load cannot move. A feature is a group of modules (`_FEATURES`).
+
+    .venv/bin/python bench/miss_calls.py [--requests 200] [--target promptrelay|proxy|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import os
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import uvicorn
+import uvloop
+from uvicorn.lifespan.on import LifespanOn
+
+from benchkit import API_KEY, fake_upstream, service_url, services
+from protocol_cost import MemoryTransport
+
+# (feature, path fragment): the first fragment in a frame's file name decides
+_FEATURES = [
+    ("server: uvicorn + GatewayProtocol", "/uvicorn/"),
+    ("server: uvicorn + GatewayProtocol", "promptrelay/server/"),
+    ("route, body read, face (api/)", "promptrelay/api/"),
+    ("body parse + validation", "promptrelay/core/request.py"),
+    ("pipeline prepare, providers", "promptrelay/core/pipeline.py"),
+    ("pipeline prepare, providers", "promptrelay/core/providers.py"),
+    ("pipeline prepare, providers", "promptrelay/core/cache_control.py"),
+    ("pipeline prepare, providers", "promptrelay/core/auth.py"),
+    ("gateway (key memo, store, headers)", "promptrelay/core/gateway.py"),
+    ("cache key", "promptrelay/cache/keys.py"),
+    ("cache tiers (lookup, store)", "promptrelay/cache/"),
+    ("coalescer", "promptrelay/core/coalesce.py"),
+    ("retry loop, resilient client", "promptrelay/core/resilient.py"),
+    ("retry loop, resilient client", "promptrelay/resilience/retry.py"),
+    ("breaker", "promptrelay/resilience/breaker.py"),
+    ("breaker", "promptrelay/resilience/shared.py"),
+    ("governor", "promptrelay/resilience/"),
+    ("events + telemetry", "promptrelay/core/events.py"),
+    ("events + telemetry", "promptrelay/telemetry/"),
+    ("quotas, prompt cache", "promptrelay/core/"),
+    ("upstream client (ours)", "promptrelay/upstream/"),
+    ("promptrelay, other", "promptrelay/"),
+    ("proxy app", "bench/reference_proxy.py"),
+    ("aiohttp, multidict, yarl", "/aiohttp/"),
+    ("aiohttp, multidict, yarl", "/multidict/"),
+    ("aiohttp, multidict, yarl", "/yarl/"),
+    ("asyncio", "/asyncio/"),
+]
+_SKIP = ("miss_calls.py", "protocol_cost.py")  # the harness itself
+
+
+def _feature(filename: str, cache: dict[str, str]) -> str:
+    found = cache.get(filename)
+    if found is None:
+        found = next((name for name, part in _FEATURES if part in filename), "other Python")
+        cache[filename] = found
+    return found
+
+
+def _request(n: int, tag: str) -> bytes:
+    body = (
+        b'{"model":"claude-sonnet-4-6","max_tokens":64,"messages":'
+        b'[{"role":"user","content":"miss %s %d"}]}' % (tag.encode(), n)
+    )
+    return (
+        b"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        b"x-api-key: %s\r\nanthropic-version: 2023-06-01\r\n"
+        b"content-length: %d\r\n\r\n" % (API_KEY.encode(), len(body)) + body
+    )
+
+
+class Counts:
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.c_calls: Counter[str] = Counter()
+        self.opcodes: Counter[str] = Counter()
+        self.functions: Counter[tuple[str, str]] = Counter()  # (feature, file:function)
+        self._files: dict[str, str] = {}
+
+    def trace(self, frame: FrameType, event: str, arg: Any) -> Callable[..., Any] | None:
+        name = frame.f_code.co_filename
+        if name.endswith(_SKIP):
+            return None
+        feature = _feature(name, self._files)
+        if event == "call":
+            self.calls[feature] += 1
+            frame.f_trace_opcodes = True
+        elif event == "opcode":
+            self.opcodes[feature] += 1
+            code = frame.f_code
+            self.functions[feature, f"{name.rpartition('/')[2]}:{code.co_qualname}"] += 1
+        return self.trace
+
+    def profile(self, frame: FrameType, event: str, arg: Any) -> None:
+        if event == "c_call":
+            name = frame.f_code.co_filename
+            if not name.endswith(_SKIP):
+                self.c_calls[_feature(name, self._files)] += 1
+
+
+async def _drive(app: Any, protocol_factory: Callable[..., Any], requests: int) -> Counts:
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    config.load()
+    lifespan = LifespanOn(config)
+    await lifespan.startup()
+    try:
+        from uvicorn.server import ServerState
+
+        protocol = protocol_factory(config=config, server_state=ServerState(), app_state={})
+        transport = _Transport()
+        protocol.connection_made(transport)
+        tag = uuid.uuid4().hex[:8]
+        await _misses(protocol, transport, 50, f"warm-{tag}")
+        counts = Counts()
+        sys.settrace(counts.trace)
+        sys.setprofile(counts.profile)
+        try:
+            await _misses(protocol, transport, requests, tag)
+        finally:
+            sys.settrace(None)
+            sys.setprofile(None)
+        protocol.connection_lost(None)
+        return counts
+    finally:
+        await lifespan.shutdown()
+
+
+class _Transport(MemoryTransport):
+    """Wakes the harness at each answer, with no Python of asyncio's in between."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answered: asyncio.Future[None] | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        super().write(data)
+        if self.answered is not None and not self.answered.done():
+            self.answered.set_result(None)
+
+
+async def _misses(protocol: Any, transport: _Transport, requests: int, tag: str) -> None:
+    loop = asyncio.get_running_loop()
+    for n in range(requests):
+        transport.answered = loop.create_future()
+        protocol.data_received(_request(n, tag))
+        await transport.answered
+        assert protocol.cycle.response_complete
+
+
+def _promptrelay(fake_url: str) -> tuple[Any, Callable[..., Any]]:
+    os.environ.update(
+        ANTHROPIC_API_KEY=API_KEY,
+        ANTHROPIC_BASE_URL=fake_url,
+        REDIS_ENABLED="false",
+        LOG_LEVEL="warning",
+        TELEMETRY_INTERVAL="3600",
+    )
+    from promptrelay.app import build_app
+    from promptrelay.server import GatewayProtocol, ServerLimits
+    from promptrelay.settings import load_settings
+
+    settings = load_settings()
+    factory = functools.partial(GatewayProtocol, limits=ServerLimits.from_settings(settings))
+    return build_app(settings, own_process=True), factory
+
+
+def _proxy(fake_url: str) -> tuple[Any, Callable[..., Any]]:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from reference_proxy import make_app
+
+    return make_app(fake_url, "aiohttp"), HttpToolsProtocol
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--target", choices=["promptrelay", "proxy", "both"], default="both")
+    parser.add_argument(
+        "--functions", type=int, default=0, help="also list the N costliest functions"
+    )
+    args = parser.parse_args()
+    targets = {"promptrelay": _promptrelay, "proxy": _proxy}
+    chosen = list(targets) if args.target == "both" else [args.target]
+    fake = fake_upstream()
+    results: dict[str, Counts] = {}
+    with services([fake]):
+        for name in chosen:
+            app, factory = targets[name](service_url(fake))
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                results[name] = runner.run(_drive(app, factory, args.requests))
+    n = args.requests
+    features = sorted(
+        {f for c in results.values() for f in c.opcodes},
+        key=lambda f: -max(c.opcodes[f] for c in results.values()),
+    )
+    header = " | ".join(f"{t} calls / C calls / bytecodes" for t in results)
+    print(f"| feature | {header} |")
+    print("|---|" + "---|" * len(results))
+    for feature in features:
+        cells = " | ".join(
+            f"{c.calls[feature] / n:.0f} / {c.c_calls[feature] / n:.0f} / "
+            f"{c.opcodes[feature] / n:,.0f}"
+            for c in results.values()
+        )
+        print(f"| {feature} | {cells} |")
+    totals = " | ".join(
+        f"{sum(c.calls.values()) / n:.0f} / {sum(c.c_calls.values()) / n:.0f} / "
+        f"{sum(c.opcodes.values()) / n:,.0f}"
+        for c in results.values()
+    )
+    print(f"| total | {totals} |")
+    for target, counts in results.items() if args.functions else ():
+        print(f"\n{target}: bytecodes per miss by function (feature: file:function)")
+        for (feature, function), count in counts.functions.most_common(args.functions):
+            print(f"  {count / n:7,.0f}  {feature}: {function}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""uvicorn's request cycle with the response head written in C-level passes.
+
+uvicorn's `send` checks each response header with two regular-expression searches and
+lower-cases and compares it in a Python loop: on a miss, whose answer carries the
+upstream's request-id and anthropic-* headers, that loop was the costliest function of
+the request outside aiohttp (bench/miss_calls.py). `_Cycle.send` checks the same
+characters in one search over all the names and one over all the values (each pattern
+is a class of single characters, so joining changes nothing it finds), and joins the
+head with `bytes.join` over `map`. Any head it does not cover exactly as uvicorn would
+(upper-case or repeated names, `transfer-encoding`, `connection`, a bad character, a
+paused write, access logging) goes through uvicorn's own `send`, which then also raises
+its own errors.
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    RequestResponseCycle,
+)
+
+__all__ = ["adopt"]
+
+_NAME, _VALUE = itemgetter(0), itemgetter(1)
+_LINE = b": ".join
+_CLOSE = b"connection: close\r\n"
+_CHUNKED = b"transfer-encoding: chunked\r\n"
+_NO_BODY = (204, 304)
+
+
+class _Cycle(RequestResponseCycle):
+    async def send(self, message: Any) -> None:
+        if (
+            self.response_started
+            or message["type"] != "http.response.start"
+            or self.flow.write_paused
+            or self.disconnected
+            or self.access_log
+            or not self._head(message)
+        ):
+            await super().send(message)
+
+    def _head(self, message: Any) -> bool:
+        """Write the head as uvicorn would; False (nothing done) where it must decide."""
+        headers = [*self.default_headers, *message.get("headers", ())]
+        names = b"".join(map(_NAME, headers))
+        fields = dict(headers)
+        if (
+            len(fields) != len(headers)
+            or names != names.lower()
+            or b"transfer-encoding" in fields
+            or b"connection" in fields
+            or HEADER_RE.search(names)
+            or HEADER_VALUE_RE.search(b"\t".join(map(_VALUE, headers)))
+        ):
+            return False
+        status = message["status"]
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        length = fields.get(b"content-length")
+        if length is not None:
+            self.expected_content_length = int(length.decode())
+            self.chunked_encoding = False
+        content = [STATUS_LINE[status], b"\r\n".join(map(_LINE, headers))]
+        if headers:
+            content.append(b"\r\n")
+        if not self.keep_alive:
+            content.append(_CLOSE)
+        if length is None and self.scope["method"] != "HEAD" and status not in _NO_BODY:
+            self.chunked_encoding = True
+            content.append(_CHUNKED)
+        content.append(b"\r\n")
+        self.transport.write(b"".join(content))
+        return True
+
+
+def adopt(cycle: RequestResponseCycle) -> None:
+    """Give a cycle uvicorn just built (its task not yet run) this class's `send`."""
+    cycle.__class__ = _Cycle

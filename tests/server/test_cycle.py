@@ -1,0 +1,109 @@
+"""The response head written by `promptrelay.server.cycle` is byte for byte uvicorn's, with
+the same state after it and the same errors, for every head shape: the ones it writes
+itself and the ones it hands to uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+from promptrelay.server.cycle import adopt
+
+DATE = [(b"date", b"Tue, 01 Dec 2026 00:00:00 GMT")]
+HEADS: list[tuple[str, int, list[Any], bool]] = [
+    ("GET", 200, [(b"content-type", b"application/json"), (b"content-length", b"2")], True),
+    (
+        "GET",
+        200,
+        [(b"x-cache", b"MISS"), (b"request-id", b"req_1"), (b"content-length", b"0")],
+        False,
+    ),
+    ("GET", 200, [(b"content-type", b"text/event-stream")], True),  # chunked
+    ("HEAD", 200, [(b"content-type", b"application/json")], True),
+    ("GET", 204, [], True),
+    ("GET", 304, [(b"etag", b'"x"')], True),
+    ("GET", 200, [], True),
+    ("GET", 200, [(b"Content-Type", b"text/plain"), (b"Content-Length", b"1")], True),
+    ("GET", 200, [(b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")], True),
+    ("GET", 200, [(b"connection", b"close"), (b"content-length", b"0")], True),
+    ("GET", 200, [(b"transfer-encoding", b"chunked")], True),
+    ("GET", 200, [(b"content-length", b"3"), (b"content-length", b"4")], True),
+    ("GET", 200, [[b"x-list", b"pair"], (b"content-length", b"1")], True),
+    ("GET", 200, [(b"x-tab", b"a\tb"), (b"content-length", b"1")], True),
+]
+BAD: list[list[Any]] = [
+    [(b"x-bad", b"a\r\nb: c")],
+    [(b"x-bad", b"\x00")],
+    [(b"bad name", b"v")],
+    [(b"bad:name", b"v")],
+]
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+
+    def write(self, data: Any) -> None:
+        self.written += bytes(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def _cycle(method: str, keep_alive: bool, ours: bool) -> tuple[RequestResponseCycle, _Transport]:
+    transport = _Transport()
+    cycle = RequestResponseCycle(
+        scope={"method": method},  # type: ignore[typeddict-item]
+        transport=transport,
+        flow=FlowControl(transport),
+        logger=logging.getLogger("test"),
+        access_logger=logging.getLogger("test.access"),
+        access_log=False,
+        default_headers=DATE,
+        message_event=asyncio.Event(),
+        expect_100_continue=False,
+        keep_alive=keep_alive,
+        on_response=lambda: None,
+    )
+    if ours:
+        adopt(cycle)
+    return cycle, transport
+
+
+def _state(cycle: RequestResponseCycle) -> tuple[Any, ...]:
+    return (
+        cycle.response_started,
+        cycle.chunked_encoding,
+        cycle.expected_content_length,
+        cycle.keep_alive,
+        cycle.waiting_for_100_continue,
+    )
+
+
+@pytest.mark.parametrize(("method", "status", "headers", "keep_alive"), HEADS)
+async def test_same_head_and_state_as_uvicorn(
+    method: str, status: int, headers: list[Any], keep_alive: bool
+) -> None:
+    results = []
+    for ours in (False, True):
+        cycle, transport = _cycle(method, keep_alive, ours)
+        await cycle.send({"type": "http.response.start", "status": status, "headers": headers})
+        results.append((transport.written, _state(cycle)))
+    assert results[1] == results[0]
+
+
+@pytest.mark.parametrize("headers", BAD)
+async def test_same_refusal_as_uvicorn(headers: list[Any]) -> None:
+    errors = []
+    for ours in (False, True):
+        cycle, transport = _cycle("GET", True, ours)
+        with pytest.raises(RuntimeError) as raised:
+            await cycle.send({"type": "http.response.start", "status": 200, "headers": headers})
+        errors.append((str(raised.value), transport.written))
+    assert errors[1] == errors[0]

@@ -19,8 +19,9 @@ aiohttp errors are translated here, at the boundary, into `UpstreamTimeout` and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import aiohttp
@@ -53,16 +54,41 @@ _KEPT_NAMES = frozenset(
 )
 
 
-def kept_response_headers(
-    raw: Iterable[tuple[bytes, bytes]],
-) -> list[tuple[bytes, bytes]]:
-    """The headers worth passing on, from aiohttp's raw (bytes) headers: no decoding."""
-    out = []
-    for name, value in raw:
-        lower = name.lower()
-        if lower in _KEPT_NAMES or lower.startswith(_KEPT_PREFIXES):
-            out.append((lower, value))
-    return out
+_Plan = tuple[tuple[bytes, ...], Callable[[Sequence[tuple[bytes, bytes]]], Any]]
+_PLANS: dict[tuple[bytes, ...], _Plan] = {}  # by the answer's header names, in order
+_PLANS_MAX = 64
+_NAME, _VALUE = itemgetter(0), itemgetter(1)
+
+
+def kept_response_headers(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The headers worth passing on, from aiohttp's raw (bytes) headers: no decoding.
+
+    Which of them to keep depends on the names alone, and an upstream answers with the
+    same names in the same order again and again: that choice is made once per sequence
+    of names, and applied in C (`itemgetter`, `zip`) to each answer's values."""
+    names = tuple(map(_NAME, raw))
+    plan = _PLANS.get(names)
+    if plan is None:
+        plan = _plan(names)
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()
+        _PLANS[names] = plan
+    kept, pick = plan
+    return list(zip(kept, map(_VALUE, pick(raw)), strict=True))
+
+
+def _plan(names: tuple[bytes, ...]) -> _Plan:
+    lowered = [name.lower() for name in names]
+    indices = [
+        i
+        for i, lower in enumerate(lowered)
+        if lower in _KEPT_NAMES or lower.startswith(_KEPT_PREFIXES)
+    ]
+    kept = tuple(lowered[i] for i in indices)
+    if len(indices) == 1:
+        only = indices[0]
+        return kept, lambda raw: (raw[only],)
+    return kept, itemgetter(*indices) if indices else lambda raw: ()
 
 
 @dataclass(slots=True)

@@ -8,7 +8,19 @@ trace hook counts, per feature, the Python calls made into that feature's module
 C calls its code makes, and the bytecodes it executes (`f_trace_opcodes`): counts that
 the machine's load cannot move. A feature is a group of modules (`_FEATURES`).
 
+With `--instructions`, each target runs untraced under callgrind twice, with 0 and with
+`--requests` misses after the same warm-up, and the difference over the misses is the
+user-space instructions of one miss, start-up and imports subtracted; with `--base REV`
+promptrelay at that revision is counted too (a checkout in a temporary directory, by
+PYTHONPATH). One miss at a time, so no batching under load moves the count.
+
+With `--in-flight N` it counts instead what N misses hold while they wait for the
+upstream (the fake answers after `--latency-ms`): the objects the collector tracks, per
+request in flight, by type. Those are what every young collection at 1,024 concurrent
+has to visit and what ends up in the older generations.
+
     .venv/bin/python bench/miss_calls.py [--requests 200] [--target promptrelay|proxy|both]
+        [--functions N] [--in-flight N [--latency-ms 3000]] [--instructions [--base REV]]
 """
 
 from __future__ import annotations
@@ -16,11 +28,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import gc
 import os
+import re
+import subprocess
 import sys
+import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -28,7 +45,7 @@ import uvicorn
 import uvloop
 from uvicorn.lifespan.on import LifespanOn
 
-from benchkit import API_KEY, fake_upstream, service_url, services
+from benchkit import API_KEY, REPO_DIR, fake_upstream, service_url, services
 from protocol_cost import MemoryTransport
 
 # (feature, path fragment): the first fragment in a frame's file name decides
@@ -62,6 +79,7 @@ _FEATURES = [
     ("asyncio", "/asyncio/"),
 ]
 _SKIP = ("miss_calls.py", "protocol_cost.py")  # the harness itself
+_Target = Callable[[str], tuple[Any, Callable[..., Any]]]  # fake upstream URL -> app, protocol
 
 
 def _feature(filename: str, cache: dict[str, str]) -> str:
@@ -113,22 +131,21 @@ class Counts:
                 self.c_calls[_feature(name, self._files)] += 1
 
 
-async def _drive(app: Any, protocol_factory: Callable[..., Any], requests: int) -> Counts:
+async def _drive(
+    app: Any, protocol_factory: Callable[..., Any], requests: int, traced: bool = True
+) -> Counts:
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     config.load()
     lifespan = LifespanOn(config)
     await lifespan.startup()
     try:
-        from uvicorn.server import ServerState
-
-        protocol = protocol_factory(config=config, server_state=ServerState(), app_state={})
-        transport = _Transport()
-        protocol.connection_made(transport)
+        protocol, transport = _connect(config, protocol_factory)
         tag = uuid.uuid4().hex[:8]
         await _misses(protocol, transport, 50, f"warm-{tag}")
         counts = Counts()
-        sys.settrace(counts.trace)
-        sys.setprofile(counts.profile)
+        if traced:
+            sys.settrace(counts.trace)
+            sys.setprofile(counts.profile)
         try:
             await _misses(protocol, transport, requests, tag)
         finally:
@@ -138,6 +155,61 @@ async def _drive(app: Any, protocol_factory: Callable[..., Any], requests: int) 
         return counts
     finally:
         await lifespan.shutdown()
+
+
+def _connect(
+    config: uvicorn.Config, protocol_factory: Callable[..., Any]
+) -> tuple[Any, _Transport]:
+    from uvicorn.server import ServerState
+
+    protocol = protocol_factory(config=config, server_state=ServerState(), app_state={})
+    transport = _Transport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def _hold(app: Any, protocol_factory: Callable[..., Any], requests: int) -> Counter[str]:
+    """Tracked objects per request while `requests` misses wait for the upstream."""
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    config.load()
+    lifespan = LifespanOn(config)
+    await lifespan.startup()
+    try:
+        tag = uuid.uuid4().hex[:8]
+        await _parallel(config, protocol_factory, 20, f"warm-{tag}", settle=None)
+        return await _parallel(config, protocol_factory, requests, tag, settle=1.0)
+    finally:
+        await lifespan.shutdown()
+
+
+async def _parallel(
+    config: uvicorn.Config,
+    protocol_factory: Callable[..., Any],
+    requests: int,
+    tag: str,
+    settle: float | None,
+) -> Counter[str]:
+    loop = asyncio.get_running_loop()
+    gc.collect()
+    before = Counter(type(o).__name__ for o in gc.get_objects())
+    pending = []
+    for n in range(requests):
+        protocol, transport = _connect(config, protocol_factory)
+        transport.answered = loop.create_future()
+        pending.append((protocol, transport))
+        protocol.data_received(_request(n, tag))
+    held: Counter[str] = Counter()
+    if settle is not None:
+        await asyncio.sleep(settle)  # every request is out, waiting for its answer
+        gc.collect()
+        held = Counter(type(o).__name__ for o in gc.get_objects())
+        held.subtract(before)
+        assert not any(t.answered is not None and t.answered.done() for _, t in pending)
+    for protocol, transport in pending:
+        assert transport.answered is not None
+        await transport.answered
+        protocol.connection_lost(None)
+    return held
 
 
 class _Transport(MemoryTransport):
@@ -194,9 +266,26 @@ def main() -> None:
     parser.add_argument(
         "--functions", type=int, default=0, help="also list the N costliest functions"
     )
+    parser.add_argument("--in-flight", type=int, help="count the objects N misses hold")
+    parser.add_argument("--instructions", action="store_true", help="count under callgrind")
+    parser.add_argument("--base", help="with --instructions: also promptrelay at this revision")
+    parser.add_argument("--run", help=argparse.SUPPRESS)  # child: TARGET@FAKE_URL, untraced
+    parser.add_argument("--latency-ms", type=float, default=3000.0, help="with --in-flight")
     args = parser.parse_args()
-    targets = {"promptrelay": _promptrelay, "proxy": _proxy}
+    targets: dict[str, _Target] = {"promptrelay": _promptrelay, "proxy": _proxy}
     chosen = list(targets) if args.target == "both" else [args.target]
+    if args.run:
+        name, _, fake_url = args.run.partition("@")
+        app, factory = targets[name](fake_url)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_drive(app, factory, args.requests, traced=False))
+        return
+    if args.in_flight:
+        _objects(targets, chosen, args)
+        return
+    if args.instructions:
+        _instructions(chosen, args)
+        return
     fake = fake_upstream()
     results: dict[str, Counts] = {}
     with services([fake]):
@@ -229,6 +318,63 @@ def main() -> None:
         print(f"\n{target}: bytecodes per miss by function (feature: file:function)")
         for (feature, function), count in counts.functions.most_common(args.functions):
             print(f"  {count / n:7,.0f}  {feature}: {function}")
+
+
+def _instructions(chosen: list[str], args: argparse.Namespace) -> None:
+    runs: list[tuple[str, str, Path | None]] = [(name, name, None) for name in chosen]
+    with tempfile.TemporaryDirectory(prefix="bench-miss-") as tmp:
+        checkout = Path(tmp) / "base"
+        if args.base:
+            git = ["git", "-C", str(REPO_DIR), "worktree"]
+            subprocess.run([*git, "add", "--detach", str(checkout), args.base], check=True)
+            runs.insert(0, (f"promptrelay {args.base}", "promptrelay", checkout / "src"))
+        fake = fake_upstream()
+        try:
+            with services([fake]):
+                fake_url = service_url(fake)
+                for label, name, src in runs:
+                    counts = [
+                        _collected(name, fake_url, k, src, Path(tmp)) for k in (0, args.requests)
+                    ]
+                    per_miss = (counts[1] - counts[0]) / args.requests
+                    print(
+                        f"{label}: {per_miss:,.0f} instructions per miss ({args.requests} misses)"
+                    )
+        finally:
+            if args.base:
+                subprocess.run([*git, "remove", "--force", str(checkout)], check=True)
+
+
+def _collected(name: str, fake_url: str, requests: int, src: Path | None, tmp: Path) -> int:
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    out = tmp / f"callgrind.{name}.{requests}"
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable]
+    argv += [__file__, "--run", f"{name}@{fake_url}", "--requests", str(requests)]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=True)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count in callgrind's output:\n{done.stderr}")
+    return int(found.group(1))
+
+
+def _objects(
+    targets: dict[str, _Target],
+    chosen: list[str],
+    args: argparse.Namespace,
+) -> None:
+    fake = fake_upstream("--latency-ms", str(args.latency_ms))
+    with services([fake]):
+        for name in chosen:
+            app, factory = targets[name](service_url(fake))
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                held = runner.run(_hold(app, factory, args.in_flight))
+            total = sum(held.values()) / args.in_flight
+            print(f"{name}: {total:.1f} tracked objects per miss in flight")
+            for kind, count in held.most_common(25):
+                if count / args.in_flight >= 0.5:
+                    print(f"  {count / args.in_flight:6.1f}  {kind}")
 
 
 if __name__ == "__main__":

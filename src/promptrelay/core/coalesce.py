@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterable, Awaitable, Callable, Hashable
+from functools import partial
 from types import TracebackType
 from typing import Generic, TypeVar
 
@@ -78,8 +79,7 @@ class Coalescer(Generic[K, V]):
             coro = work if asyncio.iscoroutine(work) else _await(work)
             call = _Call(asyncio.create_task(coro, name="coalesce"))
             self._calls[key] = call
-            task_call = call
-            call.task.add_done_callback(lambda task: self._finished(key, task_call, task))
+            call.task.add_done_callback(partial(self._finished, key, call))
         call.waiters += 1
         try:
             return await asyncio.shield(call.task), follower

@@ -319,15 +319,7 @@ class UpstreamClient:
     ) -> UpstreamResponse:
         """The answer of a sent request; its connection is released exactly once (at
         once for a whole body, when the stream ends or is closed otherwise)."""
-        released = False
-
-        def release() -> None:  # once per response, however many paths call it
-            nonlocal released
-            if not released:
-                released = True
-                self._in_flight -= 1
-                response.release()
-
+        release = _Release(self, response)
         if on_head is not None:
             try:
                 await on_head(response.status)
@@ -357,6 +349,23 @@ class UpstreamClient:
         return UpstreamResponse(
             status=response.status, headers=kept, body=body, content_type=content_type
         )
+
+
+class _Release:
+    """Gives an answer's connection back, once however many paths call it: a slotted
+    object, where a closure held a cell per name for as long as the call was in flight."""
+
+    __slots__ = ("_client", "_response")
+
+    def __init__(self, client: UpstreamClient, response: aiohttp.ClientResponse) -> None:
+        self._client: UpstreamClient | None = client
+        self._response = response
+
+    def __call__(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client._in_flight -= 1
+            self._response.release()
 
 
 def _no_answer(error: TimeoutError | aiohttp.ClientError) -> UpstreamTimeout | UpstreamUnavailable:

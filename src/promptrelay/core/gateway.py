@@ -57,6 +57,7 @@ _SSE = (b"content-type", b"text/event-stream; charset=utf-8")
 _NO_RETRY = (b"x-should-retry", b"false")
 _COALESCED = (b"x-coalesced", b"true")
 _CACHE_TOKENS = b'"cache_'  # usage's cache_read_... and cache_creation_...: else no parse
+_PARTS_MAX = 256
 _X_CACHE = {label: (b"x-cache", label.encode()) for label in ("HIT", "MISS", "BYPASS")}
 
 
@@ -133,6 +134,8 @@ class Gateway:
         self._streams: StreamCoalescer[str, _Head | bytes] = StreamCoalescer()
         self.served_by_mode: dict[str, int] = {mode.value: 0 for mode in KeyMode}
         self._keys: RawMemo[str] = RawMemo()
+        # KeyParts by namespace, offline, version, beta and model: few recur
+        self._parts: dict[tuple[str, bool, str, str | None, str], KeyParts] = {}
         self._headers = UpstreamHeaders()
         # per stored entry (key, stored_at): its CacheLookup event and its constant headers
         self._hits: RawMemo[tuple[CacheLookup, list[tuple[bytes, bytes]]]] = RawMemo()
@@ -156,13 +159,15 @@ class Gateway:
         return key
 
     def _key(self, call: MessagesCall, offline: bool) -> str:
-        parts = KeyParts(
-            namespace=call.creds.namespace,
-            upstream="offline" if offline else self._base,
-            version=call.version,
-            beta=call.beta,
-            model=str(call.body.get("model", "")),
-        )
+        model = str(call.body.get("model", ""))
+        memo = (call.creds.namespace, offline, call.version, call.beta, model)
+        parts = self._parts.get(memo)
+        if parts is None:
+            upstream = "offline" if offline else self._base
+            parts = KeyParts(call.creds.namespace, upstream, call.version, call.beta, model)
+            if len(self._parts) >= _PARTS_MAX:
+                self._parts.clear()
+            self._parts[memo] = parts
         return cache_key(call.body, parts, CLAUDE_RESPONSE)
 
     async def lookup(self, call: MessagesCall) -> CacheEntry | None:

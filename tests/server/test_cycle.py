@@ -48,15 +48,21 @@ class _Transport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written = b""
+        self.closed = False
 
     def write(self, data: Any) -> None:
         self.written += bytes(data)
+
+    def close(self) -> None:
+        self.closed = True
 
     def is_closing(self) -> bool:
         return False
 
 
-def _cycle(method: str, keep_alive: bool, ours: bool) -> tuple[RequestResponseCycle, _Transport]:
+def _cycle(
+    method: str, keep_alive: bool, ours: bool, done: list[int] | None = None
+) -> tuple[RequestResponseCycle, _Transport]:
     transport = _Transport()
     cycle = RequestResponseCycle(
         scope={"method": method},  # type: ignore[typeddict-item]
@@ -69,7 +75,7 @@ def _cycle(method: str, keep_alive: bool, ours: bool) -> tuple[RequestResponseCy
         message_event=asyncio.Event(),
         expect_100_continue=False,
         keep_alive=keep_alive,
-        on_response=lambda: None,
+        on_response=lambda: done.append(1) if done is not None else None,
     )
     if ours:
         adopt(cycle)
@@ -83,6 +89,8 @@ def _state(cycle: RequestResponseCycle) -> tuple[Any, ...]:
         cycle.expected_content_length,
         cycle.keep_alive,
         cycle.waiting_for_100_continue,
+        cycle.response_complete,
+        cycle.message_event.is_set(),
     )
 
 
@@ -107,3 +115,36 @@ async def test_same_refusal_as_uvicorn(headers: list[Any]) -> None:
             await cycle.send({"type": "http.response.start", "status": 200, "headers": headers})
         errors.append((str(raised.value), transport.written))
     assert errors[1] == errors[0]
+
+
+LENGTH = [(b"content-length", b"5")]
+BODIES: list[tuple[str, list[Any], bool, list[dict[str, Any]]]] = [
+    ("GET", LENGTH, True, [{"body": b"hello"}]),
+    ("GET", LENGTH, False, [{"body": b"hello"}]),  # connection: close after the answer
+    ("GET", LENGTH, True, [{"body": b"he", "more_body": True}, {"body": b"llo"}]),
+    ("HEAD", LENGTH, True, [{"body": b""}]),
+    ("GET", [], True, [{"body": b"chunk", "more_body": True}, {"body": b""}]),
+    ("GET", LENGTH, True, [{"body": b"hi"}]),  # shorter than declared
+    ("GET", LENGTH, True, [{"body": b"hello world"}]),  # longer than declared
+    ("GET", LENGTH, True, [{"body": b"hello"}, {"body": b"again"}]),  # after the end
+    ("GET", LENGTH, True, [{"type": "http.response.start", "status": 200}]),
+]
+
+
+@pytest.mark.parametrize(("method", "headers", "keep_alive", "bodies"), BODIES)
+async def test_same_body_writes_as_uvicorn(
+    method: str, headers: list[Any], keep_alive: bool, bodies: list[dict[str, Any]]
+) -> None:
+    results = []
+    for ours in (False, True):
+        done: list[int] = []
+        cycle, transport = _cycle(method, keep_alive, ours, done)
+        await cycle.send({"type": "http.response.start", "status": 200, "headers": headers})
+        error = None
+        try:
+            for body in bodies:
+                await cycle.send({"type": "http.response.body", **body})
+        except RuntimeError as raised:
+            error = str(raised)
+        results.append((transport.written, transport.closed, _state(cycle), error, done))
+    assert results[1] == results[0]

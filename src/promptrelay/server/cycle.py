@@ -1,4 +1,5 @@
-"""uvicorn's request cycle with the response head written in C-level passes.
+"""uvicorn's request cycle with the response head written in C-level passes, and the one
+body of a content-length answer written without uvicorn's general case.
 
 uvicorn's `send` checks each response header with two regular-expression searches and
 lower-cases and compares it in a Python loop: on a miss, whose answer carries the
@@ -40,15 +41,39 @@ _VALUE_BYTES = bytes(b for b in range(256) if not HEADER_VALUE_RE.search(bytes([
 
 class _Cycle(RequestResponseCycle):
     async def send(self, message: Any) -> None:
-        if (
-            self.response_started
-            or message["type"] != "http.response.start"
-            or self.flow.write_paused
-            or self.disconnected
-            or self.access_log
-            or not self._head(message)
-        ):
+        if self.flow.write_paused or self.disconnected or self.response_complete:
             await super().send(message)
+        elif not self.response_started:
+            if (
+                message["type"] != "http.response.start"
+                or self.access_log
+                or not self._head(message)
+            ):
+                await super().send(message)
+        elif not self._whole_body(message):
+            await super().send(message)
+
+    def _whole_body(self, message: Any) -> bool:
+        """The one body of a content-length answer, as uvicorn writes it; False (nothing
+        done) for any other body message."""
+        if (
+            message["type"] != "http.response.body"
+            or self.chunked_encoding is not False
+            or message.get("more_body", False)
+            or self.scope["method"] == "HEAD"
+        ):
+            return False
+        body = message.get("body", b"")
+        if len(body) != self.expected_content_length:
+            return False  # uvicorn raises its own error for it
+        self.expected_content_length = 0
+        self.transport.write(body)
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
+        return True
 
     def _head(self, message: Any) -> bool:
         """Write the head as uvicorn would; False (nothing done) where it must decide."""

@@ -143,7 +143,8 @@ async def test_same_body_writes_as_uvicorn(
         error = None
         try:
             for body in bodies:
-                await cycle.send({"type": "http.response.body", **body})
+                message: Any = {"type": "http.response.body", **body}
+                await cycle.send(message)
         except RuntimeError as raised:
             error = str(raised)
         results.append((transport.written, transport.closed, _state(cycle), error, done))

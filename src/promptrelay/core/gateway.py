@@ -58,6 +58,7 @@ _NO_RETRY = (b"x-should-retry", b"false")
 _COALESCED = (b"x-coalesced", b"true")
 _CACHE_TOKENS = b'"cache_'  # usage's cache_read_... and cache_creation_...: else no parse
 _PARTS_MAX = 256
+_MISSED = CacheLookup(hit=False, content_type=CLAUDE_RESPONSE)  # immutable: one for all
 _X_CACHE = {label: (b"x-cache", label.encode()) for label in ("HIT", "MISS", "BYPASS")}
 
 
@@ -177,7 +178,7 @@ class Gateway:
             return None
         entry = await self._cache.get(self.key_for(call), max_age=call.control.max_age)
         if entry is None:
-            self._events.emit(CacheLookup(hit=False, content_type=CLAUDE_RESPONSE))
+            self._events.emit(_MISSED)
         else:
             self._count_hit(entry)
         return entry
@@ -232,7 +233,7 @@ class Gateway:
                 hit = self._hit(key, entry, call.stream)
                 hit.key = key
                 return hit
-            self._events.emit(CacheLookup(hit=False, content_type=CLAUDE_RESPONSE))
+            self._events.emit(_MISSED)
         label = "BYPASS" if control.bypass else "MISS"
         joinable = control.lookup and control.store
         waited = time.perf_counter()

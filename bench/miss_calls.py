@@ -12,7 +12,9 @@ With `--instructions`, each target runs untraced under callgrind twice, with 0 a
 `--requests` misses after the same warm-up, and the difference over the misses is the
 user-space instructions of one miss, start-up and imports subtracted; with `--base REV`
 promptrelay at that revision is counted too (a checkout in a temporary directory, by
-PYTHONPATH). One miss at a time, so no batching under load moves the count.
+PYTHONPATH); `--keep DIR` keeps the dumps (DIR/<target>.<misses>.out) for
+`callgrind_annotate --inclusive=yes`. One miss at a time, so no batching under load moves
+the count (two runs of main's source: 1,063,878 and 1,063,009 per miss).
 
 With `--in-flight N` it counts instead what N misses hold while they wait for the
 upstream (the fake answers after `--latency-ms`): the objects the collector tracks, per
@@ -20,7 +22,8 @@ request in flight, by type. Those are what every young collection at 1,024 concu
 has to visit and what ends up in the older generations.
 
     .venv/bin/python bench/miss_calls.py [--requests 200] [--target promptrelay|proxy|both]
-        [--functions N] [--in-flight N [--latency-ms 3000]] [--instructions [--base REV]]
+        [--functions N] [--in-flight N [--latency-ms 3000]]
+        [--instructions [--base REV] [--keep DIR]]
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -69,6 +73,7 @@ _FEATURES = [
     ("governor", "promptrelay/resilience/"),
     ("events + telemetry", "promptrelay/core/events.py"),
     ("events + telemetry", "promptrelay/telemetry/"),
+    ("cache store (entry, meta), upstream headers", "promptrelay/core/stored.py"),
     ("quotas, prompt cache", "promptrelay/core/"),
     ("upstream client (ours)", "promptrelay/upstream/"),
     ("promptrelay, other", "promptrelay/"),
@@ -269,6 +274,7 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, help="count the objects N misses hold")
     parser.add_argument("--instructions", action="store_true", help="count under callgrind")
     parser.add_argument("--base", help="with --instructions: also promptrelay at this revision")
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="with --instructions: the dumps")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # child: TARGET@FAKE_URL, untraced
     parser.add_argument("--latency-ms", type=float, default=3000.0, help="with --in-flight")
     args = parser.parse_args()
@@ -324,19 +330,26 @@ def _instructions(chosen: list[str], args: argparse.Namespace) -> None:
     runs: list[tuple[str, str, Path | None]] = [(name, name, None) for name in chosen]
     with tempfile.TemporaryDirectory(prefix="bench-miss-") as tmp:
         checkout = Path(tmp) / "base"
+        git = ["git", "-C", str(REPO_DIR), "worktree"]
         if args.base:
-            git = ["git", "-C", str(REPO_DIR), "worktree"]
             subprocess.run([*git, "add", "--detach", str(checkout), args.base], check=True)
             runs.insert(0, (f"promptrelay {args.base}", "promptrelay", checkout / "src"))
         fake = fake_upstream()
         try:
-            with services([fake]):
+            with services([fake]), ThreadPoolExecutor(2) as pool:
                 fake_url = service_url(fake)
-                for label, name, src in runs:
-                    counts = [
-                        _collected(name, fake_url, k, src, Path(tmp)) for k in (0, args.requests)
-                    ]
-                    per_miss = (counts[1] - counts[0]) / args.requests
+                jobs = [
+                    (
+                        label,
+                        [
+                            pool.submit(_collected, label, name, fake_url, k, src, args)
+                            for k in (0, args.requests)
+                        ],
+                    )
+                    for label, name, src in runs
+                ]
+                for label, (idle, busy) in jobs:
+                    per_miss = (busy.result() - idle.result()) / args.requests
                     print(
                         f"{label}: {per_miss:,.0f} instructions per miss ({args.requests} misses)"
                     )
@@ -345,14 +358,20 @@ def _instructions(chosen: list[str], args: argparse.Namespace) -> None:
                 subprocess.run([*git, "remove", "--force", str(checkout)], check=True)
 
 
-def _collected(name: str, fake_url: str, requests: int, src: Path | None, tmp: Path) -> int:
+def _collected(
+    label: str, name: str, fake_url: str, requests: int, src: Path | None, args: argparse.Namespace
+) -> int:
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = str(src)
-    out = tmp / f"callgrind.{name}.{requests}"
+    keep = args.keep or Path(tempfile.gettempdir())
+    keep.mkdir(parents=True, exist_ok=True)
+    out = keep / f"{label.replace(' ', '-')}.{requests}.out"
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable]
     argv += [__file__, "--run", f"{name}@{fake_url}", "--requests", str(requests)]
     done = subprocess.run(argv, capture_output=True, text=True, env=env, check=True)
+    if args.keep is None:
+        out.unlink(missing_ok=True)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if found is None:
         raise RuntimeError(f"no instruction count in callgrind's output:\n{done.stderr}")

@@ -15,7 +15,7 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from promptrelay.server.cycle import adopt
 
 DATE = [(b"date", b"Tue, 01 Dec 2026 00:00:00 GMT")]
-HEADS: list[tuple[str, int, list[Any], bool]] = [
+HEADS: list[tuple[str, int, Any, bool]] = [
     ("GET", 200, [(b"content-type", b"application/json"), (b"content-length", b"2")], True),
     (
         "GET",
@@ -35,6 +35,7 @@ HEADS: list[tuple[str, int, list[Any], bool]] = [
     ("GET", 200, [(b"content-length", b"3"), (b"content-length", b"4")], True),
     ("GET", 200, [[b"x-list", b"pair"], (b"content-length", b"1")], True),
     ("GET", 200, [(b"x-tab", b"a\tb"), (b"content-length", b"1")], True),
+    ("GET", 200, ((b"x-tuple", b"t"), (b"content-length", b"1")), True),
 ]
 BAD: list[list[Any]] = [
     [(b"x-bad", b"a\r\nb: c")],
@@ -96,7 +97,7 @@ def _state(cycle: RequestResponseCycle) -> tuple[Any, ...]:
 
 @pytest.mark.parametrize(("method", "status", "headers", "keep_alive"), HEADS)
 async def test_same_head_and_state_as_uvicorn(
-    method: str, status: int, headers: list[Any], keep_alive: bool
+    method: str, status: int, headers: Any, keep_alive: bool
 ) -> None:
     results = []
     for ours in (False, True):
@@ -104,6 +105,17 @@ async def test_same_head_and_state_as_uvicorn(
         await cycle.send({"type": "http.response.start", "status": status, "headers": headers})
         results.append((transport.written, _state(cycle)))
     assert results[1] == results[0]
+
+
+async def test_headers_from_an_iterator_reach_uvicorn_whole() -> None:
+    results = []
+    for ours in (False, True):
+        cycle, transport = _cycle("GET", True, ours)
+        headers = iter([(b"x-one", b"1"), (b"content-length", b"0")])
+        await cycle.send({"type": "http.response.start", "status": 200, "headers": headers})
+        results.append(transport.written)
+    assert results[1] == results[0]
+    assert b"x-one: 1" in results[0]
 
 
 @pytest.mark.parametrize("headers", BAD)

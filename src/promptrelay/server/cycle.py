@@ -77,7 +77,10 @@ class _Cycle(RequestResponseCycle):
 
     def _head(self, message: Any) -> bool:
         """Write the head as uvicorn would; False (nothing done) where it must decide."""
-        headers = [*self.default_headers, *message.get("headers", ())]
+        given = message.get("headers", ())
+        if type(given) is not list and type(given) is not tuple:
+            return False  # any other iterable is read once, by uvicorn
+        headers = [*self.default_headers, *given]
         names = b"".join(map(_NAME, headers))
         fields = dict(headers)
         if (

@@ -5,14 +5,16 @@ itself and the ones it hands to uvicorn."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
 import pytest
+from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-from promptrelay.server.cycle import adopt
+from promptrelay.server.cycle import cycles_built_here
 
 DATE = [(b"date", b"Tue, 01 Dec 2026 00:00:00 GMT")]
 HEADS: list[tuple[str, int, Any, bool]] = [
@@ -65,7 +67,11 @@ def _cycle(
     method: str, keep_alive: bool, ours: bool, done: list[int] | None = None
 ) -> tuple[RequestResponseCycle, _Transport]:
     transport = _Transport()
-    cycle = RequestResponseCycle(
+    with cycles_built_here() if ours else contextlib.nullcontext():
+        built = httptools_impl.RequestResponseCycle
+    assert (built is RequestResponseCycle) is not ours
+    assert httptools_impl.RequestResponseCycle is RequestResponseCycle  # put back
+    cycle = built(
         scope={"method": method},  # type: ignore[typeddict-item]
         transport=transport,
         flow=FlowControl(transport),
@@ -78,8 +84,6 @@ def _cycle(
         keep_alive=keep_alive,
         on_response=lambda: done.append(1) if done is not None else None,
     )
-    if ours:
-        adopt(cycle)
     return cycle, transport
 
 

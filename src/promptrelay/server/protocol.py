@@ -43,7 +43,7 @@ from promptrelay.errors import (
     RequestTimeout,
     TooManyConnections,
 )
-from promptrelay.server.cycle import adopt
+from promptrelay.server.cycle import cycles_built_here
 from promptrelay.server.limits import Phase, ServerLimits, time_left
 
 __all__ = ["GatewayProtocol"]
@@ -180,10 +180,10 @@ class GatewayProtocol(HttpToolsProtocol):
         self._head_size = 0
         self._phase = _BODY
         self._since = self.loop.time()
-        super().on_headers_complete()
+        with cycles_built_here():
+            super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and not isinstance(cycle.transport, _Writer):
-            adopt(cycle)
             cycle.transport = _Writer(self.transport, cycle)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:

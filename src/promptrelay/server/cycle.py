@@ -40,6 +40,8 @@ _NO_BODY = (204, 304)
 # every byte uvicorn's patterns allow in a name and in a value
 _NAME_BYTES = bytes(b for b in range(256) if not HEADER_RE.search(bytes([b])))
 _VALUE_BYTES = bytes(b for b in range(256) if not HEADER_VALUE_RE.search(bytes([b])))
+_NAMES: dict[bytes, bool] = {}  # joined names -> _plain_names
+_NAMES_MAX = 256
 
 
 class _Cycle(RequestResponseCycle):
@@ -88,10 +90,9 @@ class _Cycle(RequestResponseCycle):
         fields = dict(headers)
         if (
             len(fields) != len(headers)
-            or names != names.lower()
             or b"transfer-encoding" in fields
             or b"connection" in fields
-            or names.translate(None, _NAME_BYTES)
+            or not _plain_names(names)
             or b"".join(map(_VALUE, headers)).translate(None, _VALUE_BYTES)
         ):
             return False
@@ -113,6 +114,18 @@ class _Cycle(RequestResponseCycle):
         content.append(b"\r\n")
         self.transport.write(b"".join(content))
         return True
+
+
+def _plain_names(names: bytes) -> bool:
+    """Whether the joined names are all lower-case and hold no byte uvicorn refuses; kept
+    per sequence of names (an answer's names repeat, its values do not)."""
+    plain = _NAMES.get(names)
+    if plain is None:
+        plain = names == names.lower() and not names.translate(None, _NAME_BYTES)
+        if len(_NAMES) >= _NAMES_MAX:
+            _NAMES.clear()
+        _NAMES[names] = plain
+    return plain
 
 
 @contextmanager

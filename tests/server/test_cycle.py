@@ -67,7 +67,7 @@ def _cycle(
     method: str, keep_alive: bool, ours: bool, done: list[int] | None = None
 ) -> tuple[RequestResponseCycle, _Transport]:
     transport = _Transport()
-    with cycles_built_here() if ours else contextlib.nullcontext():
+    with cycles_built_here if ours else contextlib.nullcontext():
         built = httptools_impl.RequestResponseCycle
     assert (built is RequestResponseCycle) is not ours
     assert httptools_impl.RequestResponseCycle is RequestResponseCycle  # put back

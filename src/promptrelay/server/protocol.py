@@ -180,7 +180,7 @@ class GatewayProtocol(HttpToolsProtocol):
         self._head_size = 0
         self._phase = _BODY
         self._since = self.loop.time()
-        with cycles_built_here():
+        with cycles_built_here:
             super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and not isinstance(cycle.transport, _Writer):

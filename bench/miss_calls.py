@@ -14,7 +14,9 @@ user-space instructions of one miss, start-up and imports subtracted; with `--ba
 promptrelay at that revision is counted too (a checkout in a temporary directory, by
 PYTHONPATH); `--keep DIR` keeps the dumps (DIR/<target>.<misses>.out) for
 `callgrind_annotate --inclusive=yes`. One miss at a time, so no batching under load moves
-the count (two runs of main's source: 1,063,878 and 1,063,009 per miss).
+the count; timers and polls still come with the wall time a window takes, so the
+targets run side by side (main's source: 1,063,009-1,063,878 per miss in three runs at
+load averages 5-7, 1,095,813 in one at 9-10 with its target run alone).
 
 With `--in-flight N` it counts instead what N misses hold while they wait for the
 upstream (the fake answers after `--latency-ms`): the objects the collector tracks, per
@@ -336,19 +338,17 @@ def _instructions(chosen: list[str], args: argparse.Namespace) -> None:
             runs.insert(0, (f"promptrelay {args.base}", "promptrelay", checkout / "src"))
         fake = fake_upstream()
         try:
-            with services([fake]), ThreadPoolExecutor(2) as pool:
+            with services([fake]), ThreadPoolExecutor(len(runs)) as pool:
                 fake_url = service_url(fake)
-                jobs = [
-                    (
-                        label,
-                        [
-                            pool.submit(_collected, label, name, fake_url, k, src, args)
-                            for k in (0, args.requests)
-                        ],
-                    )
+                # the targets side by side, the 0-miss runs first: each window under
+                # the same load (timers and polls come with the wall time it takes)
+                jobs = {
+                    (label, k): pool.submit(_collected, label, name, fake_url, k, src, args)
+                    for k in (0, args.requests)
                     for label, name, src in runs
-                ]
-                for label, (idle, busy) in jobs:
+                }
+                for label, _name, _src in runs:
+                    idle, busy = jobs[label, 0], jobs[label, args.requests]
                     per_miss = (busy.result() - idle.result()) / args.requests
                     print(
                         f"{label}: {per_miss:,.0f} instructions per miss ({args.requests} misses)"

@@ -16,7 +16,7 @@ PYTHONPATH); `--keep DIR` keeps the dumps (DIR/<target>.<misses>.out) for
 `callgrind_annotate --inclusive=yes`. One miss at a time, so no batching under load moves
 the count; timers and polls still come with the wall time a window takes, so the
 targets run side by side (main's source: 1,063,009-1,063,878 per miss in three runs at
-load averages 5-7, 1,095,813 in one beside a full test run, its target alone).
+load averages 5-7, 1,095,813 in one beside a test run, its target alone).
 
 With `--in-flight N` it counts instead what N misses hold while they wait for the
 upstream (the fake answers after `--latency-ms`): the objects the collector tracks, per

@@ -165,7 +165,8 @@ class StreamFanout(Generic[T]):
                 self._items.append(item)
                 if self._sinks:
                     self._hand(item)
-                self._notify()
+                if self._waiting:
+                    self._notify()
         except asyncio.CancelledError:
             if not self._abandoned:
                 self._error = StreamCancelled("shared stream was cancelled")
@@ -186,7 +187,11 @@ class StreamFanout(Generic[T]):
     def _hand(self, item: T) -> None:
         refused: list[Subscription[T]] | None = None
         for subscription in self._sinks:
-            if subscription._take(item):
+            try:
+                taken = subscription._write(item)
+            except Exception:  # raised again where this subscriber's own path writes it
+                taken = False
+            if taken:
                 subscription._index += 1
             else:
                 refused = [subscription] if refused is None else [*refused, subscription]
@@ -214,6 +219,10 @@ class StreamFanout(Generic[T]):
             on_close()
 
 
+def _refuse(item: object) -> bool:
+    return False
+
+
 class Subscription(Generic[T]):
     """An async iterator over one fanout; leave with `async with` or aclose()."""
 
@@ -221,15 +230,8 @@ class Subscription(Generic[T]):
         self._fanout = fanout
         self._index = 0
         self._closed = False
-        self._write: Callable[[T], bool] | None = None  # while forwarding
+        self._write: Callable[[T], bool] = _refuse  # while forwarding: its writer
         self._handed: asyncio.Future[None] | None = None  # wakes a forward: refused, or end
-
-    def _take(self, item: T) -> bool:
-        write = self._write
-        try:
-            return write is not None and write(item)
-        except Exception:  # raised again where this subscriber's own path writes the item
-            return False
 
     def __aiter__(self) -> Subscription[T]:
         return self
@@ -270,7 +272,7 @@ class Subscription(Generic[T]):
         try:
             await self._handed
         finally:
-            self._write = self._handed = None
+            self._write, self._handed = _refuse, None
             if self in fanout._sinks:
                 fanout._sinks.remove(self)
 

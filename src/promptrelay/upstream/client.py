@@ -374,8 +374,10 @@ def _no_answer(error: TimeoutError | aiohttp.ClientError) -> UpstreamTimeout | U
 async def _iterate(
     response: aiohttp.ClientResponse, release: Callable[[], None]
 ) -> AsyncIterator[bytes]:
+    content = response.content
     try:
-        async for chunk in response.content.iter_any():
+        # readany itself, not iter_any: its iterator is one more coroutine per read
+        while chunk := await content.readany():
             yield chunk
     except TimeoutError as error:
         raise UpstreamTimeout("the upstream stream stalled") from error

@@ -162,7 +162,8 @@ async def stream_response(
     gone = asyncio.ensure_future(receive())
     try:
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        direct = chunk_writer(send) if hasattr(chunks, "forward") else None
+        forwards = getattr(chunks, "forward", None) is not None
+        direct = chunk_writer(send) if forwards else None
         try:
             if direct is not None:
                 await _forward(cast(Forwarding, chunks), direct, send, gone, counted)

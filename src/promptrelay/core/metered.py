@@ -4,8 +4,8 @@
 calls `charge(usage)`: input and cache tokens as `message_start` gave them, output
 tokens from the last `message_delta` (a running total, never summed). Without
 `output`, reading stops at `message_start`. When `chunks` can be forwarded
-(`Subscription.forward`), so can the metered stream: the writer is wrapped only while
-usage is still being read.
+(`Subscription.forward`), so can the metered stream (its `forward` is None otherwise):
+the writer is wrapped only while usage is still being read.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ Write = Callable[[bytes], bool]
 
 
 class MeteredStream:
-    __slots__ = ("_charge", "_chunks", "_output", "_parser", "_usage")
+    __slots__ = ("_charge", "_chunks", "_inner_forward", "_output", "_parser", "_usage", "forward")
 
     def __init__(
         self,
@@ -36,6 +36,13 @@ class MeteredStream:
         self._output = output
         self._parser: SseParser | None = SseParser()
         self._usage: dict[str, Any] = {}
+        # `forward` only where `chunks` forwards: a caller checks for it
+        self._inner_forward: Callable[[Write], Awaitable[None]] | None = getattr(
+            chunks, "forward", None
+        )
+        self.forward: Callable[[Write], Awaitable[None]] | None = (
+            self._forward if self._inner_forward is not None else None
+        )
 
     def __aiter__(self) -> MeteredStream:
         return self
@@ -52,12 +59,10 @@ class MeteredStream:
             self._read(self._parser, chunk)
         return chunk
 
-    async def forward(self, write: Write) -> None:
-        """As `Subscription.forward`; returns at once when `chunks` cannot forward (then
-        every chunk comes through iterating)."""
-        forward: Callable[[Write], Awaitable[None]] | None = getattr(self._chunks, "forward", None)
-        if forward is None:
-            return
+    async def _forward(self, write: Write) -> None:
+        """As `Subscription.forward`."""
+        forward = self._inner_forward
+        assert forward is not None
         if self._parser is None:
             await forward(write)
             return

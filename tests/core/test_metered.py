@@ -47,9 +47,14 @@ async def test_forwarded_and_iterated_chunks_are_charged_alike(output, usage) ->
     forwarded: list[dict[str, Any]] = []
     stream = _metered(forwarded, output)
     written: list[bytes] = []
+
+    def write(chunk: bytes) -> bool:
+        written.append(chunk)
+        return True
+
     assert stream.forward is not None
     while True:
-        await stream.forward(lambda chunk: written.append(chunk) is None)
+        await stream.forward(write)
         try:
             written.append(await anext(stream))
         except StopAsyncIteration:

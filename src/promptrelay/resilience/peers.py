@@ -61,7 +61,7 @@ class RedisPeers:
         redis: RedisRunner,
         *,
         every: float = 2.0,
-        ttl: float = 6.0,
+        ttl: float = 15.0,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis

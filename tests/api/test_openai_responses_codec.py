@@ -9,7 +9,12 @@ import orjson
 import pytest
 
 from promptrelay.api.openai.errors import FieldError
-from promptrelay.api.openai.responses_answer import ResponseShape, response_object
+from promptrelay.api.openai.responses_answer import (
+    ResponseShape,
+    response_object,
+    responses_usage,
+    usage_bytes,
+)
 from promptrelay.api.openai.responses_request import responses_request
 from promptrelay.api.openai.responses_stream import ResponseEvents
 from promptrelay.core.sse import SseParser, message_events
@@ -150,3 +155,23 @@ def test_an_error_event_fails_the_response():
         orjson.loads(frame.split(b"data: ", 1)[1])["type"] for frame in events.event("error", error)
     ]
     assert kinds == ["error", "response.failed"] and events.done and events.message is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"input": "x"}, {"input": "x", "max_output_tokens": 9, "store": False}, {"instructions": "i"}],
+)
+@pytest.mark.parametrize("status", ["in_progress", "completed", "incomplete"])
+def test_the_encoded_response_is_the_response_encoded(body: dict[str, Any], status: str) -> None:
+    usage = {"input_tokens": 5, "output_tokens": 7, "cache_read_input_tokens": 3}
+    output = [{"type": "message", "id": "msg_1_0"}, {"type": "reasoning", "id": "rs_1_1"}]
+    for shape in (ResponseShape(body, MODEL, True), ResponseShape(body, MODEL, True)):
+        whole = shape.response("resp_1", 7, status, output, responses_usage(usage))
+        encoded = shape.encoded(
+            b'"resp_1"',
+            7,
+            status.encode(),
+            b",".join(orjson.dumps(item) for item in output),
+            usage_bytes(usage),
+        )
+        assert encoded == orjson.dumps(whole)

@@ -27,6 +27,11 @@ __all__ = ["DONE", "ChatChunks"]
 
 DONE = b"data: [DONE]\n\n"
 _TEXT = b'{"content":'  # a text delta, the stream's commonest chunk: built from fragments
+# every chunk's bytes up to its delta: its id, created and model
+_HEAD = (
+    b'{"id":%s,"object":"chat.completion.chunk","created":%d,"model":%s,'
+    b'"system_fingerprint":null,"choices":[{"index":0,"delta":'
+)
 # the events `event` does anything with, besides content_block_delta
 _WRITING = frozenset(
     {"message_start", "content_block_start", "message_delta", "message_stop", "error"}
@@ -44,7 +49,7 @@ class ChatChunks:
         "_json_answer",
         "_stop",
         "_tail",
-        "_text_head",
+        "_text",
         "_usage",
     )
 
@@ -54,7 +59,7 @@ class ChatChunks:
         self._json_answer = json_answer
         self._head = b""  # every chunk's bytes up to the delta object
         self._tail = b',"finish_reason":null}]' + (b',"usage":null}' if include_usage else b"}")
-        self._text_head = b"data: " + _TEXT  # a text delta chunk's bytes up to its text
+        self._text = b"data: " + _TEXT + b"%s}" + self._tail + b"\n\n"  # `%s`: its text
         self._blocks: dict[int, tuple[str, int]] = {}  # Claude index -> (kind, tool index)
         self._calls = 0
         self._usage: dict[str, Any] = {}
@@ -83,7 +88,7 @@ class ChatChunks:
                 if type(delta) is not dict or delta.get("type") != "text_delta":
                     out += self._delta(event)
                 elif text := delta.get("text"):
-                    out.append(self._text_head + dumps(text) + b"}" + self._tail + b"\n\n")
+                    out.append(self._text % dumps(text))
             elif name in _WRITING:
                 out += self.event(name, data)
         return out
@@ -113,15 +118,10 @@ class ChatChunks:
 
     def _start(self, message: dict[str, Any]) -> list[bytes]:
         self._usage = dict(message.get("usage") or {})
-        head = {
-            "id": completion_id(message.get("id")),
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": message.get("model", ""),
-            "system_fingerprint": None,
-        }
-        self._head = orjson.dumps(head)[:-1] + b',"choices":[{"index":0,"delta":'
-        self._text_head = b"data: " + self._head + _TEXT
+        chunk_id, model = completion_id(message.get("id")), message.get("model", "")
+        self._head = _HEAD % (orjson.dumps(chunk_id), self._created, orjson.dumps(model))
+        escaped = self._head.replace(b"%", b"%%")
+        self._text = b"data: " + escaped + _TEXT + b"%s}" + self._tail + b"\n\n"
         return [self._chunk(b'{"role":"assistant","content":""}')]
 
     def _block_start(self, index: int, block: dict[str, Any]) -> list[bytes]:

@@ -46,10 +46,10 @@ class ClaudeFrames:
     """SseParser's (event, data) pairs, cheaper for the stream Claude sends.
 
     Anthropic writes every event as `event: <name>\ndata: <json>\n\n`. A frame whose
-    first line is a known `event:` line costs one partition and one dict lookup; one
-    check per read (no line break in any of those data) proves they had no other line.
-    Every other frame, and a read that fails the check, goes through SseParser, so the
-    pairs are the same either way.
+    first line is a known `event:` line costs one partition and one dict lookup (another
+    `event: <name>` line, one check more); one check per read (no line break in any of
+    those data) proves they had no other line. Every other frame, and a read that fails
+    the check, goes through SseParser, so the pairs are the same either way.
     """
 
     __slots__ = ("_buffer",)
@@ -69,6 +69,8 @@ class ClaudeFrames:
         for frame in frames:
             head, found, data = frame.partition(b"\ndata: ")
             name = heads.get(head) if found else None
+            if name is None and found and head.startswith(b"event: ") and b"\n" not in head:
+                name = head[7:].decode()  # an event Claude may add: SseParser's own rule
             if name is None:
                 events += SseParser().feed(frame + b"\n\n")
             else:

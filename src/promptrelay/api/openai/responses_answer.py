@@ -24,6 +24,7 @@ __all__ = [
     "reasoning_item",
     "response_object",
     "responses_usage",
+    "usage_bytes",
 ]
 
 
@@ -39,6 +40,21 @@ def responses_usage(usage: dict[str, Any]) -> dict[str, Any]:
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": prompt + completion,
     }
+
+
+def usage_bytes(usage: dict[str, Any]) -> bytes:
+    """`responses_usage(usage)` encoded."""
+    cached = int(usage.get("cache_read_input_tokens") or 0)
+    prompt = int(usage.get("input_tokens") or 0) + cached
+    prompt += int(usage.get("cache_creation_input_tokens") or 0)
+    completion = int(usage.get("output_tokens") or 0)
+    return _USAGE % (prompt, cached, completion, prompt + completion)
+
+
+_USAGE = (
+    b'{"input_tokens":%d,"input_tokens_details":{"cached_tokens":%d},"output_tokens":%d,'
+    b'"output_tokens_details":{"reasoning_tokens":0},"total_tokens":%d}'
+)
 
 
 def _suffix(message_id: Any) -> str:
@@ -124,24 +140,16 @@ _ECHOED = frozenset(_PLAIN) - {"max_output_tokens", "model", "store", "truncatio
 class ResponseShape:
     """What a response object echoes of its request (identical for JSON and streams)."""
 
-    __slots__ = ("fields",)
+    __slots__ = ("_encoded", "fields")
 
     def __init__(self, body: dict[str, Any], model: str, store: bool) -> None:
+        self._encoded = b""
         if _ECHOED.isdisjoint(body):  # the common body: every echoed field its default
-            self.fields: dict[str, Any] = {
-                **_PLAIN,
-                "max_output_tokens": body.get("max_output_tokens"),
-                "model": model,
-                "reasoning": {"effort": None, "summary": None},
-                "store": body.get("store", True) and store,
-                "text": {"format": {"type": "text"}},
-                "tools": [],
-                "metadata": {},
-            }
+            self._plain(body.get("max_output_tokens"), model, body.get("store", True) and store)
             return
         text = body.get("text") if isinstance(body.get("text"), dict) else {}
         fmt = (text or {}).get("format") or {"type": "text"}
-        self.fields = {
+        self.fields: dict[str, Any] = {
             "instructions": body.get("instructions"),
             "max_output_tokens": body.get("max_output_tokens"),
             "model": model,
@@ -159,11 +167,30 @@ class ResponseShape:
             "user": body.get("user"),
         }
 
+    def _plain(self, max_output_tokens: Any, model: str, store: Any) -> None:
+        """The fields (and their encoding) of a body that echoes none, made once per
+        (max_output_tokens, model, store) and shared: nothing writes to them."""
+        key = (max_output_tokens, model, store)
+        known = _PLAIN_SHAPES.get(key)
+        if known is None:
+            fields = {
+                **_PLAIN,
+                "max_output_tokens": max_output_tokens,
+                "model": model,
+                "reasoning": {"effort": None, "summary": None},
+                "store": store,
+                "text": {"format": {"type": "text"}},
+            }
+            if len(_PLAIN_SHAPES) >= _PLAIN_SHAPES_KEPT:
+                _PLAIN_SHAPES.clear()
+            known = _PLAIN_SHAPES[key] = (fields, orjson.dumps(fields)[1:-1])
+        self.fields, self._encoded = known
+
     @classmethod
     def from_fields(cls, fields: dict[str, Any]) -> ResponseShape:
         """A shape read back from a stored record."""
         shape = cls.__new__(cls)
-        shape.fields = dict(fields)
+        shape.fields, shape._encoded = dict(fields), b""
         return shape
 
     def response(
@@ -181,6 +208,26 @@ class ResponseShape:
             "output": output,
             "usage": usage,
         }
+
+    def encoded(
+        self, response_id: bytes, created_at: int, status: bytes, output: bytes, usage: bytes
+    ) -> bytes:
+        """`response()` encoded, from its encoded id (a JSON string), output items (joined
+        by commas) and usage."""
+        if not self._encoded:
+            self._encoded = orjson.dumps(self.fields)[1:-1]
+        incomplete = _INCOMPLETE if status == b"incomplete" else b"null"
+        fields = (response_id, created_at, status, incomplete, self._encoded, output, usage)
+        return _RESPONSE % fields
+
+
+_RESPONSE = (
+    b'{"id":%s,"object":"response","created_at":%d,"status":"%s","error":null,'
+    b'"incomplete_details":%s,%s,"output":[%s],"usage":%s}'
+)
+_INCOMPLETE = b'{"reason":"max_output_tokens"}'
+_PLAIN_SHAPES: dict[tuple[Any, str, Any], tuple[dict[str, Any], bytes]] = {}
+_PLAIN_SHAPES_KEPT = 64
 
 
 def response_object(

@@ -26,33 +26,68 @@ from promptrelay.api.openai.responses_answer import (
     call_item,
     item_id,
     reasoning_item,
-    responses_usage,
+    usage_bytes,
 )
 
 __all__ = ["ResponseEvents"]
 
 
-_TEXT_DELTA = b"response.output_text.delta"
-_CALL_DELTA = b"response.function_call_arguments.delta"
-_TEXT_HEAD = b'event: %s\ndata: {"type":"%s","sequence_number":' % (_TEXT_DELTA, _TEXT_DELTA)
-_TEXT_TAIL = b',"logprobs":[]}\n\n'
-_PART_HEAD = b'{"type":"output_text","text":'  # an output_text part around its text
-_PART_TAIL = b',"annotations":[],"logprobs":[]}'
+def _event(kind: str) -> bytes:
+    """An event's bytes up to its sequence number, then `%d` (the number) and `%s` (its
+    other fields, encoded: `,"name":value...`)."""
+    head = b'event: %s\ndata: {"type":"%s","sequence_number":' % (kind.encode(), kind.encode())
+    return head + b"%d%s}\n\n"
+
+
+_CREATED = _event("response.created")
+_IN_PROGRESS = _event("response.in_progress")
+_ITEM_ADDED = _event("response.output_item.added")
+_PART_ADDED = _event("response.content_part.added")
+_TEXT_DELTA = _event("response.output_text.delta")
+_TEXT_DONE = _event("response.output_text.done")
+_PART_DONE = _event("response.content_part.done")
+_ITEM_DONE = _event("response.output_item.done")
+_CALL_DELTA = _event("response.function_call_arguments.delta")
+_CALL_DONE = _event("response.function_call_arguments.done")
+_COMPLETED = _event("response.completed")
+_INCOMPLETE = _event("response.incomplete")
+_PART = b'{"type":"output_text","text":%s,"annotations":[],"logprobs":[]}'  # its text encoded
+_MESSAGE = b'{"type":"message","id":%s,"status":"%s","role":"assistant","content":[%s]}'
+_OPENED = b'{"type":"message","id":%s,"status":"in_progress","role":"assistant","content":[]}'
+
+
+def _with(event: bytes, fields: bytes) -> bytes:
+    """An `_event` template whose fields are a template too."""
+    return event.replace(b"%s", fields)
+
+
+# a text item's events; `item_at` its `,"item_id":...,"output_index":N` fields
+_TEXT_ADDED = _with(_ITEM_ADDED, b',"output_index":%d,"item":' + _OPENED)  # at, quoted id
+_TEXT_PART_ADDED = _with(_PART_ADDED, b'%s,"content_index":0,"part":' + _PART % b'""')  # item_at
+_TEXT_DONE_ = _with(_TEXT_DONE, b'%s,"content_index":0,"text":%s,"logprobs":[]')  # item_at, text
+_TEXT_PART_DONE = _with(_PART_DONE, b'%s,"content_index":0,"part":%s')  # item_at, part
+_TEXT_ITEM_DONE = _with(_ITEM_DONE, b',"output_index":%d,"item":%s')  # at, message
+_ROLES = {"tool_use": "call", "thinking": "thinking"}  # the item of each other block kind
 
 
 class _Item:
-    __slots__ = ("at", "block", "delta", "id", "kind", "output_index", "parts")
+    __slots__ = ("at", "block", "delta", "id", "kind", "output_index", "parts", "quoted", "text")
 
     def __init__(self, kind: str, item: str, output_index: int, block: dict[str, Any]) -> None:
         self.kind = kind  # "text" (also the JSON answer), "call" or "thinking"
         self.id = item
+        self.quoted = orjson.dumps(item)
         self.output_index = output_index
         self.block = block
         self.parts: list[str] = []
         # `,"item_id":"...","output_index":N`: the head of most of its events' fields
-        self.at = b',"item_id":' + orjson.dumps(item) + b',"output_index":%d' % output_index
+        self.at = b',"item_id":%s,"output_index":%d' % (self.quoted, output_index)
         # a delta event's encoded fields up to the delta itself, the same for every delta
         self.delta = self.at + (b',"content_index":0,"delta":' if kind == "text" else b',"delta":')
+        # a text delta event: `%d` its sequence number, `%s` its encoded text
+        self.text = _TEXT_DELTA.replace(
+            b"%s", self.delta.replace(b"%", b"%%") + b'%s,"logprobs":[]'
+        )
 
 
 class ResponseEvents:
@@ -72,7 +107,7 @@ class ResponseEvents:
         self._json_answer = json_answer
         self._sequence = 0
         self._items: dict[int, _Item] = {}
-        self._output: list[Any] = []  # items: dicts, or Fragments of encoded ones
+        self._output: list[bytes] = []  # the items encoded, each b"" until it is done
         self._message_id: Any = None
         self._usage: dict[str, Any] = {}
         self._stop: Any = None
@@ -85,12 +120,10 @@ class ResponseEvents:
         self._sequence += 1
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
-    def _emit_encoded(self, kind: bytes, fields: bytes) -> bytes:
-        """`_emit` of fields already encoded (`,"name":value...`, in `_emit`'s order)."""
+    def _next(self) -> int:
         sequence = self._sequence
-        self._sequence += 1
-        head = b"event: " + kind + b'\ndata: {"type":"' + kind + b'","sequence_number":'
-        return head + b"%d" % sequence + fields + b"}\n\n"
+        self._sequence = sequence + 1
+        return sequence
 
     def feed(self, events: list[tuple[str, bytes]]) -> list[bytes]:
         """`event` for each of one upstream read's events; a text delta of a text item
@@ -110,12 +143,15 @@ class ResponseEvents:
                 item.parts.append(text)
                 sequence = self._sequence
                 self._sequence = sequence + 1
-                out.append(_TEXT_HEAD + b"%d" % sequence + item.delta + dumps(text) + _TEXT_TAIL)
+                out.append(item.text % (sequence, dumps(text)))
         return out
 
-    def _response(self, status: str) -> dict[str, Any]:
-        usage = responses_usage(self._usage) if status != "in_progress" else None
-        return self._shape.response(self._id, self._created, status, list(self._output), usage)
+    def _response(self, status: bytes) -> bytes:
+        """The response so far, encoded: `,"response":{...}`."""
+        usage = b"null" if status == b"in_progress" else usage_bytes(self._usage)
+        output = b",".join([item for item in self._output if item])
+        whole = self._shape.encoded(orjson.dumps(self._id), self._created, status, output, usage)
+        return b',"response":' + whole
 
     def event(self, name: str, data: bytes) -> list[bytes]:
         if self.done:
@@ -133,11 +169,8 @@ class ResponseEvents:
             self._usage = dict(message.get("usage") or {})
             if self._keep:
                 self.message = {**message, "content": []}
-            first = b',"response":' + orjson.dumps(self._response("in_progress"))
-            return [
-                self._emit_encoded(b"response.created", first),
-                self._emit_encoded(b"response.in_progress", first),
-            ]
+            first = self._response(b"in_progress")
+            return [_CREATED % (self._next(), first), _IN_PROGRESS % (self._next(), first)]
         if name == "message_delta":
             self._stop = fold_message_delta(data, self._stop, self._usage)
             return []
@@ -150,8 +183,10 @@ class ResponseEvents:
     def error(self, kind: str, message: str) -> list[bytes]:
         self.done = True
         self.message = None
-        failed = self._response("failed")
-        failed["error"] = {"code": kind, "message": message}
+        output = [orjson.Fragment(item) for item in self._output if item]
+        usage = usage_bytes(self._usage)
+        failed = self._shape.response(self._id, self._created, "failed", output, None)
+        failed.update(error={"code": kind, "message": message}, usage=orjson.Fragment(usage))
         return [
             self._emit("error", code=kind, message=message, param=None),
             self._emit("response.failed", response=failed),
@@ -161,36 +196,30 @@ class ResponseEvents:
         if self.message is not None:
             self.message["content"].append(dict(block))
         kind = block.get("type")
-        json_tool = self._json_answer and block.get("name") == JSON_TOOL
-        role = "text" if kind == "text" or (kind == "tool_use" and json_tool) else None
-        role = role or {"tool_use": "call", "thinking": "thinking"}.get(str(kind))
+        role: str | None
+        if kind == "text" or (kind == "tool_use" and self._json_answer):
+            role = "text" if kind == "text" or block.get("name") == JSON_TOOL else "call"
+        else:
+            role = _ROLES.get(str(kind))
         if role is None:
             return []
-        item = _Item(role, item_id(self._message_id, index, block), len(self._output), block)
+        at = len(self._output)
+        item = _Item(role, item_id(self._message_id, index, block), at, block)
         self._items[index] = item
-        self._output.append({})  # its place in `output`, filled when the item is done
-        at = item.output_index
-        if role == "thinking":
+        self._output.append(b"")  # its place in `output`, filled when the item is done
+        if role == "text":
+            sequence = self._sequence
+            self._sequence = sequence + 2
             return [
-                self._emit(
-                    "response.output_item.added", output_index=at, item=reasoning_item(item.id, "")
-                )
+                _TEXT_ADDED % (sequence, at, item.quoted),
+                _TEXT_PART_ADDED % (sequence + 1, item.at),
             ]
-        if role == "call":
+        if role == "thinking":
+            added = reasoning_item(item.id, "")
+        else:
             added = call_item(block, "", "in_progress")
-            return [self._emit("response.output_item.added", output_index=at, item=added)]
-        return [
-            self._emit_encoded(
-                b"response.output_item.added",
-                b',"output_index":%d,"item":{"type":"message","id":' % at
-                + orjson.dumps(item.id)
-                + b',"status":"in_progress","role":"assistant","content":[]}',
-            ),
-            self._emit_encoded(
-                b"response.content_part.added",
-                item.at + b',"content_index":0,"part":' + _PART_HEAD + b'""' + _PART_TAIL,
-            ),
-        ]
+        fields = b',"output_index":%d,"item":%s' % (at, orjson.dumps(added))
+        return [_ITEM_ADDED % (self._next(), fields)]
 
     def _delta(self, event: dict[str, Any]) -> list[bytes]:
         index = int(event.get("index", 0))
@@ -203,10 +232,9 @@ class ResponseEvents:
             return []
         item.parts.append(piece)
         if item.kind == "text":
-            fields = item.delta + orjson.dumps(piece) + b',"logprobs":[]'
-            return [self._emit_encoded(_TEXT_DELTA, fields)]
+            return [item.text % (self._next(), orjson.dumps(piece))]
         if item.kind == "call":
-            return [self._emit_encoded(_CALL_DELTA, item.delta + orjson.dumps(piece))]
+            return [_CALL_DELTA % (self._next(), item.delta + orjson.dumps(piece))]
         return []
 
     def _stop_block(self, index: int) -> list[bytes]:
@@ -215,48 +243,39 @@ class ResponseEvents:
             _close(self.message["content"][index])
         if item is None:
             return []
-        text, at = "".join(item.parts), item.output_index
+        at = item.output_index
         if item.kind == "thinking":
-            self._output[at] = reasoning_item(item.id, text)
-            return [self._emit("response.output_item.done", output_index=at, item=self._output[at])]
-        if item.kind == "call":
-            arguments = text or "{}"
-            self._output[at] = call_item(item.block, arguments)
+            thinking = reasoning_item(item.id, "".join(item.parts))
+            self._output[at] = orjson.dumps(thinking)
             return [
-                self._emit(
-                    "response.function_call_arguments.done",
-                    item_id=item.id,
-                    output_index=at,
-                    arguments=arguments,
-                ),
-                self._emit("response.output_item.done", output_index=at, item=self._output[at]),
+                _ITEM_DONE % (self._next(), b',"output_index":%d,"item":' % at + self._output[at])
             ]
-        encoded = orjson.dumps(text)
-        part = _PART_HEAD + encoded + _PART_TAIL
-        whole = b'{"type":"message","id":%s,"status":"completed","role":"assistant","content":[%s]}'
-        message = whole % (orjson.dumps(item.id), part)
-        self._output[at] = orjson.Fragment(message)
+        if item.kind == "call":
+            arguments = "".join(item.parts) or "{}"
+            self._output[at] = orjson.dumps(call_item(item.block, arguments))
+            done = b'%s,"arguments":%s' % (item.at, orjson.dumps(arguments))
+            return [
+                _CALL_DONE % (self._next(), done),
+                _ITEM_DONE % (self._next(), b',"output_index":%d,"item":' % at + self._output[at]),
+            ]
+        text = orjson.dumps("".join(item.parts))
+        part = _PART % text
+        self._output[at] = message = _MESSAGE % (item.quoted, b"completed", part)
+        sequence = self._sequence
+        self._sequence = sequence + 3
         return [
-            self._emit_encoded(
-                b"response.output_text.done",
-                item.at + b',"content_index":0,"text":' + encoded + b',"logprobs":[]',
-            ),
-            self._emit_encoded(
-                b"response.content_part.done", item.at + b',"content_index":0,"part":' + part
-            ),
-            self._emit_encoded(
-                b"response.output_item.done", b',"output_index":%d,"item":%s' % (at, message)
-            ),
+            _TEXT_DONE_ % (sequence, item.at, text),
+            _TEXT_PART_DONE % (sequence + 1, item.at, part),
+            _TEXT_ITEM_DONE % (sequence + 2, at, message),
         ]
 
     def _finish(self) -> list[bytes]:
         self.done = self.completed = True
-        self._output = [item for item in self._output if item]
         if self.message is not None:
             self.message.update(stop_reason=self._stop, usage=self._usage)
         if self._stop == "max_tokens":
-            return [self._emit("response.incomplete", response=self._response("incomplete"))]
-        return [self._emit("response.completed", response=self._response("completed"))]
+            return [_INCOMPLETE % (self._next(), self._response(b"incomplete"))]
+        return [_COMPLETED % (self._next(), self._response(b"completed"))]
 
 
 def _fold(block: dict[str, Any], delta: dict[str, Any]) -> None:

@@ -2,8 +2,9 @@
 
 `--concurrency` workers, each opening a streamed `POST /v1/messages` (a different prompt
 every time, so every stream is a miss) and reading it to its end, then the next, until
-`--duration` seconds have passed (streams under way then are read to their end). Worker
-starts are spread over the first second so the streams do not all tick in step. Every
+`--duration` seconds have passed (streams under way then are read to their end); every
+worker opens at least one, however slow the machine. Worker starts are spread over the
+first second (or the whole run, if shorter) so the streams do not all tick in step. Every
 answer is checked: a 2xx whose body holds `message_stop`, with at least
 `--expect-events` SSE events (blank-line separated), else it counts as an error.
 
@@ -136,10 +137,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         deadline = start + args.duration
 
         async def worker(i: int) -> None:
-            await asyncio.sleep(i / args.concurrency)  # spread over the first second
-            while time.perf_counter() < deadline:
+            await asyncio.sleep(i / args.concurrency * min(1.0, args.duration))
+            while True:
                 body = prompt_body(tag, next(numbers), chars)
                 await one_stream(session, url, body, args.expect_events, tally)
+                if time.perf_counter() >= deadline:
+                    return
 
         await asyncio.gather(*(worker(i) for i in range(args.concurrency)))
         seconds = time.perf_counter() - start

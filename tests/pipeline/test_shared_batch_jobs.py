@@ -24,6 +24,10 @@ def _gateway(gateway_factory: Any, fake_url: str, redis_url: str, **extra: Any) 
         "redis_enabled": True,
         "redis_url": redis_url,
         "promptrelay_api_keys": f"{ALICE},{BOB}",
+        # A slow answer on a busy machine must not be a timeout (then a submit or a poll is
+        # a 503, rightly): these tests are about sharing, not about a Redis that hangs.
+        "redis_socket_timeout": 2.0,
+        "redis_connect_timeout": 1.0,
         **extra,
     }
     return gateway_factory(**{k: v for k, v in options.items() if v is not None})
@@ -81,7 +85,8 @@ async def test_concurrent_polls_on_both_fetch_the_results_once(
     alice = {"x-api-key": ALICE}
     items = [{"prompt": f"concurrent {index}"} for index in range(5)]
     async with aiohttp.ClientSession() as session:
-        _, job = await submit(session, gateways[0].url, items, alice)
+        status, job = await submit(session, gateways[0].url, items, alice)
+        assert status == 202, job
         batch = f"{fake_upstream.url}/v1/messages/batches/{job['upstream_batch_id']}"
         for _ in range(100):  # until the upstream says it ended: every poll below may fetch
             async with session.get(batch, headers={"x-api-key": GATEWAY_KEY}) as r:
@@ -118,7 +123,8 @@ async def test_a_client_own_key_polls_on_another_instance_and_is_never_stored(
         for _ in range(2)
     )
     async with aiohttp.ClientSession() as session:
-        _, job = await submit(session, one.url, [{"prompt": "mine"}], {"x-api-key": own})
+        status, job = await submit(session, one.url, [{"prompt": "mine"}], {"x-api-key": own})
+        assert status == 202, job
         async with session.get(
             f"{two.url}/api/batches/{job['id']}", headers={"x-api-key": other}
         ) as r:
@@ -161,7 +167,8 @@ async def test_a_job_over_its_size_bound_keeps_what_fits(
     alice = {"x-api-key": ALICE}
     items = [{"prompt": "x" * 3000}, {"prompt": "short"}, {"prompt": "y" * 3000}]
     async with aiohttp.ClientSession() as session:
-        _, job = await submit(session, gateway.url, items, alice)
+        status, job = await submit(session, gateway.url, items, alice)
+        assert status == 202, job
         _, view = await poll(session, gateway.url, job["id"], alice)
         dropped = next(r["index"] for r in view["results"] if not r["ok"])
         async with session.post(

@@ -14,6 +14,7 @@ import pytest
 from promptrelay.errors import RateLimited
 from promptrelay.resilience.governor import BATCH, INTERACTIVE, Governor, Permit
 from promptrelay.resilience.ratelimit import Cost
+from tests.resilience.fakes import FakeClock
 
 COST = Cost(1.0, 10.0, 10.0)
 HEADERS = [
@@ -117,12 +118,17 @@ async def test_headers_lift_the_initial_limit_and_keys_have_their_own_lanes() ->
     assert "secret" not in str(snapshot)
 
 
-async def test_a_429_pauses_the_key_for_everyone() -> None:
-    governor = Governor(initial_concurrency=4)
+async def test_a_429_pauses_the_key_for_everyone(clock: FakeClock) -> None:
+    # The governor's clock is the test's: a machine that stalls past the 30 ms between
+    # the 429 and the next acquire cannot end the pause before it is asked for.
+    governor = Governor(initial_concurrency=4, clock=clock)
     permit = await governor.acquire("key", COST)
     permit.release(429, [(b"retry-after-ms", b"30")])
     assert governor.stats.upstream_429 == 1
-    await governor.acquire("key", COST)  # waits out the pause
+    waiting = asyncio.ensure_future(governor.acquire("key", COST))
+    await asyncio.sleep(0)
+    clock.advance(0.03)
+    await waiting  # waits out the pause
     assert governor.stats.queued_total == 1
 
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from promptrelay.errors import GatewayError, PayloadTooLarge, UpstreamError
+from promptrelay.server.protocol import ChunkWriter, chunk_writer
 
 __all__ = [
     "ClientGone",
     "Counted",
+    "Forwarding",
     "Receive",
     "Scope",
     "Send",
@@ -126,6 +128,17 @@ class Counted(Protocol):
     response_bytes: int
 
 
+class Forwarding(Protocol):
+    """Chunks that can also be handed to a synchronous writer as they come
+    (core/coalesce.py `Subscription.forward`): no wake-up of the reading task per chunk."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def __anext__(self) -> bytes: ...
+
+    async def forward(self, write: Callable[[bytes], bool]) -> None: ...
+
+
 async def stream_response(
     send: Send,
     receive: Receive,
@@ -143,17 +156,24 @@ async def stream_response(
     `counted.response_bytes` grows by each chunk taken; with `failed`, an UpstreamError
     midway ends the stream with the chunk `failed` makes of it (the status is out).
     Both are done here, in the one loop, rather than in a generator around `chunks`.
+    Chunks that can be forwarded (`Forwarding`), under GatewayProtocol, are written by
+    its ChunkWriter from the task that has them, and through `send` only when it waits.
     """
     gone = asyncio.ensure_future(receive())
     try:
         await send({"type": "http.response.start", "status": status, "headers": headers})
+        forwards = getattr(chunks, "forward", None) is not None
+        direct = chunk_writer(send) if forwards else None
         try:
-            async for chunk in chunks:
-                if counted is not None:
-                    counted.response_bytes += len(chunk)
-                if gone.done():
-                    raise ClientGone
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if direct is not None:
+                await _forward(cast(Forwarding, chunks), direct, send, gone, counted)
+            else:
+                async for chunk in chunks:
+                    if counted is not None:
+                        counted.response_bytes += len(chunk)
+                    if gone.done():
+                        raise ClientGone
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as error:
             if failed is None:
                 raise
@@ -166,3 +186,30 @@ async def stream_response(
         await send({"type": "http.response.body", "body": b""})
     finally:
         gone.cancel()
+
+
+async def _forward(
+    chunks: Forwarding,
+    direct: ChunkWriter,
+    send: Send,
+    gone: asyncio.Future[Message],
+    counted: Counted | None,
+) -> None:
+    """`stream_response`'s loop for Forwarding chunks: written by `direct` while it can,
+    one chunk through `send` whenever it cannot (then back to `direct`)."""
+    try:
+        while True:
+            if not gone.done():
+                await chunks.forward(direct.write)
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            if counted is not None:
+                counted.response_bytes += len(chunk)
+            if gone.done():
+                raise ClientGone
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    finally:
+        if counted is not None:
+            counted.response_bytes += direct.written

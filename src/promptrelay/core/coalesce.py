@@ -15,6 +15,9 @@ Streams (`StreamFanout`) keep every item produced in one list that all subscribe
 by index: a late subscriber replays from the start, a slow one only lags behind and
 never blocks the producer. The list is unbounded, which is acceptable because a stream
 is one upstream answer (bounded by max_tokens) and the list is freed with the fanout.
+A subscriber that `forward`s, and keeps up, is handed each item by the producer itself,
+through a synchronous writer: its own task is not woken per item, only when the writer
+refuses one (the client reads slowly) and at the end.
 
 Usage::
 
@@ -141,6 +144,7 @@ class StreamFanout(Generic[T]):
         # Futures of the subscribers waiting for the next item, each its own (a cancelled
         # wait cancels only its future); none is made while every reader keeps up.
         self._waiting: list[asyncio.Future[None]] = []
+        self._sinks: list[Subscription[T]] = []  # caught up, handed each item as it comes
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -177,7 +181,10 @@ class StreamFanout(Generic[T]):
         try:
             async for item in stream:
                 self._items.append(item)
-                self._notify()
+                if self._sinks:
+                    self._hand(item)
+                if self._waiting:
+                    self._notify()
         except asyncio.CancelledError:
             if not self._abandoned:
                 self._error = StreamCancelled("shared stream was cancelled")
@@ -187,11 +194,34 @@ class StreamFanout(Generic[T]):
         finally:
             self._finished = True
             self._notify()
+            self._release(self._sinks)
+            self._sinks = []
             self._close()
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
+
+    def _hand(self, item: T) -> None:
+        refused: list[Subscription[T]] | None = None
+        for subscription in self._sinks:
+            try:
+                taken = subscription._write(item)
+            except Exception:  # raised again where this subscriber's own path writes it
+                taken = False
+            if taken:
+                subscription._index += 1
+            else:
+                refused = [subscription] if refused is None else [*refused, subscription]
+        if refused is not None:
+            self._sinks = [s for s in self._sinks if s not in refused]
+            self._release(refused)
+
+    def _release(self, sinks: list[Subscription[T]]) -> None:
+        for subscription in sinks:
+            future = subscription._handed
+            if future is not None and not future.done():
+                future.set_result(None)
 
     def _notify(self) -> None:
         waiting = self._waiting
@@ -207,6 +237,10 @@ class StreamFanout(Generic[T]):
             on_close()
 
 
+def _refuse(item: object) -> bool:
+    return False
+
+
 class Subscription(Generic[T]):
     """An async iterator over one fanout; leave with `async with` or aclose()."""
 
@@ -214,6 +248,8 @@ class Subscription(Generic[T]):
         self._fanout = fanout
         self._index = 0
         self._closed = False
+        self._write: Callable[[T], bool] = _refuse  # while forwarding: its writer
+        self._handed: asyncio.Future[None] | None = None  # wakes a forward: refused, or end
 
     def __aiter__(self) -> Subscription[T]:
         return self
@@ -234,6 +270,29 @@ class Subscription(Generic[T]):
             fanout._waiting.append(future)
             await future
         raise StopAsyncIteration
+
+    async def forward(self, write: Callable[[T], bool]) -> None:
+        """Hand the items to `write` as they come, in order, until it refuses one (False:
+        it cannot take that item now) or the stream ends; then iterating goes on from the
+        refused item, or gives the end or the failure. While this subscriber keeps up, the
+        producer calls `write` itself and this task sleeps until one of those."""
+        fanout = self._fanout
+        items = fanout._items
+        while self._index < len(items):
+            if not write(items[self._index]):
+                return
+            self._index += 1
+        if self._closed or fanout._finished:
+            return
+        self._write = write
+        self._handed = asyncio.get_running_loop().create_future()
+        fanout._sinks.append(self)
+        try:
+            await self._handed
+        finally:
+            self._write, self._handed = _refuse, None
+            if self in fanout._sinks:
+                fanout._sinks.remove(self)
 
     async def aclose(self) -> None:
         self._leave()

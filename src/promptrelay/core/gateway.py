@@ -39,11 +39,12 @@ from promptrelay.core.events import (
     UpstreamFinished,
 )
 from promptrelay.core.keyfile import KeyEntry
+from promptrelay.core.metered import MeteredStream
 from promptrelay.core.prompt_cache import prompt_cache_used
 from promptrelay.core.quotas import Quotas
 from promptrelay.core.request import json_object_or_none
 from promptrelay.core.resilient import ResilientUpstream
-from promptrelay.core.sse import SseParser, assemble_message, message_events
+from promptrelay.core.sse import assemble_message, message_events
 from promptrelay.core.stored import UpstreamHeaders, cacheable, stored_entry, upstream_headers
 from promptrelay.resilience.estimate import estimate_cost
 from promptrelay.resilience.governor import INTERACTIVE
@@ -199,7 +200,7 @@ class Gateway:
             return reply
         account = partial(self._account, model, quotas, tenant, watched)
         if reply.chunks is not None:
-            reply.chunks = _metered(reply.chunks, account, output=quotas is not None)
+            reply.chunks = MeteredStream(reply.chunks, account, output=quotas is not None)
         elif quotas is not None or _CACHE_TOKENS in reply.body:
             usage = reply.usage  # parsed once already when the answer was stored
             if usage is None:
@@ -449,30 +450,3 @@ def _is_offline(call: MessagesCall) -> bool:
 
 async def _once(chunk: bytes) -> AsyncIterator[bytes]:
     yield chunk
-
-
-async def _metered(
-    chunks: AsyncIterator[bytes],
-    charge: Callable[[dict[str, Any]], Awaitable[None]],
-    *,
-    output: bool = True,
-) -> AsyncIterator[bytes]:
-    """Forward a stream, then charge its usage: input and cache tokens as `message_start`
-    gave them, output tokens from the last `message_delta` (a running total, never
-    summed). Without `output`, parsing stops at `message_start`."""
-    parser: SseParser | None = SseParser()
-    usage: dict[str, Any] = {}
-    async for chunk in chunks:
-        for name, data in parser.feed(chunk) if parser is not None else ():
-            if name == "message_start":
-                message = json_object_or_none(data) or {}
-                start = (message.get("message") or {}).get("usage")
-                usage = dict(start) if isinstance(start, dict) else {}
-                parser = parser if output else None
-            elif name == "message_delta":
-                delta = (json_object_or_none(data) or {}).get("usage") or {}
-                if isinstance(delta.get("output_tokens"), int):
-                    usage["output_tokens"] = delta["output_tokens"]
-        yield chunk
-    if usage:
-        await charge(usage)

@@ -111,7 +111,10 @@ class SseParser:
         self._buffer = frames.pop()
         events: list[tuple[str, bytes]] = []
         for frame in frames:
-            event = _frame(frame)
+            # Anthropic's shape, inline: one known event line, one data line
+            head, sep, data = frame.partition(b"\ndata: ")
+            name = _KNOWN_HEADS.get(head) if sep and b"\n" not in data else None
+            event = (name, data) if name is not None else _frame(frame)
             if event is not None:
                 events.append(event)
         return events
@@ -216,6 +219,19 @@ class MessageAssembler:
             self.message["content"][index]["input"] = orjson.loads(text) if text else {}
 
 
+_KNOWN_HEADS = {
+    b"event: " + name.encode(): name
+    for name in (
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+        "ping",
+        "error",
+    )
+}
 _FOLDED = frozenset(
     {
         "message_start",

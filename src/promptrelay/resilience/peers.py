@@ -8,6 +8,9 @@ had Redis is alone (N = 1).
 
 Redis layout: one sorted set (one key: cluster-safe), member = a random process id,
 score = wall-clock time of its last beat; members silent for `ttl` seconds are dropped.
+Silent is judged from when this process was due to beat: after a stall of its own event
+loop (a starved machine stalls every process alike) it keeps the peers that beat before
+the stall, instead of dropping them and taking their share of the buckets.
 Every call goes through the cache tier's gate (`RedisRunner`): none while it is down.
 """
 
@@ -58,13 +61,14 @@ class RedisPeers:
         redis: RedisRunner,
         *,
         every: float = 2.0,
-        ttl: float = 6.0,
+        ttl: float = 15.0,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
         self._every, self._ttl, self._wall = every, ttl, wall
         self._id = secrets.token_hex(8)
         self._count = 1
+        self._last: float | None = None  # wall clock of our last beat Redis answered
         self._task: asyncio.Task[None] | None = None
 
     def count(self) -> int:
@@ -87,11 +91,12 @@ class RedisPeers:
         """Say we are here and count who else is; when Redis is unavailable keep the last
         count."""
         now = self._wall()
+        due = now if self._last is None else min(now, self._last + self._every)
 
         async def beat(client: Redis | RedisCluster) -> list[Any]:
             pipe = client.pipeline(transaction=False)
             pipe.zadd(_KEY, {self._id: now})
-            pipe.zremrangebyscore(_KEY, "-inf", now - self._ttl)
+            pipe.zremrangebyscore(_KEY, "-inf", due - self._ttl)
             pipe.zcard(_KEY)
             pipe.expire(_KEY, int(self._ttl * 2) + 1)
             return list(await pipe.execute())
@@ -101,6 +106,7 @@ class RedisPeers:
         except RedisUnavailable:
             log.debug("governor peers: Redis unavailable; keeping %d", self._count)
             return
+        self._last = now
         self._count = max(1, int(results[2]))
 
     async def _loop(self) -> None:

@@ -11,9 +11,11 @@ stores and a clock read.
 A whole answer goes out in one system call: each request's cycle writes through a
 `_Writer`, which holds the head of a response with a content-length until its body is
 written (uvicorn alone writes a head and its body with two calls, two system calls on the
-hit path). A streamed answer's head is written at once, as before. The head itself is
-checked and joined by `promptrelay.server.cycle` (the same checks as uvicorn's, without
-a Python loop over the headers).
+hit path). A streamed answer's head is written at once, as before, and its body chunks can be
+written without uvicorn's `send` (`chunk_writer`): framed here and written straight to
+the transport, synchronously, by whichever task has them (a shared stream's producer).
+The head itself is checked and joined by `promptrelay.server.cycle` (the same checks as
+uvicorn's, without a Python loop over the headers).
 
 Every refusal is answered in the error shape of `promptrelay.errors` when nothing of a
 response went out yet, then the connection is closed gracefully: the write side is shut
@@ -29,6 +31,7 @@ from asyncio import TimerHandle
 from typing import Any
 
 from uvicorn.config import Config
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
     HttpToolsProtocol,
@@ -46,7 +49,7 @@ from promptrelay.errors import (
 from promptrelay.server.cycle import cycles_built_here
 from promptrelay.server.limits import Phase, ServerLimits, time_left
 
-__all__ = ["GatewayProtocol"]
+__all__ = ["ChunkWriter", "GatewayProtocol", "chunk_writer"]
 
 _HEAD, _BODY, _IDLE = Phase.HEAD, Phase.BODY, Phase.IDLE
 
@@ -93,6 +96,44 @@ class _Writer:
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self._transport.get_extra_info(name, default)
+
+
+class ChunkWriter:
+    """The body chunks of one chunked answer, written at once: `write` frames a chunk as
+    uvicorn's `send` would and writes it, or returns False when that would mean waiting
+    (flow control paused writing: the client reads slowly) or the connection is closing;
+    then the caller sends that chunk through `send`, which waits or drops it. The end of
+    the body (the empty last chunk) goes through `send` too, which completes the cycle.
+    `written` counts the body bytes written here."""
+
+    __slots__ = ("_flow", "_transport", "written")
+
+    def __init__(self, transport: asyncio.Transport, flow: FlowControl) -> None:
+        self._transport = transport
+        self._flow = flow
+        self.written = 0
+
+    def write(self, chunk: bytes) -> bool:
+        if self._flow.write_paused or self._transport.is_closing():
+            return False
+        if chunk:  # an empty chunk would end the body
+            self._transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            self.written += len(chunk)
+        return True
+
+
+def chunk_writer(send: Any) -> ChunkWriter | None:
+    """A ChunkWriter for the answer `send` (an ASGI send) is sending, once its head is out
+    with chunked framing; None for any other answer, server or a wrapped `send`."""
+    cycle = getattr(send, "__self__", None)
+    if not isinstance(cycle, RequestResponseCycle):  # ours are server/cycle.py's subclass
+        return None
+    writer: object = cycle.transport
+    if type(writer) is not _Writer or cycle.chunked_encoding is not True:
+        return None
+    if not cycle.response_started or cycle.response_complete or cycle.disconnected:
+        return None
+    return ChunkWriter(writer._transport, cycle.flow)
 
 
 class GatewayProtocol(HttpToolsProtocol):

@@ -2,7 +2,10 @@
 
 With several processes each evaluates its own rules; a notice is delivered by the
 process that first claims it, through `claim(key, seconds)` (Redis `SET NX EX` when
-Redis is enabled), so one alert reaches the log and the webhook once.
+Redis is enabled), so one alert reaches the log and the webhook once. A firing or a
+resolved notice is claimed by its alert and kind alone: processes that measured the same
+condition at different severities (one loop stalled 1.2 s, the others 0.4 s) deliver it
+once; an escalation is claimed per severity it reaches.
 
 Webhook body (an n8n Webhook node takes it as is):
 
@@ -68,8 +71,7 @@ class AlertDelivery:
     async def deliver(self, notice: Notice) -> bool:
         """False when another process claimed this notice first."""
         if self.claim is not None:
-            key = f"promptrelay:alerts:{notice.key}:{notice.kind}:{notice.severity}"
-            if not await self.claim(key, self.cooldown):
+            if not await self.claim(_claim_key(notice), self.cooldown):
                 return False
         self.delivered += 1
         level = _LEVELS.get(notice.severity, logging.CRITICAL)
@@ -114,3 +116,8 @@ class AlertDelivery:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _claim_key(notice: Notice) -> str:
+    key = f"promptrelay:alerts:{notice.key}:{notice.kind}"
+    return f"{key}:{notice.severity}" if notice.kind == "escalated" else key

@@ -19,12 +19,14 @@ aiohttp errors are translated here, at the boundary, into `UpstreamTimeout` and
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
 from yarl import URL
 
 from promptrelay.errors import UpstreamTimeout, UpstreamUnavailable
@@ -126,6 +128,34 @@ class PoolStats:
     requests: int
 
 
+class _ResponseHandler(ResponseHandler):
+    """aiohttp's connection protocol with its read timeout (sock_read, UPSTREAM_READ_TIMEOUT)
+    moved on lazily: aiohttp cancels its timer and starts another at every read, which
+    costs a streamed answer two timer operations per event; this one only notes the time
+    of the read, and its one timer, when it fires early, waits for the rest."""
+
+    _read_at = 0.0
+
+    def _reschedule_timeout(self) -> None:
+        self._read_at = now = self._loop.time()
+        timeout = self._read_timeout
+        if not timeout:
+            self._drop_timeout()
+        elif self._read_timeout_handle is None:
+            self._read_timeout_handle = self._loop.call_at(now + timeout, self._read_deadline)
+
+    def _read_deadline(self) -> None:
+        self._read_timeout_handle = None
+        timeout = self._read_timeout
+        if not timeout:
+            return
+        deadline = self._read_at + timeout
+        if deadline > self._loop.time():
+            self._read_timeout_handle = self._loop.call_at(deadline, self._read_deadline)
+        else:
+            self._on_read_timeout()
+
+
 class _PoolConnector(aiohttp.TCPConnector):
     """A TCPConnector that keeps at most `max_idle` idle connections, and counts the
     connections it opens.
@@ -140,6 +170,8 @@ class _PoolConnector(aiohttp.TCPConnector):
 
     def __init__(self, *, max_idle: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        handler = functools.partial(_ResponseHandler, loop=self._loop)
+        self._factory = cast("functools.partial[ResponseHandler]", handler)
         self._max_idle = max_idle
         self._trim_handle: asyncio.TimerHandle | None = None
 
@@ -377,8 +409,10 @@ def _no_answer(error: TimeoutError | aiohttp.ClientError) -> UpstreamTimeout | U
 async def _iterate(
     response: aiohttp.ClientResponse, release: Callable[[], None]
 ) -> AsyncIterator[bytes]:
+    content = response.content
     try:
-        async for chunk in response.content.iter_any():
+        # readany itself, not iter_any: its iterator is one more coroutine per read
+        while chunk := await content.readany():
             yield chunk
     except TimeoutError as error:
         raise UpstreamTimeout("the upstream stream stalled") from error

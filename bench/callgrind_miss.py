@@ -11,7 +11,11 @@ upstream call, a store). A miss's cost is the window's instructions less what th
 server executes in as long a time idle, over the misses served.
 
     .venv/bin/python bench/callgrind_miss.py [--base 58e98bc] [--result REV] [--seconds 10]
-        [--concurrency 4] [--markdown PATH] [--json PATH]
+        [--concurrency 4] [--proxy] [--keep DIR] [--markdown PATH] [--json PATH]
+
+`--proxy` counts the minimal aiohttp proxy (bench/reference_proxy.py) too, on its own fake
+upstream, beside the two. `--keep DIR` keeps the dumps as DIR/<name>.busy.out and
+DIR/<name>.idle.out, for `callgrind_annotate --inclusive=yes DIR/<name>.busy.out`.
 
 Needs wrk and valgrind (`make valgrind`). Takes about three minutes (start-up under
 valgrind is slow; much longer on a busy machine: --start-timeout). The counts do not
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,6 +46,7 @@ from benchkit import (
     log,
     machine_lines,
     markdown_table,
+    reference_proxy,
     service_url,
     services,
     write_outputs,
@@ -48,7 +54,7 @@ from benchkit import (
 from callgrind import CallgrindServer, callgrind_available
 from overhead import promptrelay_service
 
-BASE, RESULT = "base", "result"
+BASE, RESULT, PROXY = "base", "result", "proxy"
 # --path: the wrk script and its arguments after the run tag
 _SCRIPTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "miss": ("unique_post.lua", ()),
@@ -89,6 +95,8 @@ def main() -> None:
     parser.add_argument(
         "--start-timeout", type=float, default=900.0, help="seconds for start-up under valgrind"
     )
+    parser.add_argument("--proxy", action="store_true", help="also count the minimal proxy")
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the callgrind dumps")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="also write the report to a file")
     args = parser.parse_args()
@@ -129,7 +137,8 @@ def _git(*argv: str) -> str:
 def _count_both(
     wrk: WrkLoad, sources: dict[str, Path], workdir: Path, args: argparse.Namespace
 ) -> list[Count]:
-    fakes = {name: fake_upstream() for name in sources}
+    names = [*sources, PROXY] if args.proxy else list(sources)
+    fakes = {name: fake_upstream() for name in names}
     for fake in fakes.values():
         fake.argv += args.fake_arg
     with services(list(fakes.values())):
@@ -139,6 +148,10 @@ def _count_both(
             )
             for name, src in sources.items()
         }
+        if args.proxy:
+            servers[PROXY] = CallgrindServer(
+                reference_proxy(service_url(fakes[PROXY])), workdir, args.start_timeout
+            )
         log("  callgrind: starting both servers under valgrind (~1 min)")
         try:
             with ThreadPoolExecutor(len(servers)) as pool:
@@ -185,16 +198,23 @@ def _count(
         loads.append(wrk.run(url, args.concurrency, args.seconds, tag, script, script_args))
 
     busy, busy_seconds = _window(server, drive)
+    _keep(server, args.keep, name, "busy")
     misses = _upstream_calls(fake_url) - before
     if args.path == "hit":
         misses = loads[0].requests  # all hits: no upstream call to count them by
     time.sleep(1.0)
     idle, idle_seconds = _window(server, lambda: time.sleep(args.seconds))
-    count = Count(
-        name, str(server.service.env["PYTHONPATH"]), busy, busy_seconds, idle, idle_seconds, misses
-    )
+    _keep(server, args.keep, name, "idle")
+    source = str(server.service.env.get("PYTHONPATH", "bench/reference_proxy.py"))
+    count = Count(name, source, busy, busy_seconds, idle, idle_seconds, misses)
     log(f"  callgrind {name}: {misses} {args.path}es, {count.per_miss:,.0f} instructions each")
     return count
+
+
+def _keep(server: CallgrindServer, keep: Path | None, name: str, window: str) -> None:
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(server.last_dump, keep / f"{name}.{window}.out")
 
 
 def _upstream_calls(fake_url: str) -> int:
@@ -217,12 +237,12 @@ def _report(
     ratio = result.per_miss / base.per_miss
     rows = [
         [
-            f"{c.name} ({labels[c.name]})",
+            f"{c.name} ({labels.get(c.name, 'bench/reference_proxy.py')})",
             f"{c.misses:,}",
             f"{c.per_miss:,.0f}",
             f"{c.per_miss / base.per_miss:.4f}",
         ]
-        for c in (base, result)
+        for c in counts
     ]
     text = "\n".join(
         [

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import quote
 
@@ -108,16 +108,19 @@ class HotRoutes:
         # /v1/messages bodies parsed and validated, by their raw bytes: read, never changed
         self._bodies: RawMemo[dict[str, Any]] = RawMemo()
 
-    async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._serve("/v1/messages", self._messages, scope, receive, send)
+    # The routes hand back `_serve`'s coroutine rather than awaiting it in one of their
+    # own: a frame fewer that every resumption of the request would pass through.
 
-    async def generate(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._serve("/api/generate", self._generate, scope, receive, send)
+    def messages(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
+        return self._serve("/v1/messages", self._messages, scope, receive, send)
 
-    async def forward(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._serve("/v1/*", self._forward, scope, receive, send)
+    def generate(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
+        return self._serve("/api/generate", self._generate, scope, receive, send)
 
-    async def serve(
+    def forward(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
+        return self._serve("/v1/*", self._forward, scope, receive, send)
+
+    def serve(
         self,
         route: str,
         handler: _Handler,
@@ -125,10 +128,10 @@ class HotRoutes:
         receive: Receive,
         send: Send,
         write_error: ErrorWriter = send_error,
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
         """Run `handler` with the bookkeeping every hot route shares: in-flight counts,
         GatewayErrors written once (by `write_error`), one RequestFinished event."""
-        await self._serve(route, handler, scope, receive, send, write_error)
+        return self._serve(route, handler, scope, receive, send, write_error)
 
     async def _serve(
         self,

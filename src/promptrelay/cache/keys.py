@@ -95,12 +95,28 @@ def _canonical(body: Mapping[str, Any]) -> bytes:
 
 
 def cache_key(body: Mapping[str, Any], parts: KeyParts, content_type: str = CLAUDE_RESPONSE) -> str:
-    digest = hashlib.blake2b(digest_size=20)
-    for field in (parts.upstream, parts.version, parts.beta or "", parts.model):
-        digest.update(field.encode())
-        digest.update(b"\x00")
+    digest = _prefixed(parts).copy()
     digest.update(_canonical(body))
     return entry_key(parts.namespace, content_type, digest.hexdigest())
+
+
+# The hash state after the parts, per KeyParts: a key then costs one copy and the body's
+# update, not eight updates. Few parts recur (namespaces x versions x betas x models).
+_PREFIXES: dict[KeyParts, Any] = {}
+_PREFIXES_MAX = 256
+
+
+def _prefixed(parts: KeyParts) -> Any:
+    state = _PREFIXES.get(parts)
+    if state is None:
+        state = hashlib.blake2b(digest_size=20)
+        for field in (parts.upstream, parts.version, parts.beta or "", parts.model):
+            state.update(field.encode())
+            state.update(b"\x00")
+        if len(_PREFIXES) >= _PREFIXES_MAX:
+            _PREFIXES.clear()
+        _PREFIXES[parts] = state
+    return state
 
 
 class RawMemo(Generic[_V]):

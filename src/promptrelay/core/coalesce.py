@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterable, Awaitable, Callable, Hashable
+from functools import partial
 from types import TracebackType
 from typing import Generic, TypeVar
 
@@ -51,11 +52,16 @@ class StreamCancelled(RuntimeError):
 
 
 class _Call(Generic[V]):
-    __slots__ = ("task", "waiters")
+    """The shared task and its waiters: each awaits a future of its own, resolved from
+    the task's one done callback (what `asyncio.shield` would do with two callbacks and
+    two closures per waiter). A cancelled waiter cancels only its own future."""
+
+    __slots__ = ("futures", "task", "waiters")
 
     def __init__(self, task: asyncio.Task[V]) -> None:
         self.task = task
         self.waiters = 0
+        self.futures: list[asyncio.Future[V]] = []
 
 
 async def _await(awaitable: Awaitable[V]) -> V:
@@ -81,11 +87,12 @@ class Coalescer(Generic[K, V]):
             coro = work if asyncio.iscoroutine(work) else _await(work)
             call = _Call(asyncio.create_task(coro, name="coalesce"))
             self._calls[key] = call
-            task_call = call
-            call.task.add_done_callback(lambda task: self._finished(key, task_call, task))
+            call.task.add_done_callback(partial(self._finished, key, call))
         call.waiters += 1
+        waiter: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+        call.futures.append(waiter)
         try:
-            return await asyncio.shield(call.task), follower
+            return await waiter, follower
         finally:
             call.waiters -= 1
             if call.waiters == 0 and not call.task.done():
@@ -94,8 +101,19 @@ class Coalescer(Generic[K, V]):
 
     def _finished(self, key: K, call: _Call[V], task: asyncio.Task[V]) -> None:
         self._drop(key, call)
-        if not task.cancelled():
-            task.exception()  # retrieved: every waiter saw it, or none was left to
+        futures, call.futures = call.futures, []
+        if task.cancelled():
+            for future in futures:
+                future.cancel()
+            return
+        error = task.exception()  # retrieved: every waiter sees it, or none was left to
+        for future in futures:
+            if future.done():  # its waiter was cancelled
+                continue
+            if error is None:
+                future.set_result(task.result())
+            else:
+                future.set_exception(error)
 
     def _drop(self, key: K, call: _Call[V]) -> None:
         if self._calls.get(key) is call:

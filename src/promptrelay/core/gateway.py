@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, cast
 
 import orjson
@@ -37,12 +38,14 @@ from promptrelay.core.events import (
     PromptCacheUsed,
     UpstreamFinished,
 )
+from promptrelay.core.keyfile import KeyEntry
 from promptrelay.core.metered import MeteredStream
-from promptrelay.core.prompt_cache import input_units, prompt_cache_used
+from promptrelay.core.prompt_cache import prompt_cache_used
 from promptrelay.core.quotas import Quotas
 from promptrelay.core.request import json_object_or_none
 from promptrelay.core.resilient import ResilientUpstream
 from promptrelay.core.sse import assemble_message, message_events
+from promptrelay.core.stored import UpstreamHeaders, cacheable, stored_entry, upstream_headers
 from promptrelay.resilience.estimate import estimate_cost
 from promptrelay.resilience.governor import INTERACTIVE
 from promptrelay.upstream.client import UpstreamResponse
@@ -55,6 +58,8 @@ _SSE = (b"content-type", b"text/event-stream; charset=utf-8")
 _NO_RETRY = (b"x-should-retry", b"false")
 _COALESCED = (b"x-coalesced", b"true")
 _CACHE_TOKENS = b'"cache_'  # usage's cache_read_... and cache_creation_...: else no parse
+_PARTS_MAX = 256
+_MISSED = CacheLookup(hit=False, content_type=CLAUDE_RESPONSE)  # immutable: one for all
 _X_CACHE = {label: (b"x-cache", label.encode()) for label in ("HIT", "MISS", "BYPASS")}
 
 
@@ -131,6 +136,9 @@ class Gateway:
         self._streams: StreamCoalescer[str, _Head | bytes] = StreamCoalescer()
         self.served_by_mode: dict[str, int] = {mode.value: 0 for mode in KeyMode}
         self._keys: RawMemo[str] = RawMemo()
+        # KeyParts by namespace, offline, version, beta and model: few recur
+        self._parts: dict[tuple[str, bool, str, str | None, str], KeyParts] = {}
+        self._headers = UpstreamHeaders()
         # per stored entry (key, stored_at): its CacheLookup event and its constant headers
         self._hits: RawMemo[tuple[CacheLookup, list[tuple[bytes, bytes]]]] = RawMemo()
 
@@ -153,13 +161,15 @@ class Gateway:
         return key
 
     def _key(self, call: MessagesCall, offline: bool) -> str:
-        parts = KeyParts(
-            namespace=call.creds.namespace,
-            upstream="offline" if offline else self._base,
-            version=call.version,
-            beta=call.beta,
-            model=str(call.body.get("model", "")),
-        )
+        model = str(call.body.get("model", ""))
+        memo = (call.creds.namespace, offline, call.version, call.beta, model)
+        parts = self._parts.get(memo)
+        if parts is None:
+            upstream = "offline" if offline else self._base
+            parts = KeyParts(call.creds.namespace, upstream, call.version, call.beta, model)
+            if len(self._parts) >= _PARTS_MAX:
+                self._parts.clear()
+            self._parts[memo] = parts
         return cache_key(call.body, parts, CLAUDE_RESPONSE)
 
     async def lookup(self, call: MessagesCall) -> CacheEntry | None:
@@ -169,7 +179,7 @@ class Gateway:
             return None
         entry = await self._cache.get(self.key_for(call), max_age=call.control.max_age)
         if entry is None:
-            self._events.emit(CacheLookup(hit=False, content_type=CLAUDE_RESPONSE))
+            self._events.emit(_MISSED)
         else:
             self._count_hit(entry)
         return entry
@@ -188,14 +198,7 @@ class Gateway:
         reply = await self._messages(call)
         if reply.status != 200 or reply.cache == "HIT" or _COALESCED in reply.headers:
             return reply
-
-        async def account(usage: dict[str, Any]) -> None:
-            used = prompt_cache_used(model, usage) if watched else None
-            if used is not None and (used.read or used.created):
-                self._events.emit(used)
-            if quotas is not None and tenant is not None:
-                await quotas.charge(tenant, model, usage)
-
+        account = partial(self._account, model, quotas, tenant, watched)
         if reply.chunks is not None:
             reply.chunks = MeteredStream(reply.chunks, account, output=quotas is not None)
         elif quotas is not None or _CACHE_TOKENS in reply.body:
@@ -207,6 +210,20 @@ class Gateway:
                 await account(usage)
         return reply
 
+    async def _account(
+        self,
+        model: str,
+        quotas: Quotas | None,
+        tenant: KeyEntry | None,
+        watched: bool,
+        usage: dict[str, Any],
+    ) -> None:
+        used = prompt_cache_used(model, usage) if watched else None
+        if used is not None and (used.read or used.created):
+            self._events.emit(used)
+        if quotas is not None and tenant is not None:
+            await quotas.charge(tenant, model, usage)
+
     async def _messages(self, call: MessagesCall) -> Reply:
         self.served_by_mode[call.creds.mode._value_] += 1  # _value_: no property call
         key = self.key_for(call)
@@ -217,7 +234,7 @@ class Gateway:
                 hit = self._hit(key, entry, call.stream)
                 hit.key = key
                 return hit
-            self._events.emit(CacheLookup(hit=False, content_type=CLAUDE_RESPONSE))
+            self._events.emit(_MISSED)
         label = "BYPASS" if control.bypass else "MISS"
         joinable = control.lookup and control.store
         waited = time.perf_counter()
@@ -227,7 +244,7 @@ class Gateway:
             reply.key = key
             return reply
         if joinable:
-            answer, follower = await self._answers.run(key, lambda: self._fetch(call, key))
+            answer, follower = await self._answers.run(key, partial(self._fetch, call, key))
         else:
             answer, follower = await self._fetch(call, key if control.store else None), False
         headers = [*answer.headers, _X_CACHE[label]]
@@ -242,7 +259,7 @@ class Gateway:
         """Store a live answer fetched outside `messages` (a Message Batch result) under
         `key`, the `key_for` of its call, so the same request later is a hit. False if
         not stored."""
-        if not _cacheable(message):
+        if not cacheable(message):
             return False
         await self._store(key, message, None, False, time.perf_counter())
         return True
@@ -342,7 +359,7 @@ class Gateway:
         if call.creds.upstream_key is None:
             return self._offline.messages(call.body, call.raw, stream=call.stream), False
         started = time.perf_counter()
-        headers = upstream_headers(call.creds.upstream_key, call.version, call.beta)
+        headers = self._headers.get(call.creds.upstream_key, call.version, call.beta)
         governed = self._upstream.governor is not None
         sent = await self._upstream.send(
             "POST",
@@ -367,26 +384,9 @@ class Gateway:
         offline: bool,
         started: float,
     ) -> None:
-        if not _cacheable(message):
-            return
-        usage = message.get("usage") or {}
-        input_tokens = int(usage.get("input_tokens", 0))
-        output_tokens = int(usage.get("output_tokens", 0))
-        entry = CacheEntry(
-            value=encoded if encoded is not None else orjson.dumps(message),
-            stored_at=time.time(),
-            content_type=CLAUDE_RESPONSE,
-            meta={
-                "upstream_ms": round((time.perf_counter() - started) * 1000, 2),
-                "tokens": input_tokens + output_tokens,
-                "input_tokens": input_tokens,
-                "input_units": input_units(usage),
-                "output_tokens": output_tokens,
-                "model": str(message.get("model", "")),
-                "offline": int(offline),
-            },
-        )
-        await self._cache.set(key, entry, shared=not offline)
+        if cacheable(message):
+            entry = stored_entry(message, encoded, offline, started)
+            await self._cache.set(key, entry, shared=not offline)
 
     # -- misses, streamed ------------------------------------------------------------------
 
@@ -446,27 +446,6 @@ class Gateway:
 
 def _is_offline(call: MessagesCall) -> bool:
     return call.creds.upstream_key is None
-
-
-def upstream_headers(key: str, version: str, beta: str | None) -> dict[str, str]:
-    headers = {"x-api-key": key, "anthropic-version": version, "content-type": "application/json"}
-    if beta:
-        headers["anthropic-beta"] = beta
-    return headers
-
-
-def _cacheable(message: dict[str, Any]) -> bool:
-    """A complete answer with something in it; never an error or an empty reply."""
-    if message.get("type") != "message":
-        return False
-    content = message.get("content")
-    if not isinstance(content, list) or not content:
-        return False
-    return any(
-        block.get("type") != "text" or block.get("text")
-        for block in content
-        if isinstance(block, dict)
-    )
 
 
 async def _once(chunk: bytes) -> AsyncIterator[bytes]:

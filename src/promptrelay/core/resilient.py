@@ -98,38 +98,8 @@ class ResilientUpstream:
         RateLimited when the governor refused to wait that long. `budget` (a model's
         timeout from the providers file) narrows UPSTREAM_TIMEOUT; `cost` (estimate_cost
         of the body) lets the governor pace the attempts."""
-        key = headers.get("x-api-key", "")
         deadline = self._clock() + min(budget or self._budget, self._budget)
-        governor = self.governor
-
-        async def attempt(on_head: HeadHook) -> Outcome[UpstreamResponse]:
-            # the governor's permit: at once when it fits (no coroutine), else waited for
-            permit = None
-            if governor is not None and cost is not None:
-                permit = governor.try_acquire(key, cost) or await governor.acquire(
-                    key, cost, priority
-                )
-            left = deadline - self._clock()
-            if left <= 0:
-                raise _timed_out(permit)
-            try:
-                response = await self.upstream.request(
-                    method,
-                    path,
-                    headers=headers,
-                    body=body,
-                    stream=stream,
-                    timeout=left,
-                    on_head=on_head,
-                )
-            except BaseException:
-                if permit is not None:
-                    permit.release(0)  # no answer came
-                raise
-            if permit is not None:
-                permit.release(response.status, response.headers)
-            return _outcome(response)
-
+        attempt = _Attempt(self, method, path, headers, body, stream, deadline, cost, priority)
         result = await run_with_retries(
             attempt,
             self._policy,
@@ -181,6 +151,76 @@ class ResilientUpstream:
         await self.breaker.record(ticket, failure=failed)
         self._events.emit(UpstreamFinished(response.status, time.perf_counter() - started, 1))
         return response
+
+
+class _Attempt:
+    """One call's attempt, awaited once per try by the retry loop: a slotted object, not
+    a closure, so a call in flight holds one object here instead of a cell per name."""
+
+    __slots__ = (
+        "body",
+        "cost",
+        "deadline",
+        "headers",
+        "key",
+        "method",
+        "path",
+        "priority",
+        "stream",
+        "upstream",
+    )
+
+    def __init__(
+        self,
+        upstream: ResilientUpstream,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        stream: bool,
+        deadline: float,
+        cost: Cost | None,
+        priority: int,
+    ) -> None:
+        self.upstream = upstream
+        self.method = method
+        self.path = path
+        self.headers = headers
+        self.body = body
+        self.stream = stream
+        self.deadline = deadline
+        self.cost = cost
+        self.priority = priority
+        self.key = headers.get("x-api-key", "")
+
+    async def __call__(self, on_head: HeadHook) -> Outcome[UpstreamResponse]:
+        # the governor's permit: at once when it fits (no coroutine), else waited for
+        upstream, cost = self.upstream, self.cost
+        governor, permit = upstream.governor, None
+        if governor is not None and cost is not None:
+            permit = governor.try_acquire(self.key, cost) or await governor.acquire(
+                self.key, cost, self.priority
+            )
+        left = self.deadline - upstream._clock()
+        if left <= 0:
+            raise _timed_out(permit)
+        try:
+            response = await upstream.upstream.request(
+                self.method,
+                self.path,
+                headers=self.headers,
+                body=self.body,
+                stream=self.stream,
+                timeout=left,
+                on_head=on_head,
+            )
+        except BaseException:
+            if permit is not None:
+                permit.release(0)  # no answer came
+            raise
+        if permit is not None:
+            permit.release(response.status, response.headers)
+        return _outcome(response)
 
 
 def _outcome(response: UpstreamResponse) -> Outcome[UpstreamResponse]:

@@ -14,6 +14,8 @@ written (uvicorn alone writes a head and its body with two calls, two system cal
 hit path). A streamed answer's head is written at once, as before, and its body chunks can be
 written without uvicorn's `send` (`chunk_writer`): framed here and written straight to
 the transport, synchronously, by whichever task has them (a shared stream's producer).
+The head itself is checked and joined by `promptrelay.server.cycle` (the same checks as
+uvicorn's, without a Python loop over the headers).
 
 Every refusal is answered in the error shape of `promptrelay.errors` when nothing of a
 response went out yet, then the connection is closed gracefully: the write side is shut
@@ -44,6 +46,7 @@ from promptrelay.errors import (
     RequestTimeout,
     TooManyConnections,
 )
+from promptrelay.server.cycle import cycles_built_here
 from promptrelay.server.limits import Phase, ServerLimits, time_left
 
 __all__ = ["ChunkWriter", "GatewayProtocol", "chunk_writer"]
@@ -123,7 +126,7 @@ def chunk_writer(send: Any) -> ChunkWriter | None:
     """A ChunkWriter for the answer `send` (an ASGI send) is sending, once its head is out
     with chunked framing; None for any other answer, server or a wrapped `send`."""
     cycle = getattr(send, "__self__", None)
-    if type(cycle) is not RequestResponseCycle:
+    if not isinstance(cycle, RequestResponseCycle):  # ours are server/cycle.py's subclass
         return None
     writer: object = cycle.transport
     if type(writer) is not _Writer or cycle.chunked_encoding is not True:
@@ -218,7 +221,8 @@ class GatewayProtocol(HttpToolsProtocol):
         self._head_size = 0
         self._phase = _BODY
         self._since = self.loop.time()
-        super().on_headers_complete()
+        with cycles_built_here:
+            super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and not isinstance(cycle.transport, _Writer):
             cycle.transport = _Writer(self.transport, cycle)  # type: ignore[assignment]

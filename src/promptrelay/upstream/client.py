@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, cast
 
 import aiohttp
@@ -55,16 +56,41 @@ _KEPT_NAMES = frozenset(
 )
 
 
-def kept_response_headers(
-    raw: Iterable[tuple[bytes, bytes]],
-) -> list[tuple[bytes, bytes]]:
-    """The headers worth passing on, from aiohttp's raw (bytes) headers: no decoding."""
-    out = []
-    for name, value in raw:
-        lower = name.lower()
-        if lower in _KEPT_NAMES or lower.startswith(_KEPT_PREFIXES):
-            out.append((lower, value))
-    return out
+_Plan = tuple[tuple[bytes, ...], Callable[[Sequence[tuple[bytes, bytes]]], Any]]
+_PLANS: dict[tuple[bytes, ...], _Plan] = {}  # by the answer's header names, in order
+_PLANS_MAX = 64
+_NAME, _VALUE = itemgetter(0), itemgetter(1)
+
+
+def kept_response_headers(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The headers worth passing on, from aiohttp's raw (bytes) headers: no decoding.
+
+    Which of them to keep depends on the names alone, and an upstream answers with the
+    same names in the same order again and again: that choice is made once per sequence
+    of names, and applied in C (`itemgetter`, `zip`) to each answer's values."""
+    names = tuple(map(_NAME, raw))
+    plan = _PLANS.get(names)
+    if plan is None:
+        plan = _plan(names)
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()
+        _PLANS[names] = plan
+    kept, pick = plan
+    return list(zip(kept, map(_VALUE, pick(raw)), strict=True))
+
+
+def _plan(names: tuple[bytes, ...]) -> _Plan:
+    lowered = [name.lower() for name in names]
+    indices = [
+        i
+        for i, lower in enumerate(lowered)
+        if lower in _KEPT_NAMES or lower.startswith(_KEPT_PREFIXES)
+    ]
+    kept = tuple(lowered[i] for i in indices)
+    if len(indices) == 1:
+        only = indices[0]
+        return kept, lambda raw: (raw[only],)
+    return kept, itemgetter(*indices) if indices else lambda raw: ()
 
 
 @dataclass(slots=True)
@@ -325,15 +351,7 @@ class UpstreamClient:
     ) -> UpstreamResponse:
         """The answer of a sent request; its connection is released exactly once (at
         once for a whole body, when the stream ends or is closed otherwise)."""
-        released = False
-
-        def release() -> None:  # once per response, however many paths call it
-            nonlocal released
-            if not released:
-                released = True
-                self._in_flight -= 1
-                response.release()
-
+        release = _Release(self, response)
         if on_head is not None:
             try:
                 await on_head(response.status)
@@ -363,6 +381,23 @@ class UpstreamClient:
         return UpstreamResponse(
             status=response.status, headers=kept, body=body, content_type=content_type
         )
+
+
+class _Release:
+    """Gives an answer's connection back, once however many paths call it: a slotted
+    object, where a closure held a cell per name for as long as the call was in flight."""
+
+    __slots__ = ("_client", "_response")
+
+    def __init__(self, client: UpstreamClient, response: aiohttp.ClientResponse) -> None:
+        self._client: UpstreamClient | None = client
+        self._response = response
+
+    def __call__(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client._in_flight -= 1
+            self._response.release()
 
 
 def _no_answer(error: TimeoutError | aiohttp.ClientError) -> UpstreamTimeout | UpstreamUnavailable:

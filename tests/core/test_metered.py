@@ -3,6 +3,7 @@ are iterated or forwarded to a writer by a StreamFanout's producer."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -68,3 +69,28 @@ async def test_a_stream_that_cannot_forward_offers_no_forward() -> None:
         raise AssertionError("nothing to charge")
 
     assert MeteredStream(_source(), charge).forward is None
+
+
+def test_a_metered_stream_is_freed_without_the_collector() -> None:
+    """It holds the whole stream (the subscription, the fanout's items): a reference cycle
+    through it would keep every finished stream until a collection found it."""
+
+    class Forwarding:
+        def __init__(self) -> None:
+            self.items = [b"x" * 1024]
+
+        async def forward(self, write: Any) -> None:
+            return None
+
+    async def charge(usage: dict[str, Any]) -> None:
+        return None
+
+    gc.collect()
+    gc.disable()
+    try:
+        stream = MeteredStream(Forwarding(), charge)  # type: ignore[arg-type]
+        assert stream.forward is not None
+        del stream
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

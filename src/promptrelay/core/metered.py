@@ -22,7 +22,7 @@ Write = Callable[[bytes], bool]
 
 
 class MeteredStream:
-    __slots__ = ("_charge", "_chunks", "_inner_forward", "_output", "_parser", "_usage", "forward")
+    __slots__ = ("_charge", "_chunks", "_inner_forward", "_output", "_parser", "_usage")
 
     def __init__(
         self,
@@ -36,13 +36,16 @@ class MeteredStream:
         self._output = output
         self._parser: SseParser | None = SseParser()
         self._usage: dict[str, Any] = {}
-        # `forward` only where `chunks` forwards: a caller checks for it
         self._inner_forward: Callable[[Write], Awaitable[None]] | None = getattr(
             chunks, "forward", None
         )
-        self.forward: Callable[[Write], Awaitable[None]] | None = (
-            self._forward if self._inner_forward is not None else None
-        )
+
+    @property
+    def forward(self) -> Callable[[Write], Awaitable[None]] | None:
+        """`_forward` where `chunks` forwards, else None (a caller checks for it). A
+        property, not an attribute: a bound method kept on the instance is a reference
+        cycle that holds the whole stream until a collection finds it."""
+        return self._forward if self._inner_forward is not None else None
 
     def __aiter__(self) -> MeteredStream:
         return self

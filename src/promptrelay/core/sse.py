@@ -113,7 +113,7 @@ class SseParser:
         for frame in frames:
             # Anthropic's shape, inline: one known event line, one data line
             head, sep, data = frame.partition(b"\ndata: ")
-            name = _KNOWN_HEADS.get(head) if sep and b"\n" not in data else None
+            name = KNOWN_HEADS.get(head) if sep and b"\n" not in data else None
             event = (name, data) if name is not None else _frame(frame)
             if event is not None:
                 events.append(event)
@@ -219,7 +219,8 @@ class MessageAssembler:
             self.message["content"][index]["input"] = orjson.loads(text) if text else {}
 
 
-_KNOWN_HEADS = {
+# Claude's event names as their frames' first line: a known line needs no parsing.
+KNOWN_HEADS = {
     b"event: " + name.encode(): name
     for name in (
         "message_start",

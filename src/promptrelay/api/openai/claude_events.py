@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from promptrelay.core.sse import SseParser
+from promptrelay.core.sse import KNOWN_HEADS, SseParser
 
 __all__ = ["ClaudeFrames", "error_of", "fold_message_delta"]
 
@@ -24,22 +24,6 @@ def error_of(data: bytes) -> tuple[str, str]:
     """An `error` event's type and message."""
     error = orjson.loads(data).get("error") or {}
     return str(error.get("type", "api_error")), str(error.get("message"))
-
-
-# Claude's event names as their frames' first line: a known line needs no parsing.
-_HEADS = {
-    b"event: " + name.encode(): name
-    for name in (
-        "message_start",
-        "content_block_start",
-        "content_block_delta",
-        "content_block_stop",
-        "message_delta",
-        "message_stop",
-        "ping",
-        "error",
-    )
-}
 
 
 class ClaudeFrames:
@@ -65,7 +49,7 @@ class ClaudeFrames:
         self._buffer = frames.pop()
         events: list[tuple[str, bytes]] = []
         datas: list[bytes] = []
-        heads = _HEADS
+        heads = KNOWN_HEADS
         for frame in frames:
             head, found, data = frame.partition(b"\ndata: ")
             name = heads.get(head) if found else None
